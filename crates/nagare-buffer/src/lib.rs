@@ -1,0 +1,1 @@
+//! Output buffers: memory and file chunks, chunk keys, flush, retry, overflow, recovery.

@@ -1,0 +1,1 @@
+//! Core event types: EventTime, msgpack chunk reader/writer, tag patterns.

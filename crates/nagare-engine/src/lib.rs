@@ -1,0 +1,1 @@
+//! Plugin loader and pipeline: builds inputs, filters, routes and outputs from a config.

@@ -1,0 +1,1 @@
+//! Forward protocol v1 codec and handshake/ack state machines, without sockets.

@@ -1,0 +1,1 @@
+//! Plugin author kit: export macro, panic guards, config deserializer, chunk codec, log bridge.

@@ -1,0 +1,1 @@
+//! The `in_forward` plugin.

@@ -1,0 +1,1 @@
+//! The `out_null` plugin.

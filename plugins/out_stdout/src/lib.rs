@@ -1,0 +1,1 @@
+//! The `out_stdout` plugin.
