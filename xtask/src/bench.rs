@@ -1,0 +1,463 @@
+//! `cargo xtask bench`: end-to-end throughput, CPU and memory of a running collector.
+//!
+//! Each scenario starts the release build of nagare on a generated config, lets it settle,
+//! reads its idle RSS, then a load generator (this process) sends N events (~150-byte records)
+//! in batches of 1000 over one or more loopback connections. The last batch of every
+//! connection asks for an ack; acks come only once the events are accepted by the output's
+//! buffer, so the acks mark the end of the run. CPU seconds come from `/proc/PID/stat`
+//! (utime + stime) before and after; peak RSS is `VmHWM`. The same bytes are then sent to a raw
+//! TCP sink in this process that only reads and discards (the machine's ceiling), and the
+//! ratio is printed.
+
+use anyhow::{Context, Result, bail};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Forward protocol mode a scenario sends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Packed,
+    Forward,
+    Message,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Packed => "PackedForward",
+            Mode::Forward => "Forward",
+            Mode::Message => "Message",
+        }
+    }
+}
+
+struct Options {
+    events: usize,
+    conns: usize,
+    names: Vec<String>,
+}
+
+fn parse_options(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        events: 1_000_000,
+        conns: 1,
+        names: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--events" => o.events = it.next().context("--events N")?.parse()?,
+            "--conns" => o.conns = it.next().context("--conns N")?.parse()?,
+            "--" => {}
+            other if other.starts_with('-') => bail!("unknown bench option {other}"),
+            other => o.names.push(other.to_string()),
+        }
+    }
+    if o.names.is_empty() {
+        o.names = vec!["forward".into(), "filter".into()];
+    }
+    Ok(o)
+}
+
+/// Runs the named benchmark groups.
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let opts = parse_options(args)?;
+    let mut c = crate::cargo();
+    c.args(["build", "--release", "--workspace", "--bins", "--lib"]);
+    crate::status(c)?;
+    let bin = root.join("target/release/nagare");
+    println!(
+        "# nagare bench: {} events of ~{} bytes, batches of {BATCH}, {} connection(s); {} cores",
+        opts.events,
+        record(0).len(),
+        opts.conns,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    println!("# loadavg before: {}", loadavg());
+    for name in &opts.names {
+        match name.as_str() {
+            "forward" => {
+                idle_rss(&bin)?;
+                for mode in [Mode::Packed, Mode::Forward, Mode::Message] {
+                    scenario(&bin, mode, &opts, "", &format!("{} → out_null", mode.name()))?;
+                }
+            }
+            "filter" => {
+                let grep = "<filter bench.**>\n  @type grep\n  <regexp>\n    key seq_parity\n    pattern /^even$/\n  </regexp>\n</filter>\n";
+                scenario(&bin, Mode::Packed, &opts, grep, "PackedForward → grep (half kept) → out_null")?;
+                let rt = "<filter bench.**>\n  @type record_transformer\n  <record>\n    added ${tag}\n  </record>\n</filter>\n";
+                scenario(&bin, Mode::Packed, &opts, rt, "PackedForward → record_transformer (+1 field) → out_null")?;
+                let pass = "<filter bench.**>\n  @type grep\n  <exclude>\n    key no_such_key\n    pattern /x/\n  </exclude>\n</filter>\n";
+                scenario(&bin, Mode::Packed, &opts, pass, "PackedForward → grep keeping all (unchanged) → out_null")?;
+            }
+            other => bail!("unknown benchmark '{other}' (known: forward, filter)"),
+        }
+    }
+    println!("# loadavg after: {}", loadavg());
+    Ok(())
+}
+
+const BATCH: usize = 1000;
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+struct Collector {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory removed on drop (xtask keeps its dependencies minimal).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Result<Self> {
+        let p = std::env::temp_dir().join(format!("nagare-bench-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start(bin: &Path, extra: &str, outputs: &str) -> Result<Collector> {
+    let port = free_port()?;
+    let dir = TempDir::new(&port.to_string())?;
+    let conf = dir.0.join("bench.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n</source>\n{extra}{outputs}"
+        ),
+    )?;
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-q")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nagare did not open port {port} within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Collector {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
+fn idle_rss(bin: &Path) -> Result<()> {
+    let c = start(
+        bin,
+        "",
+        "<match null.**>\n  @type null\n</match>\n<match **>\n  @type stdout\n</match>\n",
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (rss, _) = rss_kb(c.child.id())?;
+    println!(
+        "idle RSS with in_forward + out_stdout + out_null loaded: {:.1} MB (target ≤ 8 MB)",
+        rss as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn scenario(bin: &Path, mode: Mode, opts: &Options, filters: &str, title: &str) -> Result<()> {
+    let payloads = build_payloads(mode, opts.events, opts.conns);
+    let bytes: usize = payloads.iter().flatten().map(Vec::len).sum();
+
+    // The ceiling: the same bytes into a sink that only reads.
+    let sink_secs = raw_sink(&payloads)?;
+
+    let c = start(bin, filters, "<match **>\n  @type null\n</match>\n")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = c.child.id();
+    let (idle, _) = rss_kb(pid)?;
+    let cpu0 = cpu_secs(pid)?;
+    let t0 = Instant::now();
+    send_all(c.port, &payloads)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pid)? - cpu0;
+    let (_, peak) = rss_kb(pid)?;
+    let per_m = cpu / (opts.events as f64 / 1e6);
+    println!(
+        "{title}: {:.0} events/s, {:.3} CPU-s per 1M events, peak RSS {:.1} MB (idle {:.1} MB), {:.1} MB sent; raw sink {:.0} events/s, ratio {:.2}",
+        opts.events as f64 / secs,
+        per_m,
+        peak as f64 / 1024.0,
+        idle as f64 / 1024.0,
+        bytes as f64 / 1e6,
+        opts.events as f64 / sink_secs,
+        sink_secs / secs,
+    );
+    Ok(())
+}
+
+/// One record of roughly 150 bytes, as msgpack.
+fn record(seq: usize) -> Vec<u8> {
+    let mut r = Vec::with_capacity(160);
+    map_header(&mut r, 6);
+    str_(&mut r, "host");
+    str_(&mut r, "web-01.eu-west.example.com");
+    str_(&mut r, "level");
+    str_(&mut r, "info");
+    str_(&mut r, "msg");
+    str_(&mut r, "GET /api/v1/items/12345 HTTP/1.1 200 5123 \"curl/8.5.0\" 0.0123");
+    str_(&mut r, "pid");
+    uint(&mut r, 4242);
+    str_(&mut r, "seq");
+    uint(&mut r, seq as u64);
+    str_(&mut r, "seq_parity");
+    str_(&mut r, if seq % 2 == 0 { "even" } else { "odd" });
+    r
+}
+
+fn event_time(out: &mut Vec<u8>, seq: usize) {
+    out.extend_from_slice(&[0xd7, 0x00]);
+    out.extend_from_slice(&(1_764_158_400u32 + (seq / 1000) as u32).to_be_bytes());
+    out.extend_from_slice(&((seq % 1000) as u32 * 1000).to_be_bytes());
+}
+
+fn map_header(out: &mut Vec<u8>, n: u32) {
+    if n < 16 {
+        out.push(0x80 | n as u8);
+    } else {
+        out.push(0xdf);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+fn array_header(out: &mut Vec<u8>, n: u32) {
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+fn str_(out: &mut Vec<u8>, s: &str) {
+    let n = s.len();
+    if n < 32 {
+        out.push(0xa0 | n as u8);
+    } else if n < 256 {
+        out.extend_from_slice(&[0xd9, n as u8]);
+    } else {
+        out.push(0xdb);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn uint(out: &mut Vec<u8>, v: u64) {
+    if v < 128 {
+        out.push(v as u8);
+    } else if v <= u32::MAX as u64 {
+        out.push(0xce);
+        out.extend_from_slice(&(v as u32).to_be_bytes());
+    } else {
+        out.push(0xcf);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// Builds, per connection, the list of requests to send. The last request of each connection
+/// carries a `chunk` option so the collector acks it.
+fn build_payloads(mode: Mode, events: usize, conns: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut per_conn: Vec<Vec<Vec<u8>>> = vec![Vec::new(); conns.max(1)];
+    let batches = events.div_ceil(BATCH);
+    for b in 0..batches {
+        let start = b * BATCH;
+        let n = BATCH.min(events - start);
+        let conn = b % per_conn.len();
+        let last_of_conn = b + per_conn.len() >= batches;
+        let mut req = Vec::with_capacity(n * 170 + 64);
+        match mode {
+            Mode::Packed | Mode::Forward => {
+                array_header(&mut req, 3);
+                str_(&mut req, "bench.app");
+                let mut entries = Vec::with_capacity(n * 170);
+                for i in 0..n {
+                    entries.push(0x92);
+                    event_time(&mut entries, start + i);
+                    entries.extend_from_slice(&record(start + i));
+                }
+                if mode == Mode::Packed {
+                    req.push(0xc6);
+                    req.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+                    req.extend_from_slice(&entries);
+                } else {
+                    array_header(&mut req, n as u32);
+                    req.extend_from_slice(&entries);
+                }
+                options(&mut req, n, last_of_conn.then_some(b));
+                per_conn[conn].push(req);
+            }
+            Mode::Message => {
+                for i in 0..n {
+                    let ack = (last_of_conn && i + 1 == n).then_some(b);
+                    array_header(&mut req, if ack.is_some() { 4 } else { 3 });
+                    str_(&mut req, "bench.app");
+                    event_time(&mut req, start + i);
+                    req.extend_from_slice(&record(start + i));
+                    if let Some(id) = ack {
+                        map_header(&mut req, 1);
+                        str_(&mut req, "chunk");
+                        str_(&mut req, &chunk_id(id));
+                    }
+                }
+                per_conn[conn].push(req);
+            }
+        }
+    }
+    per_conn
+}
+
+fn chunk_id(batch: usize) -> String {
+    format!("bench-{batch:016}")
+}
+
+fn options(out: &mut Vec<u8>, size: usize, ack: Option<usize>) {
+    map_header(out, if ack.is_some() { 2 } else { 1 });
+    str_(out, "size");
+    uint(out, size as u64);
+    if let Some(id) = ack {
+        str_(out, "chunk");
+        str_(out, &chunk_id(id));
+    }
+}
+
+/// Sends every connection's requests in parallel and waits for each connection's final ack.
+fn send_all(port: u16, payloads: &[Vec<Vec<u8>>]) -> Result<()> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = payloads
+            .iter()
+            .map(|reqs| {
+                s.spawn(move || -> Result<()> {
+                    let mut sock = TcpStream::connect(("127.0.0.1", port))?;
+                    sock.set_nodelay(true)?;
+                    for r in reqs {
+                        sock.write_all(r)?;
+                    }
+                    sock.set_read_timeout(Some(Duration::from_secs(300)))?;
+                    let mut buf = [0u8; 256];
+                    let n = sock.read(&mut buf)?;
+                    let reply = &buf[..n];
+                    if n == 0 || !reply.windows(3).any(|w| w == b"ack") {
+                        bail!("no ack from nagare (got {n} bytes: {reply:?})");
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// Sends the same bytes to an in-process sink that reads and discards; returns the seconds.
+fn raw_sink(payloads: &[Vec<Vec<u8>>]) -> Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let expected: Vec<usize> = payloads.iter().map(|r| r.iter().map(Vec::len).sum()).collect();
+    let conns = payloads.len();
+    let sink = std::thread::spawn(move || -> Result<()> {
+        let mut readers = Vec::new();
+        for _ in 0..conns {
+            let (mut s, _) = listener.accept()?;
+            readers.push(std::thread::spawn(move || -> std::io::Result<usize> {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0;
+                loop {
+                    let n = s.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(total);
+                    }
+                    total += n;
+                }
+            }));
+        }
+        for r in readers {
+            r.join().map_err(|_| anyhow::anyhow!("sink reader panicked"))??;
+        }
+        Ok(())
+    });
+    let t0 = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let hs: Vec<_> = payloads
+            .iter()
+            .map(|reqs| {
+                s.spawn(move || -> std::io::Result<()> {
+                    let mut sock = TcpStream::connect(("127.0.0.1", port))?;
+                    for r in reqs {
+                        sock.write_all(r)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
+        }
+        Ok(())
+    })?;
+    sink.join().map_err(|_| anyhow::anyhow!("sink panicked"))??;
+    let _ = expected;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+fn cpu_secs(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let after = stat.rsplit_once(')').map(|(_, a)| a).context("bad /proc stat")?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = f.get(11).context("utime")?.parse()?;
+    let stime: f64 = f.get(12).context("stime")?.parse()?;
+    let hz = 100.0; // USER_HZ is 100 on Linux/x86_64
+    Ok((utime + stime) / hz)
+}
+
+/// (current RSS, peak RSS) in KiB.
+fn rss_kb(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
