@@ -1,1 +1,42 @@
-//! Parsers and formatters (json, regexp, ltsv, csv, tsv, syslog, apache, nginx, msgpack, out_file...).
+//! Fluentd's parsers and formatters as a plain library.
+//!
+//! This crate is what the parser/formatter-using plugins (`filter_parser`, `in_tail`, `in_http`,
+//! `in_tcp`, `out_file`, `out_stdout`, ...) link. It depends on no other nagare crate, so
+//! out-of-tree plugins can use it too.
+//!
+//! Map:
+//! - [`params`]: the `<parse>`/`<format>`/`<inject>` parameters as a key→string map, with
+//!   Fluentd's value syntax (bools, lists, sizes of delimiters).
+//! - [`time`]: Fluentd's time handling: a `strptime` subset ([`time::TimeParser`]), Ruby's
+//!   `strftime` ([`time::TimeFormatter`]), numeric times, time zones.
+//! - [`json`]: JSON ↔ msgpack values, rendered the way Ruby's `to_json` does, plus Ruby's
+//!   `inspect`/`to_s` renderings used by the text formatters.
+//! - [`parser`]: [`ParserConfig`] → `Box<dyn Parser>` for json, regexp, ltsv, csv, tsv, none,
+//!   apache2, apache_error, nginx, syslog, msgpack and multiline.
+//! - [`formatter`]: [`FormatterConfig`] → `Box<dyn Formatter>` for out_file, json, ltsv, csv,
+//!   tsv, single_value, msgpack, hash and stdout.
+//! - [`inject`]: the `<inject>` helper (hostname/worker id/tag/time keys).
+//!
+//! Records are [`rmpv::Value`] maps with string keys; times are [`EventTime`].
+//!
+//! Invariant: nothing here panics on input that comes from outside (log lines, config values);
+//! every failure is a typed error carrying the parser/formatter name and the offending value.
+
+pub mod error;
+// pub mod formatter;
+// pub mod inject;
+pub mod json;
+pub mod params;
+// pub mod parser;
+pub mod time;
+// mod types;
+
+pub use error::{ConfigError, FormatError, ParseError};
+// pub use formatter::{Formatter, FormatterConfig};
+// pub use inject::{InjectConfig, Injector};
+pub use params::Params;
+// pub use parser::{ParsedEvent, Parser, ParserConfig};
+pub use time::EventTime;
+
+/// A record: an [`rmpv::Value::Map`] whose keys are strings.
+pub type Record = rmpv::Value;
