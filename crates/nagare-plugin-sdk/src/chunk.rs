@@ -1,0 +1,641 @@
+//! Fluentd's chunk format for plugin authors: concatenated msgpack `[time, record]` entries,
+//! `time` an `EventTime` (ext type 0: u32 BE seconds + u32 BE nanoseconds, written as fixext8)
+//! or an integer. Also accepted on read: ext8 with 8 bytes, float times, and Fluent Bit's
+//! `[[time, metadata], record]` form (the metadata is skipped).
+//!
+//! [`ChunkReader`] yields [`Entry`]s that borrow the record bytes (no decoding until asked);
+//! [`ChunkWriter`] appends entries into a `Vec<u8>` ready for an [`crate::Emitter`] or
+//! [`crate::FilterOutcome::Replaced`]. Nothing here panics on malformed input.
+
+use std::io::Write as _;
+
+use rmpv::Value;
+
+/// Maximum nesting of maps/arrays accepted while skipping over a record.
+pub const MAX_DEPTH: usize = 512;
+
+/// An event time: seconds and nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventTime {
+    /// Seconds since the epoch (unsigned 32-bit, as Fluentd packs it).
+    pub sec: u32,
+    /// Nanoseconds, `0..1_000_000_000`.
+    pub nsec: u32,
+}
+
+impl EventTime {
+    /// Builds a time from seconds and nanoseconds.
+    pub const fn new(sec: u32, nsec: u32) -> Self {
+        EventTime { sec, nsec }
+    }
+
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        EventTime {
+            sec: u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+            nsec: d.subsec_nanos(),
+        }
+    }
+
+    /// The 8 payload bytes of the ext 0 representation.
+    pub fn to_ext_bytes(self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&self.sec.to_be_bytes());
+        b[4..].copy_from_slice(&self.nsec.to_be_bytes());
+        b
+    }
+
+    /// Parses the 8 payload bytes of an ext 0 value.
+    pub fn from_ext_bytes(b: &[u8]) -> Option<Self> {
+        let sec = u32::from_be_bytes(b.get(..4)?.try_into().ok()?);
+        let nsec = u32::from_be_bytes(b.get(4..8)?.try_into().ok()?);
+        (b.len() == 8).then_some(EventTime { sec, nsec })
+    }
+}
+
+/// Why a chunk could not be read. `offset` is the byte offset of the entry that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkError {
+    /// The data ends in the middle of an entry.
+    #[error("truncated entry at byte {offset}")]
+    Truncated {
+        /// Offset of the entry.
+        offset: usize,
+    },
+    /// The bytes are not a `[time, record]` entry.
+    #[error("malformed entry at byte {offset}: {reason}")]
+    Malformed {
+        /// Offset of the entry.
+        offset: usize,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The chunk's format is not one this SDK can decode.
+    #[error("unsupported chunk format {0}")]
+    UnsupportedFormat(u8),
+    /// A gzip chunk failed to decompress.
+    #[error("gzip chunk: {0}")]
+    Gzip(String),
+}
+
+/// One entry of a chunk: its time and the raw msgpack bytes of its record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// The event time.
+    pub time: EventTime,
+    /// The record, one msgpack value (normally a map), undecoded.
+    pub record: &'a [u8],
+}
+
+impl Entry<'_> {
+    /// Decodes the record.
+    pub fn value(&self) -> Result<Value, ChunkError> {
+        let mut rd = self.record;
+        rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH).map_err(|e| {
+            ChunkError::Malformed {
+                offset: 0,
+                reason: format!("record: {e}"),
+            }
+        })
+    }
+}
+
+/// Iterates the entries of a msgpack-stream chunk. After an error it yields nothing more.
+#[derive(Clone, Debug)]
+pub struct ChunkReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+impl<'a> ChunkReader<'a> {
+    /// Reads `data`, concatenated `[time, record]` entries.
+    pub fn new(data: &'a [u8]) -> Self {
+        ChunkReader {
+            data,
+            pos: 0,
+            failed: false,
+        }
+    }
+
+    /// Byte offset of the next entry.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Collects every entry as `(time, decoded record)`.
+    pub fn values(self) -> Result<Vec<(EventTime, Value)>, ChunkError> {
+        self.map(|e| e.and_then(|e| Ok((e.time, e.value()?))))
+            .collect()
+    }
+
+    fn read_entry(&mut self) -> Result<Entry<'a>, ChunkError> {
+        let start = self.pos;
+        let mut cur = Cursor {
+            data: self.data,
+            pos: start,
+            entry: start,
+        };
+        let n = cur.array_len()?;
+        if n != 2 {
+            return Err(cur.malformed(format!("expected a 2-element array, got {n} elements")));
+        }
+        let time = cur.time(true)?;
+        let rec_start = cur.pos;
+        cur.skip_value()?;
+        let record = self.data.get(rec_start..cur.pos).ok_or(cur.truncated())?;
+        self.pos = cur.pos;
+        Ok(Entry { time, record })
+    }
+}
+
+impl<'a> Iterator for ChunkReader<'a> {
+    type Item = Result<Entry<'a>, ChunkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.data.len() {
+            return None;
+        }
+        let r = self.read_entry();
+        if r.is_err() {
+            self.failed = true;
+        }
+        Some(r)
+    }
+}
+
+struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+    entry: usize,
+}
+
+impl Cursor<'_> {
+    fn truncated(&self) -> ChunkError {
+        ChunkError::Truncated { offset: self.entry }
+    }
+
+    fn malformed(&self, reason: String) -> ChunkError {
+        ChunkError::Malformed {
+            offset: self.entry,
+            reason,
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8, ChunkError> {
+        let b = *self.data.get(self.pos).ok_or(self.truncated())?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: u64) -> Result<&[u8], ChunkError> {
+        let n = usize::try_from(n).map_err(|_| self.truncated())?;
+        let end = self.pos.checked_add(n).ok_or(self.truncated())?;
+        let s = self.data.get(self.pos..end).ok_or(self.truncated())?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn uint(&mut self, n: u64) -> Result<u64, ChunkError> {
+        let bytes = self.take(n)?;
+        Ok(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    }
+
+    fn array_len(&mut self) -> Result<u64, ChunkError> {
+        match self.byte()? {
+            b @ 0x90..=0x9f => Ok(u64::from(b & 0x0f)),
+            0xdc => self.uint(2),
+            0xdd => self.uint(4),
+            b => Err(self.malformed(format!("expected an array, got marker 0x{b:02x}"))),
+        }
+    }
+
+    /// Reads a time: int, float, ext 0 (8 bytes), or (when `allow_array`) `[time, meta]`.
+    fn time(&mut self, allow_array: bool) -> Result<EventTime, ChunkError> {
+        let marker = *self.data.get(self.pos).ok_or(self.truncated())?;
+        let clamp = |v: u64| EventTime::new(u32::try_from(v).unwrap_or(u32::MAX), 0);
+        match marker {
+            0x00..=0x7f => {
+                self.pos += 1;
+                Ok(clamp(u64::from(marker)))
+            }
+            0xcc..=0xcf => {
+                self.pos += 1;
+                let v = self.uint(1 << (marker - 0xcc))?;
+                Ok(clamp(v))
+            }
+            0xd0..=0xd3 | 0xe0..=0xff => {
+                // negative or signed ints: clamp negatives to 0
+                if marker >= 0xe0 {
+                    self.pos += 1;
+                    return Ok(EventTime::default());
+                }
+                self.pos += 1;
+                let n = 1u64 << (marker - 0xd0);
+                let raw = self.uint(n)?;
+                let shift = 64 - 8 * n;
+                let v = ((raw << shift) as i64) >> shift;
+                Ok(clamp(u64::try_from(v).unwrap_or(0)))
+            }
+            0xca | 0xcb => {
+                self.pos += 1;
+                let f = if marker == 0xca {
+                    f64::from(f32::from_bits(self.uint(4)? as u32))
+                } else {
+                    f64::from_bits(self.uint(8)?)
+                };
+                if !f.is_finite() || f < 0.0 {
+                    return Ok(EventTime::default());
+                }
+                let sec = f.trunc();
+                let nsec = ((f - sec) * 1e9).round().min(999_999_999.0);
+                Ok(EventTime::new(
+                    if sec > f64::from(u32::MAX) {
+                        u32::MAX
+                    } else {
+                        sec as u32
+                    },
+                    nsec as u32,
+                ))
+            }
+            0xd7 | 0xc7 => {
+                self.pos += 1;
+                if marker == 0xc7 && self.byte()? != 8 {
+                    return Err(self.malformed("time ext must have 8 bytes".to_owned()));
+                }
+                let ty = self.byte()?;
+                if ty != 0 {
+                    return Err(self.malformed(format!("time ext type {ty}, expected 0")));
+                }
+                let bytes = self.take(8)?;
+                EventTime::from_ext_bytes(bytes).ok_or(ChunkError::Truncated { offset: self.entry })
+            }
+            0x90..=0x9f | 0xdc | 0xdd if allow_array => {
+                let n = self.array_len()?;
+                if n == 0 {
+                    return Err(self.malformed("empty time array".to_owned()));
+                }
+                let t = self.time(false)?;
+                for _ in 1..n {
+                    self.skip_value()?;
+                }
+                Ok(t)
+            }
+            b => Err(self.malformed(format!("expected a time, got marker 0x{b:02x}"))),
+        }
+    }
+
+    /// Skips one msgpack value, iteratively, bounded by [`MAX_DEPTH`].
+    fn skip_value(&mut self) -> Result<(), ChunkError> {
+        // Stack of remaining element counts of open containers.
+        let mut pending: Vec<u64> = Vec::new();
+        let mut remaining: u64 = 1;
+        loop {
+            while remaining == 0 {
+                match pending.pop() {
+                    Some(r) => remaining = r,
+                    None => return Ok(()),
+                }
+            }
+            remaining -= 1;
+            let b = self.byte()?;
+            let children: u64 = match b {
+                0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 0,
+                0x80..=0x8f => u64::from(b & 0x0f) * 2,
+                0x90..=0x9f => u64::from(b & 0x0f),
+                0xa0..=0xbf => {
+                    self.take(u64::from(b & 0x1f))?;
+                    0
+                }
+                0xc4 | 0xd9 => {
+                    let n = self.uint(1)?;
+                    self.take(n)?;
+                    0
+                }
+                0xc5 | 0xda => {
+                    let n = self.uint(2)?;
+                    self.take(n)?;
+                    0
+                }
+                0xc6 | 0xdb => {
+                    let n = self.uint(4)?;
+                    self.take(n)?;
+                    0
+                }
+                0xc7 => {
+                    let n = self.uint(1)?;
+                    self.take(n + 1)?;
+                    0
+                }
+                0xc8 => {
+                    let n = self.uint(2)?;
+                    self.take(n + 1)?;
+                    0
+                }
+                0xc9 => {
+                    let n = self.uint(4)?;
+                    self.take(n + 1)?;
+                    0
+                }
+                0xca | 0xd2 => {
+                    self.take(4)?;
+                    0
+                }
+                0xcb | 0xd3 | 0xcf => {
+                    self.take(8)?;
+                    0
+                }
+                0xcc | 0xd0 => {
+                    self.take(1)?;
+                    0
+                }
+                0xcd | 0xd1 => {
+                    self.take(2)?;
+                    0
+                }
+                0xce => {
+                    self.take(4)?;
+                    0
+                }
+                0xd4..=0xd8 => {
+                    self.take((1u64 << (b - 0xd4)) + 1)?;
+                    0
+                }
+                0xdc => self.uint(2)?,
+                0xdd => self.uint(4)?,
+                0xde => self.uint(2)? * 2,
+                0xdf => self.uint(4)? * 2,
+                0xc1 => return Err(self.malformed("reserved marker 0xc1".to_owned())),
+            };
+            if children > 0 {
+                if pending.len() >= MAX_DEPTH {
+                    return Err(self.malformed(format!("nesting deeper than {MAX_DEPTH}")));
+                }
+                // Each child needs at least one byte: reject impossible counts early.
+                let left = (self.data.len() - self.pos) as u64;
+                if children > left {
+                    return Err(self.truncated());
+                }
+                pending.push(remaining);
+                remaining = children;
+            }
+        }
+    }
+}
+
+/// Builds a chunk: appends `[EventTime, record]` entries.
+#[derive(Clone, Debug, Default)]
+pub struct ChunkWriter {
+    buf: Vec<u8>,
+    records: u32,
+}
+
+impl ChunkWriter {
+    /// An empty writer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty writer with `bytes` of capacity.
+    pub fn with_capacity(bytes: usize) -> Self {
+        ChunkWriter {
+            buf: Vec::with_capacity(bytes),
+            records: 0,
+        }
+    }
+
+    fn header(&mut self, time: EventTime) {
+        // fixarray(2), fixext8 type 0, sec, nsec
+        self.buf.extend_from_slice(&[0x92, 0xd7, 0x00]);
+        self.buf.extend_from_slice(&time.to_ext_bytes());
+    }
+
+    /// Appends an entry whose record is already msgpack-encoded (exactly one value).
+    pub fn push_raw(&mut self, time: EventTime, record: &[u8]) {
+        self.header(time);
+        self.buf.extend_from_slice(record);
+        self.records = self.records.saturating_add(1);
+    }
+
+    /// Appends an entry from a decoded record.
+    pub fn push_value(&mut self, time: EventTime, record: &Value) {
+        self.header(time);
+        // Writing into a Vec cannot fail.
+        let _ = rmpv::encode::write_value(&mut self.buf, record);
+        self.records = self.records.saturating_add(1);
+    }
+
+    /// Appends an entry whose record is a map of string keys to values.
+    pub fn push_map<'k>(
+        &mut self,
+        time: EventTime,
+        fields: impl IntoIterator<Item = (&'k str, Value)>,
+    ) {
+        let map: Vec<(Value, Value)> = fields
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect();
+        self.push_value(time, &Value::Map(map));
+    }
+
+    /// Number of entries written.
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// Bytes written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Returns `(bytes, records)` and leaves the writer empty for reuse.
+    pub fn take(&mut self) -> (Vec<u8>, u32) {
+        let records = std::mem::take(&mut self.records);
+        (std::mem::take(&mut self.buf), records)
+    }
+
+    /// Consumes the writer into `(bytes, records)`.
+    pub fn finish(self) -> (Vec<u8>, u32) {
+        (self.buf, self.records)
+    }
+}
+
+/// Decompresses a gzip chunk (one or more members), refusing more than `limit` bytes.
+pub fn gunzip(data: &[u8], limit: u64) -> Result<Vec<u8>, ChunkError> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let mut dec = flate2::read::MultiGzDecoder::new(data).take(limit.saturating_add(1));
+    dec.read_to_end(&mut out)
+        .map_err(|e| ChunkError::Gzip(e.to_string()))?;
+    if out.len() as u64 > limit {
+        return Err(ChunkError::Gzip(format!(
+            "decompressed size exceeds {limit} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// Compresses bytes as one gzip member (for tests and plugins producing gzip chunks).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check(bytes: &[u8], expect: Result<Vec<(EventTime, Value)>, &str>) {
+        let got = ChunkReader::new(bytes).values().map_err(|e| e.to_string());
+        match expect {
+            Ok(v) => assert_eq!(got, Ok(v)),
+            Err(prefix) => match got {
+                Err(msg) => assert!(msg.starts_with(prefix), "{msg:?} vs {prefix:?}"),
+                Ok(v) => panic!("expected error {prefix:?}, got {v:?}"),
+            },
+        }
+    }
+
+    fn map(k: &str, v: &str) -> Value {
+        Value::Map(vec![(Value::from(k), Value::from(v))])
+    }
+
+    #[test]
+    fn read_table() {
+        let t = EventTime::new(0x5f00_0000, 123);
+        // fixext8 EventTime
+        let mut a = vec![0x92, 0xd7, 0x00];
+        a.extend_from_slice(&t.to_ext_bytes());
+        a.extend_from_slice(&[0x81, 0xa1, b'k', 0xa1, b'v']);
+        check(&a, Ok(vec![(t, map("k", "v"))]));
+        // ext8 len 8 EventTime
+        let mut b = vec![0x92, 0xc7, 0x08, 0x00];
+        b.extend_from_slice(&t.to_ext_bytes());
+        b.extend_from_slice(&[0x80]);
+        check(&b, Ok(vec![(t, Value::Map(vec![]))]));
+        // integer times (u32 and fixint), two entries
+        check(
+            &[0x92, 0xce, 0, 0, 0, 10, 0x80, 0x92, 0x05, 0x80],
+            Ok(vec![
+                (EventTime::new(10, 0), Value::Map(vec![])),
+                (EventTime::new(5, 0), Value::Map(vec![])),
+            ]),
+        );
+        // float time
+        let mut f = vec![0x92, 0xcb];
+        f.extend_from_slice(&1.5f64.to_bits().to_be_bytes());
+        f.push(0x80);
+        check(
+            &f,
+            Ok(vec![(EventTime::new(1, 500_000_000), Value::Map(vec![]))]),
+        );
+        // Fluent Bit v5 [[time, meta], record]
+        let mut fb = vec![0x92, 0x92, 0xd7, 0x00];
+        fb.extend_from_slice(&t.to_ext_bytes());
+        fb.extend_from_slice(&[0x81, 0xa1, b'm', 0x01, 0x80]);
+        check(&fb, Ok(vec![(t, Value::Map(vec![]))]));
+        // empty chunk
+        check(&[], Ok(vec![]));
+        // errors
+        check(
+            &[0x93, 0x01, 0x80, 0x80],
+            Err("malformed entry at byte 0: expected a 2-element"),
+        );
+        check(&[0x92, 0x01], Err("truncated entry at byte 0"));
+        check(
+            &[0x92, 0x05, 0x80, 0x92, 0x05, 0x81],
+            Err("truncated entry at byte 3"),
+        );
+        check(
+            &[0x92, 0xd7, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x80],
+            Err("malformed entry at byte 0: time ext type 1"),
+        );
+        check(
+            &[0x92, 0xa1, b'x', 0x80],
+            Err("malformed entry at byte 0: expected a time"),
+        );
+        check(&[0xc1], Err("malformed entry at byte 0: expected an array"));
+        // huge declared length does not allocate or panic
+        check(
+            &[0x92, 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff],
+            Err("truncated entry at byte 0"),
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let mut v = vec![0x92, 0x01];
+        v.extend(std::iter::repeat_n(0x91, MAX_DEPTH + 5));
+        v.push(0xc0);
+        check(&v, Err("malformed entry at byte 0: nesting deeper"));
+    }
+
+    #[test]
+    fn gzip_roundtrip_and_limit() {
+        let mut w = ChunkWriter::new();
+        w.push_value(EventTime::new(1, 2), &map("a", "b"));
+        let (bytes, _) = w.finish();
+        let mut two = gzip(&bytes);
+        two.extend_from_slice(&gzip(&bytes));
+        let out = gunzip(&two, 1 << 20).unwrap_or_default();
+        assert_eq!(ChunkReader::new(&out).count(), 2);
+        assert!(gunzip(&two, 4).is_err());
+        assert!(gunzip(b"not gzip", 100).is_err());
+    }
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("nan", |f| !f.is_nan())
+                .prop_map(Value::from),
+            ".{0,20}".prop_map(Value::from),
+            proptest::collection::vec(any::<u8>(), 0..20).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((".{0,8}".prop_map(Value::from), inner), 0..6)
+                    .prop_map(Value::Map),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn write_then_read(entries in proptest::collection::vec(
+            (any::<u32>(), 0u32..1_000_000_000, arb_value()), 0..8)) {
+            let mut w = ChunkWriter::new();
+            for (s, n, v) in &entries {
+                w.push_value(EventTime::new(*s, *n), v);
+            }
+            prop_assert_eq!(w.records() as usize, entries.len());
+            let (bytes, _) = w.finish();
+            let back = ChunkReader::new(&bytes).values();
+            let expect: Vec<_> = entries.into_iter().map(|(s, n, v)| (EventTime::new(s, n), v)).collect();
+            prop_assert_eq!(back, Ok(expect));
+        }
+
+        #[test]
+        fn reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            for e in ChunkReader::new(&bytes).flatten() {
+                let _ = e.value();
+            }
+        }
+    }
+}
