@@ -158,8 +158,18 @@ impl Single {
 
 /// Builds Ruby's `Regexp.new("\\A" + inner + "\\Z")` with Ruby's defaults (`^`/`$` match at
 /// line boundaries). The concatenation is textual, exactly like Fluentd's.
+///
+/// Ruby's `\Z` is written `(?=\n?\z)`: fancy-regex's `\Z` also matches before several
+/// trailing newlines. When `inner` ends with an odd number of backslashes, Ruby reads the
+/// `\Z` as an escaped backslash and a literal `Z`, and so do we by keeping the text.
 fn compile_regex(piece: &str, inner: &str) -> Result<fancy_regex::Regex, PatternError> {
-    let source = format!("\\A{inner}\\Z");
+    let trailing_backslashes = inner.chars().rev().take_while(|&c| c == '\\').count();
+    let end = if trailing_backslashes % 2 == 1 {
+        "\\Z"
+    } else {
+        "(?=\\n?\\z)"
+    };
+    let source = format!("\\A{inner}{end}");
     fancy_regex::RegexBuilder::new(&source)
         .oniguruma_mode(true)
         .multi_line(true)

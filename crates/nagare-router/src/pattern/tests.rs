@@ -208,6 +208,9 @@ fn fluentd_quirks_are_kept() {
         ("/a|b/", "xa", false),
         ("/", "", true),
         ("/", "a", false),
+        ("/a/", "a\n", true),
+        ("/a/", "a\n\n", false),
+        ("/a\\/", "a\\Z", true),
         // Ruby's `^`/`$` match at line boundaries.
         ("/a$\\nb/", "a\nb", true),
     ]);
@@ -307,6 +310,9 @@ proptest! {
     ) {
         // The bare `**` is not a glob (Fluentd's AllMatchPattern) and "" has no pattern at all.
         prop_assume!(pattern != "**" && !pattern.is_empty());
+        // fancy-regex lets `\Z` match before several trailing newlines; Ruby (and we) only
+        // before the last one.
+        prop_assume!(!tag.ends_with("\n\n"));
         if let (Some(re), Ok(p)) = (oracle(&pattern), MatchPattern::parse(&pattern)) {
             if let Ok(expected) = re.is_match(&tag) {
                 prop_assert_eq!(p.matches(&tag), expected, "pattern {:?} tag {:?}", pattern, tag);
