@@ -27,15 +27,15 @@ pub mod error;
 // pub mod inject;
 pub mod json;
 pub mod params;
-// pub mod parser;
+pub mod parser;
 pub mod time;
-// mod types;
+mod types;
 
 pub use error::{ConfigError, FormatError, ParseError};
 // pub use formatter::{Formatter, FormatterConfig};
 // pub use inject::{InjectConfig, Injector};
 pub use params::Params;
-// pub use parser::{ParsedEvent, Parser, ParserConfig};
+pub use parser::{ParsedEvent, Parser, ParserConfig};
 pub use time::EventTime;
 
 /// A record: an [`rmpv::Value::Map`] whose keys are strings.

@@ -744,6 +744,8 @@ const FLEXIBLE_FORMATS: &[&str] = &[
     "%b %d %H:%M:%S.%N",
     "%b %d %H:%M:%S",
     "%b %d %Y %H:%M:%S",
+    "%b %d %H:%M:%S.%N %Y",
+    "%b %d %H:%M:%S %Y",
     "%Y-%m-%d %H:%M",
     "%Y-%m-%d",
     "%Y/%m/%d",
