@@ -13,6 +13,10 @@ use nagare_plugin_api::{ConfigNode, HostBox, LogLevel, MetricId, MetricKind, Plu
 
 use crate::config::{self, Parsed};
 
+/// Sections of a `<match>` the host reads (buffering and fallback are the host's job), so a
+/// plugin config struct need not declare them.
+pub const HOST_SECTIONS: &[&str] = &["buffer", "secondary"];
+
 /// The identity of an instance and the host services it may use. Cheap to clone.
 #[derive(Clone)]
 pub struct PluginContext {
@@ -80,15 +84,19 @@ impl PluginContext {
     }
 
     /// Deserializes the instance's configuration, warning (through the host log, as Fluentd
-    /// does) about every param or section `T` does not use. Errors are `CONFIG` errors whose
-    /// message names the location, the param, the value and what was expected.
+    /// does) about every param or section `T` does not use, except the sections the host
+    /// itself reads ([`HOST_SECTIONS`]). Errors are `CONFIG` errors whose message names the
+    /// location, the param, the value and what was expected.
     pub fn config<'a, T: serde::Deserialize<'a>>(
         &self,
         node: &'a ConfigNode,
     ) -> Result<T, PluginError> {
         let Parsed { value, unused } =
             config::from_node(node).map_err(crate::error::config_error)?;
-        for u in unused {
+        for u in unused
+            .iter()
+            .filter(|u| !(u.section && HOST_SECTIONS.contains(&u.name.as_str())))
+        {
             self.logger.log(LogLevel::WARN, format_args!("{u}"));
         }
         Ok(value)
