@@ -591,7 +591,7 @@ check brackets, quotes and commas (trailing commas are not allowed), or quote th
 }
 
 /// Parses JSON the way Ruby's `JSON.parse` does for configs: `//` and `/* */` comments
-/// outside strings are whitespace.
+/// outside strings are whitespace, and an unknown escape like `\.` is the bare character.
 pub(crate) fn parse_json(text: &str) -> Result<serde_json::Value, serde_json::Error> {
     serde_json::from_str(&strip_js_comments(text))
 }
@@ -602,15 +602,25 @@ fn strip_js_comments(text: &str) -> String {
     let mut in_string = false;
     while let Some(c) = chars.next() {
         if in_string {
-            out.push(c);
             match c {
-                '\\' => {
-                    if let Some(n) = chars.next() {
+                '\\' => match chars.next() {
+                    // Ruby's JSON parser drops the backslash of an unknown escape (`\.` is `.`).
+                    Some(n)
+                        if !matches!(n, '"' | '\\' | '/' | 'b' | 'f' | 'n' | 'r' | 't' | 'u') =>
+                    {
+                        out.push(n)
+                    }
+                    Some(n) => {
+                        out.push('\\');
                         out.push(n);
                     }
+                    None => out.push('\\'),
+                },
+                '"' => {
+                    in_string = false;
+                    out.push(c);
                 }
-                '"' => in_string = false,
-                _ => {}
+                _ => out.push(c),
             }
             continue;
         }
@@ -939,6 +949,7 @@ mod tests {
             ("[\"a//b\"]", "[\"a//b\"]"),
             ("[1 /* x */, 2]", "[1  , 2]"),
             ("[\"\\\"//\"]", "[\"\\\"//\"]"),
+            ("[\"a\\.b\\\\\"]", "[\"a.b\\\\\"]"),
         ];
         for (input, expect) in cases {
             assert_eq!(strip_js_comments(input), expect);
