@@ -1,0 +1,700 @@
+//! The streaming server-side decoder: bytes in, [`Request`]s out.
+//!
+//! Framing is incremental and linear: the pending request is scanned once (msgpack with
+//! [`nagare_core::msgpack::Skipper`], JSON with a small bracket scanner), its size lower bound
+//! is known before it is buffered completely, and a request larger than `chunk_size_limit` is
+//! skipped without being buffered. Complete requests are decoded into normalized [`Batch`]es.
+
+use std::borrow::Cow;
+
+use nagare_core::msgpack::{Head, MAX_DEPTH, Progress, Skipper, read_head, value_len};
+use nagare_core::record::MapIter;
+use nagare_core::{EventTime, InvalidEntry, InvalidPolicy, NormalizeOptions, TruncatedPolicy};
+
+use crate::ack::AckId;
+use crate::compress;
+use crate::error::ForwardError;
+use crate::json::{JsonFramer, json_to_msgpack};
+
+/// Default `decompression_size_limit`: 256 MiB, as Fluentd.
+pub const DEFAULT_DECOMPRESSION_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// Default hard bound of one request when no `chunk_size_limit` is set: 512 MiB.
+pub const DEFAULT_MAX_REQUEST_SIZE: u64 = 512 * 1024 * 1024;
+
+/// Settings of a [`Decoder`]; names follow in_forward's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecoderConfig {
+    /// Requests larger than this are dropped (skipped without buffering, not acked).
+    pub chunk_size_limit: Option<u64>,
+    /// Requests larger than this are flagged for a warning.
+    pub chunk_size_warn_limit: Option<u64>,
+    /// The largest decompressed size of a CompressedPackedForward payload.
+    pub decompression_size_limit: u64,
+    /// Requests larger than this are a fatal error (bounds memory when no
+    /// `chunk_size_limit` is set).
+    pub max_request_size: u64,
+    /// Deepest nesting accepted (at most [`MAX_DEPTH`]).
+    pub max_depth: usize,
+    /// Drop invalid events (`skip_invalid_event`, default true); otherwise keep them as sent.
+    pub skip_invalid_event: bool,
+    /// Replaces the incoming tag (`tag`).
+    pub tag: Option<String>,
+    /// Prefixes the tag with `"<prefix>."` (`add_tag_prefix`).
+    pub add_tag_prefix: Option<String>,
+    /// Whether a connection whose first byte is `{` or `[` speaks JSON (not with `<security>`).
+    pub allow_json: bool,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        DecoderConfig {
+            chunk_size_limit: None,
+            chunk_size_warn_limit: None,
+            decompression_size_limit: DEFAULT_DECOMPRESSION_LIMIT,
+            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
+            max_depth: MAX_DEPTH,
+            skip_invalid_event: true,
+            tag: None,
+            add_tag_prefix: None,
+            allow_json: true,
+        }
+    }
+}
+
+/// The serialization a connection uses; replies use the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// msgpack (the normal case).
+    Msgpack,
+    /// JSON (first byte `{` or `[`).
+    Json,
+}
+
+/// The event mode of a request (decided by the type of its second element).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// `[tag, time, record, option?]`.
+    Message,
+    /// `[tag, [[time, record]...], option?]`.
+    Forward,
+    /// `[tag, <<entries>>, option?]` with entries as str or bin.
+    PackedForward,
+    /// PackedForward with `compressed: "gzip"` or `"zstd"`.
+    CompressedPackedForward,
+}
+
+/// A decoded event request, normalized to a canonical chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch<'a> {
+    /// How it was sent.
+    pub mode: Mode,
+    /// The tag after `tag`/`add_tag_prefix`.
+    pub tag: String,
+    /// Canonical chunk entries; borrowed from the decoder when they arrived canonical.
+    pub chunk: Cow<'a, [u8]>,
+    /// Number of entries in `chunk`.
+    pub records: u32,
+    /// Number of invalid events (dropped unless `skip_invalid_event false`).
+    pub invalid: u32,
+    /// The first invalid event, for a log line.
+    pub first_invalid: Option<InvalidEntry>,
+    /// The `chunk` option: when present, the server must answer `{"ack": <it>}`.
+    pub chunk_option: Option<AckId>,
+    /// The `size` option as sent (informational).
+    pub size_option: Option<u64>,
+    /// The v1.5 `fluent_signal` option (0 logs, 1 metrics, 2 traces).
+    pub fluent_signal: Option<i64>,
+    /// Byte size of the request.
+    pub request_size: u64,
+    /// Whether the request is larger than `chunk_size_warn_limit`.
+    pub over_warn_limit: bool,
+    /// The encoding of the request (and of its ack).
+    pub encoding: Encoding,
+}
+
+impl Batch<'_> {
+    /// A copy that owns its chunk.
+    pub fn into_owned(self) -> Batch<'static> {
+        Batch {
+            chunk: Cow::Owned(self.chunk.into_owned()),
+            ..self
+        }
+    }
+}
+
+/// One request from the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// msgpack `nil`: a TCP heartbeat, ignored.
+    Heartbeat,
+    /// An event request (Message, Forward, PackedForward, CompressedPackedForward). When
+    /// `records` is 0 there is nothing to emit, but an ack is still due if asked for.
+    Events(Batch<'a>),
+    /// A request that is not an array: Fluentd logs "incoming chunk is broken" and ignores it;
+    /// the connection stays open.
+    Broken {
+        /// Why.
+        reason: String,
+        /// Byte size of the request.
+        size: u64,
+    },
+    /// A request larger than `chunk_size_limit`: dropped, not acked.
+    Oversized {
+        /// The tag, when it could be read from the part that was seen.
+        tag: Option<String>,
+        /// Byte size of the request.
+        size: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+}
+
+/// One framed value, before request decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A complete msgpack value (JSON values are converted to msgpack first, see
+    /// [`Decoder::next_request`]; `next_frame` returns JSON text as is).
+    Value(&'a [u8]),
+    /// A value larger than `chunk_size_limit`, skipped.
+    Oversized {
+        /// Its byte size.
+        size: u64,
+    },
+}
+
+enum Framing {
+    Unknown,
+    Msgpack(Box<Skipper>),
+    Json(JsonFramer),
+}
+
+enum Found {
+    Value {
+        start: usize,
+        end: usize,
+    },
+    Oversized {
+        size: u64,
+        tag: Option<String>,
+        limit: u64,
+    },
+}
+
+/// Streaming decoder for one connection.
+pub struct Decoder {
+    cfg: DecoderConfig,
+    buf: Vec<u8>,
+    /// Start of the pending value in `buf`.
+    start: usize,
+    framing: Framing,
+    /// Bytes of an oversized value already dropped; `Some` while discarding.
+    discarded: Option<u64>,
+    discard_tag: Option<String>,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    poisoned: bool,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("buffered", &self.buffered())
+            .field("encoding", &self.encoding())
+            .field("discarding", &self.discarded.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decoder {
+    /// A decoder for a new connection.
+    pub fn new(cfg: DecoderConfig) -> Self {
+        Decoder {
+            cfg,
+            buf: Vec::new(),
+            start: 0,
+            framing: Framing::Unknown,
+            discarded: None,
+            discard_tag: None,
+            base: 0,
+            poisoned: false,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    /// The connection's encoding, once its first byte was seen.
+    pub fn encoding(&self) -> Option<Encoding> {
+        match self.framing {
+            Framing::Unknown => None,
+            Framing::Msgpack(_) => Some(Encoding::Msgpack),
+            Framing::Json(_) => Some(Encoding::Json),
+        }
+    }
+
+    /// Bytes buffered and not yet returned.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Whether a partial request is pending (or being discarded).
+    pub fn in_request(&self) -> bool {
+        self.buffered() > 0 || self.discarded.is_some()
+    }
+
+    /// Appends bytes read from the connection.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(data);
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.base += self.start as u64;
+            self.start = 0;
+        }
+    }
+
+    /// The next complete request, or `None` when more bytes are needed.
+    ///
+    /// An `Err` is fatal: close the connection without acking.
+    pub fn next_request(&mut self) -> Result<Option<Request<'_>>, ForwardError> {
+        let encoding = self.encoding();
+        let Some(found) = self.find()? else {
+            return Ok(None);
+        };
+        match found {
+            Found::Oversized { size, tag, limit } => {
+                Ok(Some(Request::Oversized { tag, size, limit }))
+            }
+            Found::Value { start, end } => {
+                let raw = self.buf.get(start..end).unwrap_or_default();
+                let offset = self.base + start as u64;
+                let res = match encoding {
+                    Some(Encoding::Json) => decode_json_request(raw, &self.cfg, offset).map(Some),
+                    _ => decode_request(raw, &self.cfg, Encoding::Msgpack, offset).map(Some),
+                };
+                if res.is_err() {
+                    self.poisoned = true;
+                }
+                res
+            }
+        }
+    }
+
+    /// The next framed value without request decoding (for the handshake phase).
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, ForwardError> {
+        Ok(match self.find()? {
+            None => None,
+            Some(Found::Oversized { size, .. }) => Some(Frame::Oversized { size }),
+            Some(Found::Value { start, end }) => {
+                Some(Frame::Value(self.buf.get(start..end).unwrap_or_default()))
+            }
+        })
+    }
+
+    /// Forces msgpack framing (a `<security>` session, where JSON is not allowed).
+    pub fn force_msgpack(&mut self) {
+        if matches!(self.framing, Framing::Unknown) {
+            self.framing = Framing::Msgpack(Box::new(Skipper::with_max_depth(self.cfg.max_depth)));
+        }
+    }
+
+    fn find(&mut self) -> Result<Option<Found>, ForwardError> {
+        if self.poisoned {
+            return Err(ForwardError::Poisoned);
+        }
+        let res = self.find_inner();
+        if res.is_err() {
+            self.poisoned = true;
+        }
+        res
+    }
+
+    fn find_inner(&mut self) -> Result<Option<Found>, ForwardError> {
+        if self.start == self.buf.len() && self.start > 0 {
+            self.compact();
+        }
+        loop {
+            let view = self.buf.get(self.start..).unwrap_or_default();
+            let Some(&first) = view.first() else {
+                return Ok(None);
+            };
+            if matches!(self.framing, Framing::Unknown) {
+                self.framing = if first == b'{' || first == b'[' {
+                    if !self.cfg.allow_json {
+                        return Err(ForwardError::JsonNotAllowed);
+                    }
+                    Framing::Json(JsonFramer::new(self.cfg.max_depth))
+                } else {
+                    Framing::Msgpack(Box::new(Skipper::with_max_depth(self.cfg.max_depth)))
+                };
+            }
+            let offset = self.base + self.start as u64;
+            // (complete end, or lower bound of the end and the bytes safe to drop)
+            let step = match &mut self.framing {
+                Framing::Msgpack(sk) => match sk.advance(view) {
+                    Ok(Progress::Complete(n)) => {
+                        sk.reset();
+                        Ok(n)
+                    }
+                    Ok(Progress::Incomplete { needed }) => Err((needed, sk.position())),
+                    Err(source) => return Err(ForwardError::Msgpack { offset, source }),
+                },
+                Framing::Json(j) => match j.advance(view) {
+                    Ok(Some(n)) => {
+                        j.reset();
+                        Ok(n)
+                    }
+                    Ok(None) => Err((j.position() as u64 + 1, j.position())),
+                    Err(reason) => return Err(ForwardError::Json { offset, reason }),
+                },
+                Framing::Unknown => return Ok(None),
+            };
+            match step {
+                Ok(n) => {
+                    let start = self.start;
+                    self.start += n;
+                    let size = self.discarded.take().unwrap_or(0) + n as u64;
+                    let tag = self.discard_tag.take();
+                    let whitespace_only = matches!(self.framing, Framing::Json(_))
+                        && view
+                            .get(..n)
+                            .is_some_and(|v| v.iter().all(u8::is_ascii_whitespace));
+                    if whitespace_only {
+                        continue;
+                    }
+                    if let Some(limit) = self.cfg.chunk_size_limit
+                        && size > limit
+                    {
+                        let tag = tag.or_else(|| self.peek_tag(start, start + n));
+                        return Ok(Some(Found::Oversized { size, tag, limit }));
+                    }
+                    if size > self.cfg.max_request_size {
+                        return Err(ForwardError::TooLarge {
+                            size,
+                            limit: self.cfg.max_request_size,
+                        });
+                    }
+                    return Ok(Some(Found::Value {
+                        start,
+                        end: start + n,
+                    }));
+                }
+                Err((needed, scanned)) => {
+                    let total = self.discarded.unwrap_or(0) + needed;
+                    if self.discarded.is_none()
+                        && let Some(limit) = self.cfg.chunk_size_limit
+                        && total > limit
+                    {
+                        self.discard_tag = self.peek_tag(self.start, self.buf.len());
+                        self.discarded = Some(0);
+                    }
+                    if self.discarded.is_none() && total > self.cfg.max_request_size {
+                        return Err(ForwardError::TooLarge {
+                            size: total,
+                            limit: self.cfg.max_request_size,
+                        });
+                    }
+                    if let Some(d) = self.discarded.as_mut() {
+                        // Drop what was scanned: the scanners never look back.
+                        *d += scanned as u64;
+                        let end = self.start + scanned;
+                        self.buf.drain(self.start..end);
+                        self.base += scanned as u64;
+                        match &mut self.framing {
+                            Framing::Msgpack(sk) => sk.rebase(scanned),
+                            Framing::Json(j) => j.rebase(scanned),
+                            Framing::Unknown => {}
+                        }
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Best-effort tag of a (possibly partial) request at `buf[start..end]`.
+    fn peek_tag(&self, start: usize, end: usize) -> Option<String> {
+        let raw = self.buf.get(start..end)?;
+        match self.framing {
+            Framing::Msgpack(_) => {
+                let (Head::Array(_), n) = read_head(raw).ok()? else {
+                    return None;
+                };
+                let (head, _) = read_head(raw.get(n..)?).ok()?;
+                let s = head.str_or_bin()?;
+                Some(String::from_utf8_lossy(s).into_owned())
+            }
+            Framing::Json(_) => {
+                let text = std::str::from_utf8(raw)
+                    .ok()?
+                    .trim_start()
+                    .strip_prefix('[')?
+                    .trim_start();
+                let rest = text.strip_prefix('"')?;
+                let end = rest.find('"')?;
+                Some(rest.get(..end)?.to_owned())
+            }
+            Framing::Unknown => None,
+        }
+    }
+}
+
+/// Options of an event request.
+#[derive(Default)]
+struct Options {
+    chunk: Option<AckId>,
+    compressed: Option<Vec<u8>>,
+    size: Option<u64>,
+    fluent_signal: Option<i64>,
+}
+
+fn parse_options(raw: Option<&[u8]>) -> Options {
+    let mut o = Options::default();
+    let Some(raw) = raw else { return o };
+    let Ok(iter) = MapIter::new(raw) else {
+        return o;
+    };
+    for (k, v) in iter.flatten() {
+        let Ok((Head::Str(key), _)) = read_head(k) else {
+            continue;
+        };
+        let Ok((val, _)) = read_head(v) else { continue };
+        match (key, val) {
+            (b"chunk", h) => o.chunk = h.str_or_bin().map(|s| AckId(s.to_vec())),
+            (b"compressed", h) => o.compressed = h.str_or_bin().map(<[u8]>::to_vec),
+            (b"size", Head::Int(n)) => o.size = u64::try_from(n).ok(),
+            (b"fluent_signal", Head::Int(n)) => o.fluent_signal = i64::try_from(n).ok(),
+            _ => {}
+        }
+    }
+    o
+}
+
+/// Splits a complete array value into its first `N` elements (missing ones are `None`).
+fn elements<const N: usize>(
+    raw: &[u8],
+    count: u32,
+    hdr: usize,
+) -> Result<[Option<&[u8]>; N], nagare_core::MsgpackError> {
+    let mut out = [None; N];
+    let mut rest = raw.get(hdr..).unwrap_or_default();
+    for slot in out.iter_mut().take(count as usize) {
+        let n = value_len(rest)?;
+        let (v, r) = rest.split_at(n.min(rest.len()));
+        *slot = Some(v);
+        rest = r;
+    }
+    Ok(out)
+}
+
+/// Decodes one complete msgpack request.
+///
+/// `offset` is the request's position in the stream, for error messages.
+pub fn decode_request<'a>(
+    raw: &'a [u8],
+    cfg: &DecoderConfig,
+    encoding: Encoding,
+    offset: u64,
+) -> Result<Request<'a>, ForwardError> {
+    let msgpack_err = |source| ForwardError::Msgpack { offset, source };
+    let size = raw.len() as u64;
+    let (head, hdr) = read_head(raw).map_err(msgpack_err)?;
+    let count = match head {
+        Head::Nil => return Ok(Request::Heartbeat),
+        Head::Array(n) => n,
+        other => {
+            return Ok(Request::Broken {
+                reason: format!(
+                    "incoming chunk is broken: request is a {}, not an array",
+                    head_name(&other)
+                ),
+                size,
+            });
+        }
+    };
+    let [e0, e1, e2, e3] = elements::<4>(raw, count, hdr).map_err(msgpack_err)?;
+    let incoming_tag = e0.and_then(|t| match read_head(t) {
+        Ok((Head::Str(s), _)) => std::str::from_utf8(s).ok(),
+        _ => None,
+    });
+    let tag = match (&cfg.tag, incoming_tag) {
+        (Some(t), _) => Some(t.as_str()),
+        (None, t) => t,
+    };
+    let tag = tag.map(|t| match &cfg.add_tag_prefix {
+        Some(p) => format!("{p}.{t}"),
+        None => t.to_owned(),
+    });
+    let second = e1.map(read_head).transpose().map_err(msgpack_err)?;
+    let (mode, options) = match second {
+        Some((Head::Str(_) | Head::Bin(_), _)) => (Mode::PackedForward, parse_options(e2)),
+        Some((Head::Array(_), _)) => (Mode::Forward, parse_options(e2)),
+        _ => (Mode::Message, parse_options(e3)),
+    };
+    let norm_opts = NormalizeOptions {
+        invalid: if cfg.skip_invalid_event {
+            InvalidPolicy::Skip
+        } else {
+            InvalidPolicy::Keep
+        },
+        truncated: TruncatedPolicy::Drop,
+    };
+    let over_warn_limit = cfg.chunk_size_warn_limit.is_some_and(|l| size > l);
+    let mut batch = Batch {
+        mode,
+        tag: String::new(),
+        chunk: Cow::Borrowed(&[]),
+        records: 0,
+        invalid: 0,
+        first_invalid: None,
+        chunk_option: options.chunk,
+        size_option: options.size,
+        fluent_signal: options.fluent_signal,
+        request_size: size,
+        over_warn_limit,
+        encoding,
+    };
+    let Some(tag) = tag else {
+        // Fluentd's invalid_event? checks the tag: every event of the request is invalid.
+        batch.invalid = match (mode, second) {
+            (Mode::Forward, Some((Head::Array(n), _))) => n,
+            (Mode::PackedForward, _) => e1
+                .and_then(|e| read_head(e).ok())
+                .and_then(|(h, _)| h.str_or_bin())
+                .map_or(0, |s| nagare_core::ChunkReader::new(s).count() as u32),
+            _ => 1,
+        };
+        return Ok(Request::Events(batch));
+    };
+    let entries_err = |source| ForwardError::Entries {
+        tag: tag.clone(),
+        source,
+    };
+    match (mode, second) {
+        (Mode::PackedForward, Some((h, _))) => {
+            let entries = h.str_or_bin().unwrap_or_default();
+            let codec = options.compressed.as_deref();
+            let decompressed = match codec {
+                Some(b"gzip") => Some(compress::gunzip(entries, cfg.decompression_size_limit)?),
+                Some(b"zstd") => Some(compress::unzstd(entries, cfg.decompression_size_limit)?),
+                _ => None,
+            };
+            if let Some(plain) = decompressed {
+                batch.mode = Mode::CompressedPackedForward;
+                let (data, n) =
+                    nagare_core::normalize_chunk_vec(plain, norm_opts).map_err(entries_err)?;
+                batch.chunk = Cow::Owned(data);
+                (batch.records, batch.invalid, batch.first_invalid) =
+                    (n.records, n.invalid, n.first_invalid);
+            } else {
+                let n = nagare_core::normalize_chunk(entries, norm_opts).map_err(entries_err)?;
+                (batch.records, batch.invalid, batch.first_invalid) =
+                    (n.records, n.invalid, n.first_invalid);
+                batch.chunk = n.data;
+            }
+        }
+        (Mode::Forward, Some((Head::Array(_), ahdr))) => {
+            let body = e1.and_then(|e| e.get(ahdr..)).unwrap_or_default();
+            let n = nagare_core::normalize_chunk(body, norm_opts).map_err(entries_err)?;
+            (batch.records, batch.invalid, batch.first_invalid) =
+                (n.records, n.invalid, n.first_invalid);
+            batch.chunk = n.data;
+        }
+        _ => {
+            // Message: [tag, time, record, option?], built as one entry.
+            let time = e1.map(EventTime::decode);
+            let record_is_map = e2.is_some_and(|r| matches!(read_head(r), Ok((Head::Map(_), _))));
+            let mut entry = Vec::with_capacity(11 + e2.map_or(0, <[u8]>::len));
+            match (time, e2) {
+                (Some(Ok((t, _))), Some(rec)) if record_is_map => {
+                    let t = if t.is_zero() { EventTime::now() } else { t };
+                    entry.push(0x92);
+                    t.write_to(&mut entry);
+                    entry.extend_from_slice(rec);
+                    batch.records = 1;
+                }
+                (time, rec) => {
+                    batch.invalid = 1;
+                    let reason = match time {
+                        Some(Ok(_)) => nagare_core::InvalidReason::RecordNotMap(
+                            rec.and_then(|r| read_head(r).ok())
+                                .map_or("nothing", |(h, _)| head_name(&h)),
+                        ),
+                        _ => nagare_core::InvalidReason::BadTime(
+                            e1.and_then(|t| read_head(t).ok())
+                                .map_or("nothing", |(h, _)| head_name(&h)),
+                        ),
+                    };
+                    batch.first_invalid = Some(InvalidEntry {
+                        index: 0,
+                        offset: 0,
+                        reason,
+                    });
+                    if !cfg.skip_invalid_event
+                        && let (Some(t), Some(r)) = (e1, rec)
+                    {
+                        // Kept as sent; a nil time becomes now, as Fluentd does.
+                        entry.push(0x92);
+                        if t == [0xc0] {
+                            EventTime::now().write_to(&mut entry);
+                        } else {
+                            entry.extend_from_slice(t);
+                        }
+                        entry.extend_from_slice(r);
+                        batch.records = 1;
+                    }
+                }
+            }
+            batch.chunk = Cow::Owned(entry);
+        }
+    }
+    batch.tag = tag;
+    Ok(Request::Events(batch))
+}
+
+/// Decodes one complete JSON request (converted to msgpack, then decoded as such).
+pub fn decode_json_request(
+    raw: &[u8],
+    cfg: &DecoderConfig,
+    offset: u64,
+) -> Result<Request<'static>, ForwardError> {
+    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| ForwardError::Json {
+        offset,
+        reason: e.to_string(),
+    })?;
+    let mut packed = Vec::with_capacity(raw.len());
+    json_to_msgpack(&value, &mut packed);
+    let req = decode_request(&packed, cfg, Encoding::Json, offset)?;
+    Ok(match req {
+        Request::Events(b) => Request::Events(Batch {
+            request_size: raw.len() as u64,
+            ..b.into_owned()
+        }),
+        Request::Heartbeat => Request::Heartbeat,
+        Request::Broken { reason, .. } => Request::Broken {
+            reason,
+            size: raw.len() as u64,
+        },
+        Request::Oversized { tag, size, limit } => Request::Oversized { tag, size, limit },
+    })
+}
+
+fn head_name(h: &Head<'_>) -> &'static str {
+    match h {
+        Head::Nil => "nil",
+        Head::Bool(_) => "bool",
+        Head::Int(_) => "int",
+        Head::F32(_) | Head::F64(_) => "float",
+        Head::Str(_) => "str",
+        Head::Bin(_) => "bin",
+        Head::Array(_) => "array",
+        Head::Map(_) => "map",
+        Head::Ext(_, _) => "ext",
+    }
+}

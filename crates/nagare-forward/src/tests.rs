@@ -1,0 +1,554 @@
+//! Decoder tests: a table of requests per mode, then property tests (round trips, arbitrary
+//! bytes, every split position).
+
+use std::borrow::Cow;
+
+use nagare_core::msgpack::{write_array_header, write_int, write_map_header, write_str};
+use nagare_core::{ChunkWriter, EventTime};
+use proptest::prelude::*;
+
+use crate::client::{Compression, encode_forward, encode_message, encode_packed_forward};
+use crate::decoder::{Batch, Decoder, DecoderConfig, Encoding, Mode, Request};
+use crate::{AckId, ForwardError};
+
+fn owned(r: Request<'_>) -> Request<'static> {
+    match r {
+        Request::Events(b) => Request::Events(b.into_owned()),
+        Request::Heartbeat => Request::Heartbeat,
+        Request::Broken { reason, size } => Request::Broken { reason, size },
+        Request::Oversized { tag, size, limit } => Request::Oversized { tag, size, limit },
+    }
+}
+
+/// Feeds `bytes` cut at `cuts` and collects requests until the end or the first error.
+fn decode(
+    cfg: &DecoderConfig,
+    bytes: &[u8],
+    cuts: &[usize],
+) -> (Vec<Request<'static>>, Option<String>) {
+    let mut d = Decoder::new(cfg.clone());
+    let mut out = Vec::new();
+    let mut from = 0;
+    let mut points: Vec<usize> = cuts.iter().copied().filter(|&c| c <= bytes.len()).collect();
+    points.sort_unstable();
+    points.push(bytes.len());
+    for to in points {
+        d.feed(bytes.get(from..to).unwrap_or_default());
+        from = to;
+        loop {
+            match d.next_request() {
+                Ok(Some(r)) => out.push(owned(r)),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e.to_string())),
+            }
+        }
+    }
+    (out, None)
+}
+
+fn rec(k: &str, v: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_map_header(&mut out, 1);
+    write_str(&mut out, k.as_bytes());
+    write_int(&mut out, v);
+    out
+}
+
+fn chunk_of(times: &[u32]) -> Vec<u8> {
+    let mut w = ChunkWriter::new();
+    for (i, &t) in times.iter().enumerate() {
+        let _ = w.append_raw_unchecked(EventTime::new(t, 0), &rec("i", i as i64));
+    }
+    w.into_bytes()
+}
+
+fn batch(mode: Mode, tag: &str, chunk: Vec<u8>, records: u32) -> Batch<'static> {
+    Batch {
+        mode,
+        tag: tag.into(),
+        chunk: Cow::Owned(chunk),
+        records,
+        invalid: 0,
+        first_invalid: None,
+        chunk_option: None,
+        size_option: None,
+        fluent_signal: None,
+        request_size: 0,
+        over_warn_limit: false,
+        encoding: Encoding::Msgpack,
+    }
+}
+
+/// Compares everything but `request_size` and `first_invalid`.
+fn check(cfg: &DecoderConfig, input: &[u8], expect: &[Result<Batch<'static>, &str>]) {
+    let (got, err) = decode(cfg, input, &[]);
+    let mut got_iter = got.into_iter();
+    for want in expect {
+        match want {
+            Ok(want) => match got_iter.next() {
+                Some(Request::Events(b)) => {
+                    let b = Batch {
+                        request_size: 0,
+                        first_invalid: None,
+                        ..b
+                    };
+                    assert_eq!(&b, want, "input {input:02x?}");
+                }
+                other => panic!("want {want:?}, got {other:?}"),
+            },
+            Err("heartbeat") => assert_eq!(got_iter.next(), Some(Request::Heartbeat)),
+            Err("broken") => assert!(matches!(got_iter.next(), Some(Request::Broken { .. }))),
+            Err("oversized") => assert!(matches!(got_iter.next(), Some(Request::Oversized { .. }))),
+            Err(msg) => {
+                assert!(got_iter.next().is_none());
+                let e = err.clone().unwrap_or_default();
+                assert!(e.contains(msg), "error {e:?} should contain {msg:?}");
+            }
+        }
+    }
+    assert_eq!(got_iter.next(), None, "unexpected extra requests");
+}
+
+fn packed(tag: &str, entries_head: &[u8], entries: &[u8], opts: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_array_header(&mut out, if opts.is_empty() { 2 } else { 3 });
+    write_str(&mut out, tag.as_bytes());
+    out.extend_from_slice(entries_head);
+    out.extend_from_slice(entries);
+    if !opts.is_empty() {
+        write_map_header(&mut out, opts.len() as u32);
+        for (k, v) in opts {
+            write_str(&mut out, k.as_bytes());
+            write_str(&mut out, v.as_bytes());
+        }
+    }
+    out
+}
+
+#[test]
+fn modes_table() {
+    let cfg = DecoderConfig::default();
+    let c2 = chunk_of(&[100, 200]);
+    let len = (c2.len() as u32).to_be_bytes();
+
+    // Message, spec example shape, with and without an ack request.
+    let mut m = Vec::new();
+    encode_message(
+        &mut m,
+        "tag.name",
+        EventTime::new(1_441_588_984, 0),
+        &rec("message", 1),
+        None,
+    );
+    let mut want = ChunkWriter::new();
+    let _ = want.append_raw_unchecked(EventTime::new(1_441_588_984, 0), &rec("message", 1));
+    check(
+        &cfg,
+        &m,
+        &[Ok(batch(
+            Mode::Message,
+            "tag.name",
+            want.as_bytes().to_vec(),
+            1,
+        ))],
+    );
+    let mut m = Vec::new();
+    encode_message(
+        &mut m,
+        "t",
+        EventTime::new(5, 0),
+        &rec("a", 1),
+        Some("id\n"),
+    );
+    let (got, _) = decode(&cfg, &m, &[]);
+    assert!(
+        matches!(&got[..], [Request::Events(b)] if b.chunk_option == Some(AckId(b"id\n".to_vec())))
+    );
+
+    // Forward with integer times: normalized.
+    let mut f = vec![0x92, 0xa1, b't', 0x92];
+    for (t, i) in [(100u8, 0i64), (200, 1)] {
+        f.extend_from_slice(&[0x92, 0xcc, t]);
+        f.extend_from_slice(&rec("i", i));
+    }
+    check(&cfg, &f, &[Ok(batch(Mode::Forward, "t", c2.clone(), 2))]);
+
+    // PackedForward as str32 (out_forward), bin8, str8; borrowed when canonical.
+    for head in [
+        [&[0xdb][..], &len[..]].concat(),
+        vec![0xc4, c2.len() as u8],
+        vec![0xd9, c2.len() as u8],
+    ] {
+        let p = packed("t", &head, &c2, &[]);
+        check(
+            &cfg,
+            &p,
+            &[Ok(batch(Mode::PackedForward, "t", c2.clone(), 2))],
+        );
+        let mut d = Decoder::new(cfg.clone());
+        d.feed(&p);
+        assert!(matches!(
+            d.next_request(),
+            Ok(Some(Request::Events(Batch {
+                chunk: Cow::Borrowed(_),
+                ..
+            })))
+        ));
+    }
+
+    // Compressed: gzip with two members, zstd, "text" is plain.
+    let gz = [
+        crate::compress::gzip(&c2[..c2.len() / 2]),
+        crate::compress::gzip(&c2[c2.len() / 2..]),
+    ]
+    .concat();
+    let p = packed(
+        "t",
+        &[&[0xc6][..], &(gz.len() as u32).to_be_bytes()].concat(),
+        &gz,
+        &[("compressed", "gzip")],
+    );
+    check(
+        &cfg,
+        &p,
+        &[Ok(batch(Mode::CompressedPackedForward, "t", c2.clone(), 2))],
+    );
+    let zs = crate::compress::zstd_compress(&c2);
+    let p = packed(
+        "t",
+        &[&[0xc6][..], &(zs.len() as u32).to_be_bytes()].concat(),
+        &zs,
+        &[("compressed", "zstd")],
+    );
+    check(
+        &cfg,
+        &p,
+        &[Ok(batch(Mode::CompressedPackedForward, "t", c2.clone(), 2))],
+    );
+    let p = packed(
+        "t",
+        &[&[0xdb][..], &len[..]].concat(),
+        &c2,
+        &[("compressed", "text")],
+    );
+    check(
+        &cfg,
+        &p,
+        &[Ok(batch(Mode::PackedForward, "t", c2.clone(), 2))],
+    );
+
+    // Heartbeat, non-array (ignored, stream goes on), broken msgpack (fatal).
+    let mut s = vec![0xc0, 0x01, 0xa1, b'x'];
+    s.extend_from_slice(&packed("t", &[&[0xdb][..], &len[..]].concat(), &c2, &[]));
+    s.push(0xc1);
+    check(
+        &cfg,
+        &s,
+        &[
+            Err("heartbeat"),
+            Err("broken"),
+            Err("broken"),
+            Ok(batch(Mode::PackedForward, "t", c2.clone(), 2)),
+            Err("broken msgpack"),
+        ],
+    );
+
+    // v1.5 metadata time inside PackedForward.
+    let mut meta = vec![0x92, 0x92];
+    meta.extend_from_slice(&EventTime::new(100, 0).encode());
+    meta.extend_from_slice(&[0x81, 0xa1, b'k', 0x01]);
+    meta.extend_from_slice(&rec("i", 0));
+    let p = packed("t", &[0xc4, meta.len() as u8], &meta, &[]);
+    check(
+        &cfg,
+        &p,
+        &[Ok(batch(Mode::PackedForward, "t", chunk_of(&[100]), 1))],
+    );
+}
+
+#[test]
+fn options_tags_and_invalid_events() {
+    let c1 = chunk_of(&[100]);
+    let mut cfg = DecoderConfig {
+        tag: Some("over".into()),
+        add_tag_prefix: Some("pre".into()),
+        ..DecoderConfig::default()
+    };
+    let mut p = Vec::new();
+    encode_packed_forward(&mut p, "orig", &c1, 1, Compression::Text, Some("ack1\n"));
+    let mut want = batch(Mode::PackedForward, "pre.over", c1.clone(), 1);
+    want.chunk_option = Some(AckId(b"ack1\n".to_vec()));
+    want.size_option = Some(1);
+    check(&cfg, &p, &[Ok(want)]);
+
+    // Invalid events: dropped and counted; a Message with an invalid event is still acked.
+    cfg = DecoderConfig::default();
+    let mut f = vec![0x93, 0xa1, b't', 0x92, 0x92, 0xa1, b'x', 0x80];
+    f.extend_from_slice(&c1);
+    f.extend_from_slice(&[0x81, 0xa5]);
+    f.extend_from_slice(b"chunk");
+    f.extend_from_slice(&[0xa1, b'z']);
+    let mut want = batch(Mode::Forward, "t", c1.clone(), 1);
+    want.invalid = 1;
+    want.chunk_option = Some(AckId(b"z".to_vec()));
+    check(&cfg, &f, &[Ok(want)]);
+    let m = [
+        0x94, 0xa1, b't', 0x01, 0x01, 0x81, 0xa5, b'c', b'h', b'u', b'n', b'k', 0xa1, b'z',
+    ];
+    let mut want = batch(Mode::Message, "t", vec![], 0);
+    want.invalid = 1;
+    want.chunk_option = Some(AckId(b"z".to_vec()));
+    check(&cfg, &m, &[Ok(want)]);
+    // A non-string tag makes every event invalid.
+    let mut p = vec![0x92, 0x01, 0xc4, c1.len() as u8];
+    p.extend_from_slice(&c1);
+    let mut want = batch(Mode::PackedForward, "", vec![], 0);
+    want.invalid = 1;
+    check(&cfg, &p, &[Ok(want)]);
+    // skip_invalid_event false keeps [x, y] entries as sent.
+    cfg.skip_invalid_event = false;
+    let (got, _) = decode(&cfg, &f, &[]);
+    assert!(matches!(&got[..], [Request::Events(b)] if b.records == 2 && b.invalid == 1));
+}
+
+#[test]
+fn limits() {
+    let c = chunk_of(&[1; 50]);
+    let mut big = Vec::new();
+    encode_packed_forward(&mut big, "big.tag", &c, 50, Compression::Text, Some("x"));
+    let mut small = Vec::new();
+    encode_message(
+        &mut small,
+        "small",
+        EventTime::new(9, 0),
+        &rec("a", 1),
+        None,
+    );
+    let stream = [big.clone(), small.clone(), big.clone()].concat();
+    let cfg = DecoderConfig {
+        chunk_size_limit: Some(400),
+        chunk_size_warn_limit: Some(20),
+        ..DecoderConfig::default()
+    };
+    for cuts in [
+        vec![],
+        vec![3],
+        vec![10, 20, 30, 300, 500, 700, 900],
+        (0..stream.len()).step_by(50).collect(),
+    ] {
+        let (got, err) = decode(&cfg, &stream, &cuts);
+        assert_eq!(err, None);
+        assert_eq!(got.len(), 3, "cuts {cuts:?}");
+        let over = Request::Oversized {
+            tag: Some("big.tag".into()),
+            size: big.len() as u64,
+            limit: 400,
+        };
+        assert_eq!(got[0], over);
+        assert!(matches!(&got[1], Request::Events(b) if b.tag == "small" && b.over_warn_limit));
+        assert_eq!(got[2], over);
+    }
+    // Oversized values are not buffered.
+    let mut d = Decoder::new(cfg.clone());
+    d.feed(&big[..300]);
+    assert_eq!(d.next_request().ok(), Some(None));
+    d.feed(&big[300..600]);
+    assert_eq!(d.next_request().ok(), Some(None));
+    assert!(d.buffered() < 50, "buffered {}", d.buffered());
+
+    // The hard bound is fatal, before the value is complete.
+    let hard = DecoderConfig {
+        max_request_size: 400,
+        ..DecoderConfig::default()
+    };
+    let (_, err) = decode(&hard, &big[..100], &[]);
+    assert!(err.is_some_and(|e| e.contains("exceeds the hard limit")));
+
+    // Decompression limit.
+    let gz = crate::compress::gzip(&c);
+    let mut p = Vec::new();
+    encode_packed_forward(&mut p, "t", &gz, 50, Compression::Gzip, None);
+    let tight = DecoderConfig {
+        decompression_size_limit: 100,
+        ..DecoderConfig::default()
+    };
+    let (_, err) = decode(&tight, &p, &[]);
+    assert!(err.is_some_and(|e| e.contains("decompression_size_limit")));
+
+    // Nesting.
+    let mut deep = vec![0x92, 0xa1, b't'];
+    deep.extend(std::iter::repeat_n(0x91, 200));
+    deep.push(0x01);
+    let (_, err) = decode(&DecoderConfig::default(), &deep, &[]);
+    assert!(err.is_some_and(|e| e.contains("nesting")));
+}
+
+#[test]
+fn json_requests() {
+    let cfg = DecoderConfig::default();
+    let input = br#"["tag.a", 1441588984, {"message":"bar","n":[1,2.5]}, {"chunk":"abc=="}]
+        ["tag.b", [[1441588985, {"x":1}], [0, {"y":2}], ["bad", {}]]]"#;
+    let (got, err) = decode(&cfg, input, &[7, 40, 41, 100]);
+    assert_eq!(err, None);
+    assert_eq!(got.len(), 2);
+    let Request::Events(a) = &got[0] else {
+        panic!("{:?}", got[0])
+    };
+    assert_eq!(
+        (a.tag.as_str(), a.records, a.encoding),
+        ("tag.a", 1, Encoding::Json)
+    );
+    assert_eq!(a.chunk_option, Some(AckId(b"abc==".to_vec())));
+    assert_eq!(
+        crate::encode_ack(
+            a.chunk_option.as_ref().unwrap_or(&AckId(vec![])),
+            a.encoding
+        ),
+        br#"{"ack":"abc=="}"#.to_vec()
+    );
+    let Request::Events(b) = &got[1] else {
+        panic!("{:?}", got[1])
+    };
+    assert_eq!(
+        (b.tag.as_str(), b.records, b.invalid, b.mode),
+        ("tag.b", 2, 1, Mode::Forward)
+    );
+    let times: Vec<u32> = nagare_core::ChunkReader::new(&b.chunk)
+        .filter_map(Result::ok)
+        .map(|e| e.time.sec)
+        .collect();
+    assert_eq!(times[0], 1_441_588_985);
+    assert!(times[1] > 1_600_000_000, "time 0 becomes now");
+
+    let (_, err) = decode(&cfg, b"[\"t\", 1, {]", &[]);
+    assert!(err.is_some_and(|e| e.contains("broken JSON")));
+    let strict = DecoderConfig {
+        allow_json: false,
+        ..cfg
+    };
+    let (_, err) = decode(&strict, b"[\"t\"]", &[]);
+    assert!(err.is_some_and(|e| e.contains("not allowed")));
+}
+
+#[test]
+fn poisoned_after_error() {
+    let mut d = Decoder::new(DecoderConfig::default());
+    d.feed(&[0xc1]);
+    assert!(d.next_request().is_err());
+    d.feed(&[0xc0]);
+    assert!(matches!(d.next_request(), Err(ForwardError::Poisoned)));
+}
+
+/// One generated request: (mode 0..=4, tag, event seconds, ack id).
+fn arb_request() -> impl Strategy<Value = (u8, String, Vec<u32>, Option<String>)> {
+    (
+        0u8..5,
+        "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}",
+        proptest::collection::vec(1u32..u32::MAX, 1..6),
+        proptest::option::of("[A-Za-z0-9+/]{4,24}\n?"),
+    )
+}
+
+fn encode_request(
+    mode: u8,
+    tag: &str,
+    times: &[u32],
+    ack: Option<&str>,
+    out: &mut Vec<u8>,
+) -> (Mode, Vec<u8>, u32) {
+    let times = if mode == 0 { &times[..1] } else { times };
+    let c = chunk_of(times);
+    let n = times.len() as u32;
+    let m = match mode {
+        0 => {
+            let e = nagare_core::ChunkReader::new(&c)
+                .next()
+                .and_then(Result::ok);
+            let rec = e.map(|e| e.record).unwrap_or_default();
+            encode_message(out, tag, EventTime::new(times[0], 0), rec, ack);
+            Mode::Message
+        }
+        1 => {
+            encode_forward(out, tag, &c, n, ack);
+            Mode::Forward
+        }
+        2 => {
+            encode_packed_forward(out, tag, &c, n, Compression::Text, ack);
+            Mode::PackedForward
+        }
+        3 => {
+            encode_packed_forward(
+                out,
+                tag,
+                &Compression::Gzip.compress(&c),
+                n,
+                Compression::Gzip,
+                ack,
+            );
+            Mode::CompressedPackedForward
+        }
+        _ => {
+            encode_packed_forward(
+                out,
+                tag,
+                &Compression::Zstd.compress(&c),
+                n,
+                Compression::Zstd,
+                ack,
+            );
+            Mode::CompressedPackedForward
+        }
+    };
+    (m, c, n)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn round_trip_every_mode(reqs in proptest::collection::vec(arb_request(), 1..5), cuts in proptest::collection::vec(0usize..2000, 0..6)) {
+        let mut stream = Vec::new();
+        let mut want = Vec::new();
+        for (mode, tag, times, ack) in &reqs {
+            want.push((encode_request(*mode, tag, times, ack.as_deref(), &mut stream), tag.clone(), ack.clone()));
+        }
+        let (got, err) = decode(&DecoderConfig::default(), &stream, &cuts);
+        prop_assert_eq!(err, None);
+        prop_assert_eq!(got.len(), want.len());
+        for (g, ((mode, chunk, n), tag, ack)) in got.iter().zip(want) {
+            let Request::Events(b) = g else { return Err(TestCaseError::fail(format!("{g:?}"))) };
+            prop_assert_eq!(b.mode, mode);
+            prop_assert_eq!(&b.tag, &tag);
+            prop_assert_eq!(&*b.chunk, &chunk[..]);
+            prop_assert_eq!(b.records, n);
+            prop_assert_eq!(b.chunk_option.clone(), ack.map(|a| AckId(a.into_bytes())));
+        }
+    }
+
+    #[test]
+    fn every_split_gives_the_same_requests(reqs in proptest::collection::vec(arb_request(), 1..3), junk in proptest::collection::vec(any::<u8>(), 0..4)) {
+        let mut stream = vec![0xc0, 0x05];
+        for (mode, tag, times, ack) in &reqs {
+            encode_request(*mode, tag, times, ack.as_deref(), &mut stream);
+        }
+        stream.extend_from_slice(&junk);
+        let cfg = DecoderConfig { chunk_size_limit: Some(300), ..DecoderConfig::default() };
+        let whole = decode(&cfg, &stream, &[]);
+        for cut in 0..stream.len() {
+            prop_assert_eq!(&decode(&cfg, &stream, &[cut]), &whole, "cut at {}", cut);
+        }
+        let bytewise: Vec<usize> = (0..stream.len()).collect();
+        prop_assert_eq!(&decode(&cfg, &stream, &bytewise), &whole);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), cuts in proptest::collection::vec(0usize..512, 0..8)) {
+        let cfg = DecoderConfig { chunk_size_limit: Some(64), ..DecoderConfig::default() };
+        let _ = decode(&cfg, &bytes, &cuts);
+        let mut json = b"[".to_vec();
+        json.extend_from_slice(&bytes);
+        let _ = decode(&DecoderConfig::default(), &json, &cuts);
+        let _ = crate::handshake::parse_helo(&bytes);
+        let _ = crate::decode_ack(&bytes);
+    }
+}
