@@ -742,3 +742,22 @@ fn hand_built_elements_work_too() {
     };
     check_table(&t, &[("@ROOT", "a.b", "-> o"), ("@ROOT", "a", "-> none")]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// A cached answer is the answer: the same tag routed again (possibly after evictions)
+    /// and routed by a fresh table agree.
+    #[test]
+    fn cached_routes_equal_fresh_ones(tags in proptest::collection::vec("(app|fluent|a|b|x)(\\.[abc]{1,2}){0,3}", 1..40)) {
+        let shared = table(LABELS);
+        let fresh = table(LABELS);
+        for tag in &tags {
+            for label in [LabelRef::Root, LabelRef::Named(0)] {
+                let first = shared.route(label, tag);
+                proptest::prop_assert_eq!(&*first, &*fresh.route(label, tag));
+                proptest::prop_assert_eq!(&*first, &*shared.route(label, tag));
+            }
+        }
+    }
+}
