@@ -1,0 +1,1184 @@
+//! The thread-safe buffer: staging, queueing, leasing to flush threads, retries,
+//! overflow handling and metrics.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::clock::{Clock, SystemClock, from_secs_f64, to_secs_f64, to_secs_i64};
+use crate::config::{BufferConfig, BufferType, FlushMode, FsyncPolicy, OverflowAction};
+use crate::error::BufferError;
+use crate::file::{self, FileState, Layout, ResumeReport};
+use crate::frame;
+use crate::metadata::{ChunkId, Metadata};
+use crate::msgpack;
+use crate::retry::RetryState;
+
+/// Host-side settings that do not come from the `<buffer>` section.
+#[derive(Debug, Clone)]
+pub struct BufferOptions {
+    /// The output's `@id` (error messages, backup and default buffer paths).
+    pub plugin_id: String,
+    /// `<system> root_dir`: backups go to `${root_dir}/backup/worker${N}/${plugin_id}/`
+    /// (`/tmp/fluent` without it, as Fluentd), and a file buffer without `path` lives in
+    /// `${root_dir}/worker${N}/${plugin_id}/buffer`.
+    pub root_dir: Option<PathBuf>,
+    /// The worker id `N`.
+    pub worker_id: u32,
+    /// Whether the output has a `<secondary>`.
+    pub has_secondary: bool,
+    /// The clock used for chunk ages and retries.
+    pub clock: Arc<dyn Clock>,
+    /// With `overflow_action block`, give up after this long (`None`: wait until space
+    /// frees up or the buffer is closed).
+    pub block_timeout: Option<Duration>,
+    /// Seeds the retry jitter and chunk ids (tests); `None` seeds from the OS.
+    pub rng_seed: Option<u64>,
+}
+
+impl Default for BufferOptions {
+    fn default() -> BufferOptions {
+        BufferOptions {
+            plugin_id: "object".to_string(),
+            root_dir: None,
+            worker_id: 0,
+            has_secondary: false,
+            clock: Arc::new(SystemClock),
+            block_timeout: None,
+            rng_seed: None,
+        }
+    }
+}
+
+/// A record `write` refused because it alone is larger than `chunk_limit_size`
+/// (Fluentd's `BufferChunkOverflowError`); the rest of the batch was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRecord {
+    /// The record's index in the batch.
+    pub index: usize,
+    /// Its size in bytes.
+    pub size: usize,
+}
+
+/// A queued chunk purged to make space (`overflow_action drop_oldest_chunk`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedChunk {
+    /// The chunk.
+    pub chunk_id: ChunkId,
+    /// Its records.
+    pub records: u64,
+    /// Its bytes.
+    pub bytes: u64,
+}
+
+/// What a successful `write` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteReceipt {
+    /// Records stored.
+    pub records: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Records refused because each alone exceeds `chunk_limit_size`.
+    pub rejected: Vec<RejectedRecord>,
+    /// Queued chunks purged to make room (drop_oldest_chunk).
+    pub dropped: Vec<DroppedChunk>,
+}
+
+/// Which output a leased chunk should be written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The primary output.
+    Primary,
+    /// The `<secondary>` (retries passed `retry_secondary_threshold`).
+    Secondary,
+    /// The `<secondary>`, directly after an unrecoverable primary error; any failure
+    /// now sends the chunk to the backup directory.
+    SecondaryAfterUnrecoverable,
+}
+
+/// A chunk handed to a flush thread. Settle it with [`Buffer::commit`] or
+/// [`Buffer::rollback`]; until then it stays counted in the buffer.
+#[derive(Debug)]
+pub struct ChunkLease {
+    id: ChunkId,
+    metadata: Arc<Metadata>,
+    data: Arc<Vec<u8>>,
+    records: u64,
+    route: Route,
+}
+
+impl ChunkLease {
+    /// The chunk id (for `${chunk_id}` and out_forward's ack).
+    pub fn id(&self) -> ChunkId {
+        self.id
+    }
+    /// The chunk's metadata (tag, timekey, variables) for placeholders.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+    /// The chunk bytes: concatenated msgpack `[time, record]` entries.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+    /// Number of entries.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+    /// Which output to write to.
+    pub fn route(&self) -> Route {
+        self.route
+    }
+    /// True when the chunk should go to the `<secondary>`.
+    pub fn use_secondary(&self) -> bool {
+        self.route != Route::Primary
+    }
+}
+
+/// Why a flush failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Temporary: retry with back-off; the plugin may ask for a minimum delay.
+    Retryable {
+        /// The plugin's `retry_after_ms`, when it gave one.
+        retry_after: Option<Duration>,
+    },
+    /// Permanent for this chunk: secondary, else backup.
+    Unrecoverable,
+}
+
+/// What the caller must do after a rollback.
+#[derive(Debug)]
+pub enum Decision {
+    /// The chunk is back at the head of the queue; flushing resumes at `at`
+    /// (`next_ready` returns nothing before then).
+    Retry {
+        /// The next retry time.
+        at: SystemTime,
+        /// Retry steps so far.
+        steps: u64,
+        /// Whether the next attempt goes to the secondary.
+        secondary: bool,
+    },
+    /// Write this lease to the `<secondary>` now, then commit or roll it back again.
+    ToSecondary(ChunkLease),
+    /// The chunk was written to the backup file (`None`: `disable_chunk_backup`, thrown
+    /// away) and removed from the buffer.
+    Backup {
+        /// The backup file.
+        path: Option<PathBuf>,
+    },
+    /// Retry limits were hit: "failed to flush the buffer, and hit limit for retries.
+    /// dropping all chunks in the buffer queue." Every queued chunk was purged.
+    Dropped {
+        /// Chunks dropped.
+        chunks: usize,
+        /// Records dropped.
+        records: u64,
+    },
+}
+
+/// A snapshot of the buffer's gauges and counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    /// Staged chunks.
+    pub stage_length: usize,
+    /// Bytes in staged chunks.
+    pub stage_byte_size: u64,
+    /// Queued chunks waiting for a flush thread.
+    pub queue_length: usize,
+    /// Chunks leased to flush threads.
+    pub inflight_length: usize,
+    /// Bytes in queued and leased chunks.
+    pub queue_byte_size: u64,
+    /// `total_limit_size` minus what is used, as a fraction (Fluentd's
+    /// `buffer_available_buffer_space_ratios`, 0..=1).
+    pub available_space_ratio: f64,
+    /// `write` calls that stored data.
+    pub write_count: u64,
+    /// Records stored.
+    pub write_records: u64,
+    /// Records refused for being larger than a chunk.
+    pub rejected_records: u64,
+    /// Chunks handed to flush threads.
+    pub flush_count: u64,
+    /// Chunks committed.
+    pub commit_count: u64,
+    /// Chunks rolled back.
+    pub rollback_count: u64,
+    /// Retry steps taken.
+    pub retry_count: u64,
+    /// Whether a retry state is active.
+    pub retrying: bool,
+    /// The next retry time, while retrying.
+    pub next_retry: Option<SystemTime>,
+    /// Chunks purged by `drop_oldest_chunk`.
+    pub drop_oldest_chunk_count: u64,
+    /// Chunks dropped because retries hit their limit.
+    pub retry_limit_dropped_chunks: u64,
+    /// Chunks written to the backup directory (or thrown away without backup).
+    pub backup_count: u64,
+    /// `write` calls refused with `Overflow`.
+    pub overflow_count: u64,
+}
+
+#[derive(Debug)]
+enum Body {
+    Memory(Arc<Vec<u8>>),
+    File {
+        path: PathBuf,
+        file: Option<File>,
+        len: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Chunk {
+    id: ChunkId,
+    metadata: Arc<Metadata>,
+    bytes: u64,
+    records: u64,
+    created: SystemTime,
+    modified: SystemTime,
+    body: Body,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    write_count: u64,
+    write_records: u64,
+    rejected_records: u64,
+    flush_count: u64,
+    commit_count: u64,
+    rollback_count: u64,
+    retry_count: u64,
+    drop_oldest_chunk_count: u64,
+    retry_limit_dropped_chunks: u64,
+    backup_count: u64,
+    overflow_count: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    stage: HashMap<Arc<Metadata>, Chunk>,
+    queue: VecDeque<Chunk>,
+    inflight: HashMap<ChunkId, Chunk>,
+    stage_bytes: u64,
+    queue_bytes: u64,
+    retry: Option<RetryState>,
+    retry_not_before: f64,
+    rng: StdRng,
+    counters: Counters,
+    closed: bool,
+}
+
+/// An output's buffer. All methods take `&self`; share it with `Arc`.
+#[derive(Debug)]
+pub struct Buffer {
+    cfg: BufferConfig,
+    opts: BufferOptions,
+    layout: Option<Layout>,
+    backup_dir: PathBuf,
+    state: Mutex<State>,
+    space: Condvar,
+    resume: ResumeReport,
+}
+
+/// Fluentd's plugin-id sanitising for backup paths.
+fn safe_plugin_id(id: &str) -> String {
+    id.chars()
+        .map(|c| if " \"/\\:;|*<>?".contains(c) { '_' } else { c })
+        .collect()
+}
+
+impl Buffer {
+    /// Opens a buffer. A file buffer resumes the chunks in its directory first (see
+    /// [`Buffer::resume_report`]).
+    pub fn open(cfg: BufferConfig, opts: BufferOptions) -> Result<Buffer, BufferError> {
+        let plugin_id = opts.plugin_id.clone();
+        let cfg_err = |message: &str| BufferError::Config {
+            plugin_id: plugin_id.clone(),
+            source: crate::config::ConfigError {
+                param: None,
+                message: message.to_string(),
+            },
+        };
+        if opts.has_secondary && cfg.retry.forever {
+            return Err(cfg_err(
+                "<secondary> section and 'retry_forever' are exclusive",
+            ));
+        }
+        let root = opts
+            .root_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/tmp/fluent"));
+        let backup_dir = root
+            .join("backup")
+            .join(format!("worker{}", opts.worker_id))
+            .join(safe_plugin_id(&opts.plugin_id));
+        let layout = match cfg.buffer_type {
+            BufferType::Memory => None,
+            BufferType::File => {
+                let path = match (&cfg.path, &opts.root_dir) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(root)) => root
+                        .join(format!("worker{}", opts.worker_id))
+                        .join(&opts.plugin_id)
+                        .join("buffer"),
+                    (None, None) => {
+                        return Err(cfg_err(
+                            "buffer path is not configured. specify 'path' in <buffer>",
+                        ));
+                    }
+                };
+                Some(Layout::new(&path, &cfg.path_suffix))
+            }
+        };
+        let rng = match opts.rng_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_entropy(),
+        };
+        let mut state = State {
+            stage: HashMap::new(),
+            queue: VecDeque::new(),
+            inflight: HashMap::new(),
+            stage_bytes: 0,
+            queue_bytes: 0,
+            retry: None,
+            retry_not_before: f64::NEG_INFINITY,
+            rng,
+            counters: Counters::default(),
+            closed: false,
+        };
+        let mut resume = ResumeReport::default();
+        if let Some(layout) = &layout {
+            let backup = (!cfg.disable_chunk_backup).then_some(backup_dir.as_path());
+            let sync = cfg.fsync != FsyncPolicy::Never;
+            let (loaded, report) =
+                file::resume(layout, backup, sync).map_err(|source| BufferError::Io {
+                    plugin_id: opts.plugin_id.clone(),
+                    op: "resume chunks in",
+                    path: layout.dir.clone(),
+                    source,
+                })?;
+            resume = report;
+            Self::adopt(&cfg, &opts, layout, &mut state, loaded, &mut resume)?;
+        }
+        Ok(Buffer {
+            cfg,
+            opts,
+            layout,
+            backup_dir,
+            state: Mutex::new(state),
+            space: Condvar::new(),
+            resume,
+        })
+    }
+
+    /// Puts resumed chunks on the stage or in the queue, following Fluentd's `resume`.
+    fn adopt(
+        cfg: &BufferConfig,
+        opts: &BufferOptions,
+        layout: &Layout,
+        st: &mut State,
+        mut loaded: Vec<file::Loaded>,
+        report: &mut ResumeReport,
+    ) -> Result<(), BufferError> {
+        loaded.sort_by_key(|a| (a.created, a.id));
+        let mut queue: Vec<Chunk> = Vec::new();
+        for l in loaded {
+            let chunk = Chunk {
+                id: l.id,
+                metadata: Arc::new(l.metadata),
+                bytes: l.bytes,
+                records: l.records,
+                created: l.created,
+                modified: l.modified,
+                body: Body::File {
+                    path: l.path,
+                    file: None,
+                    len: l.file_len,
+                },
+            };
+            match l.state {
+                FileState::Queued => queue.push(chunk),
+                FileState::Staged => {
+                    let full = is_full(cfg, &chunk);
+                    let older = st.stage.remove(&chunk.metadata);
+                    let mut to_queue = Vec::new();
+                    if let Some(older) = older {
+                        to_queue.push(older);
+                    }
+                    if full {
+                        to_queue.push(chunk);
+                    } else {
+                        st.stage.insert(chunk.metadata.clone(), chunk);
+                    }
+                    for mut c in to_queue {
+                        rename_queued(cfg, opts, layout, &mut c)?;
+                        report.enqueued_at_resume += 1;
+                        queue.push(c);
+                    }
+                }
+            }
+        }
+        queue.sort_by_key(|a| (a.modified, a.created, a.id));
+        st.stage_bytes = st.stage.values().map(|c| c.bytes).sum();
+        st.queue_bytes = queue.iter().map(|c| c.bytes).sum();
+        report.staged = st.stage.len();
+        report.queued = queue.len();
+        st.queue = queue.into();
+        if report.staged + report.queued > 0 {
+            tracing::info!(plugin_id = %opts.plugin_id, staged = report.staged, queued = report.queued, "resumed buffer chunks");
+        }
+        Ok(())
+    }
+
+    /// What resuming the file buffer found (empty for memory buffers).
+    pub fn resume_report(&self) -> &ResumeReport {
+        &self.resume
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BufferConfig {
+        &self.cfg
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn io_err(&self, op: &'static str, path: &Path, source: std::io::Error) -> BufferError {
+        BufferError::Io {
+            plugin_id: self.opts.plugin_id.clone(),
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn metadata_for(
+        &self,
+        tag: &str,
+        data: &[u8],
+        e: &msgpack::Entry,
+    ) -> Result<Metadata, msgpack::WalkError> {
+        let keys = &self.cfg.chunk_keys;
+        let mut m = Metadata {
+            timekey: keys.time.map(|tk| tk.timekey_of(e.time)),
+            tag: keys.tag.then(|| tag.to_string()),
+            variables: Default::default(),
+        };
+        for k in &keys.keys {
+            let v = match msgpack::lookup(data, e.record.start, &k.path)? {
+                Some(r) => msgpack::render(data, r.start)?,
+                None => None,
+            };
+            m.variables.insert(k.name.clone(), v);
+        }
+        Ok(m)
+    }
+
+    /// Stores a batch (concatenated msgpack `[time, record]` entries) for `tag`.
+    ///
+    /// Entries are grouped by chunk keys and appended to staged chunks, rolling over at
+    /// `chunk_limit_size` / `chunk_limit_records`. A record larger than a whole chunk is
+    /// refused alone and listed in the receipt. When `total_limit_size` is reached,
+    /// `overflow_action` applies. On `Ok`, a file buffer's data is on disk per the
+    /// `fsync` policy. `records` is the caller's count, used only as a sizing hint: the
+    /// buffer counts entries itself. Invalid bytes are refused whole, before anything
+    /// is stored.
+    pub fn write(&self, tag: &str, data: &[u8], records: u64) -> Result<WriteReceipt, BufferError> {
+        // 1. Walk and group outside the lock.
+        let cap = usize::try_from(records)
+            .unwrap_or(0)
+            .min(data.len() / 4 + 1);
+        let mut groups: Vec<(Metadata, Vec<Range<usize>>)> = Vec::new();
+        let mut index: HashMap<Metadata, usize> = HashMap::new();
+        let mut receipt = WriteReceipt::default();
+        let simple = self.cfg.chunk_keys.is_simple();
+        for (i, entry) in msgpack::entries(data).enumerate() {
+            let invalid = |source| BufferError::InvalidChunk {
+                plugin_id: self.opts.plugin_id.clone(),
+                tag: tag.to_string(),
+                source,
+            };
+            let e = entry.map_err(invalid)?;
+            let len = e.range.len();
+            if len as u64 > self.cfg.chunk_limit_size {
+                receipt.rejected.push(RejectedRecord {
+                    index: i,
+                    size: len,
+                });
+                continue;
+            }
+            let slot = if simple && !groups.is_empty() {
+                0
+            } else {
+                let meta = self.metadata_for(tag, data, &e).map_err(invalid)?;
+                match index.get(&meta) {
+                    Some(slot) => *slot,
+                    None => {
+                        index.insert(meta.clone(), groups.len());
+                        groups.push((meta, Vec::with_capacity(if simple { cap } else { 4 })));
+                        groups.len() - 1
+                    }
+                }
+            };
+            if let Some(g) = groups.get_mut(slot) {
+                g.1.push(e.range);
+            }
+        }
+        if !receipt.rejected.is_empty() {
+            tracing::warn!(
+                plugin_id = %self.opts.plugin_id,
+                tag,
+                count = receipt.rejected.len(),
+                chunk_limit_size = self.cfg.chunk_limit_size,
+                "a record is larger than chunk_limit_size; refused (BufferChunkOverflowError), the rest is kept"
+            );
+        }
+
+        // 2. Space.
+        let mut st = self.lock();
+        if st.closed {
+            return Err(BufferError::Closed {
+                plugin_id: self.opts.plugin_id.clone(),
+            });
+        }
+        let deadline = self.opts.block_timeout.map(|t| Instant::now() + t);
+        let mut logged_block = false;
+        while !self.storable(&st) {
+            let overflow = |st: &State| BufferError::Overflow {
+                plugin_id: self.opts.plugin_id.clone(),
+                used: st.stage_bytes + st.queue_bytes,
+                limit: self.cfg.total_limit_size,
+            };
+            match self.cfg.overflow_action {
+                OverflowAction::ThrowException => {
+                    st.counters.overflow_count += 1;
+                    tracing::warn!(plugin_id = %self.opts.plugin_id, action = "throw_exception", "failed to write data into buffer by buffer overflow");
+                    return Err(overflow(&st));
+                }
+                OverflowAction::Block => {
+                    if !logged_block {
+                        tracing::warn!(plugin_id = %self.opts.plugin_id, action = "block", "failed to write data into buffer by buffer overflow; blocking");
+                        logged_block = true;
+                    }
+                    let wait = match deadline {
+                        None => Duration::from_secs(1),
+                        Some(d) => match d.checked_duration_since(Instant::now()) {
+                            Some(left) if !left.is_zero() => left.min(Duration::from_secs(1)),
+                            _ => {
+                                st.counters.overflow_count += 1;
+                                return Err(overflow(&st));
+                            }
+                        },
+                    };
+                    st = self
+                        .space
+                        .wait_timeout(st, wait)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                    if st.closed {
+                        tracing::error!(plugin_id = %self.opts.plugin_id, "breaking block behavior to shutdown");
+                        return Err(BufferError::Closed {
+                            plugin_id: self.opts.plugin_id.clone(),
+                        });
+                    }
+                }
+                OverflowAction::DropOldestChunk => match st.queue.pop_front() {
+                    Some(oldest) => {
+                        tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %oldest.id, records = oldest.records, "dropping oldest chunk to make space after buffer overflow");
+                        st.queue_bytes -= oldest.bytes;
+                        st.counters.drop_oldest_chunk_count += 1;
+                        receipt.dropped.push(DroppedChunk {
+                            chunk_id: oldest.id,
+                            records: oldest.records,
+                            bytes: oldest.bytes,
+                        });
+                        self.purge(oldest);
+                    }
+                    None => {
+                        st.counters.overflow_count += 1;
+                        tracing::error!(plugin_id = %self.opts.plugin_id, "no queued chunks to be dropped for drop_oldest_chunk");
+                        return Err(overflow(&st));
+                    }
+                },
+            }
+        }
+
+        // 3. Append.
+        let now = self.opts.clock.now();
+        let mut touched: Vec<Arc<Metadata>> = Vec::new();
+        for (meta, ranges) in groups {
+            self.write_group(
+                &mut st,
+                meta,
+                &ranges,
+                data,
+                now,
+                &mut touched,
+                &mut receipt,
+            )?;
+        }
+        // 4. Enqueue full chunks (all of them in immediate mode), make the rest durable.
+        for meta in touched {
+            let Some(chunk) = st.stage.get_mut(&meta) else {
+                continue;
+            };
+            if self.cfg.flush_mode == FlushMode::Immediate || is_full(&self.cfg, chunk) {
+                self.enqueue(&mut st, &meta)?;
+            } else if self.cfg.fsync == FsyncPolicy::Always {
+                if let Body::File {
+                    path,
+                    file: Some(f),
+                    ..
+                } = &chunk.body
+                {
+                    f.sync_data().map_err(|e| self.io_err("fsync", path, e))?;
+                }
+            }
+        }
+        if receipt.records > 0 {
+            st.counters.write_count += 1;
+            st.counters.write_records += receipt.records;
+        }
+        st.counters.rejected_records += receipt.rejected.len() as u64;
+        Ok(receipt)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_group(
+        &self,
+        st: &mut State,
+        meta: Metadata,
+        ranges: &[Range<usize>],
+        data: &[u8],
+        now: SystemTime,
+        touched: &mut Vec<Arc<Metadata>>,
+        receipt: &mut WriteReceipt,
+    ) -> Result<(), BufferError> {
+        let limit = self.cfg.chunk_limit_size;
+        let rlimit = self.cfg.chunk_limit_records.unwrap_or(u64::MAX);
+        let meta = match st.stage.get_key_value(&meta) {
+            Some((k, _)) => k.clone(),
+            None => Arc::new(meta),
+        };
+        let mut i = 0;
+        while i < ranges.len() {
+            if !st.stage.contains_key(&meta) {
+                let chunk = self.new_chunk(st, meta.clone(), now)?;
+                st.stage.insert(meta.clone(), chunk);
+            }
+            let Some(chunk) = st.stage.get_mut(&meta) else {
+                break;
+            };
+            let mut take = 0usize;
+            let mut take_bytes = 0u64;
+            for r in ranges.iter().skip(i) {
+                let len = r.len() as u64;
+                if chunk.bytes + take_bytes + len > limit
+                    || chunk.records + take as u64 + 1 > rlimit
+                    || take_bytes + len > frame::MAX_PAYLOAD as u64
+                {
+                    break;
+                }
+                take += 1;
+                take_bytes += len;
+            }
+            if take == 0 {
+                if chunk.records == 0 {
+                    // Cannot happen (oversized records were refused); never loop forever.
+                    i += 1;
+                    continue;
+                }
+                self.enqueue(st, &meta)?;
+                continue;
+            }
+            let parts: Vec<&[u8]> = ranges
+                .iter()
+                .skip(i)
+                .take(take)
+                .filter_map(|r| data.get(r.clone()))
+                .collect();
+            match &mut chunk.body {
+                Body::Memory(buf) => {
+                    let buf = Arc::make_mut(buf);
+                    for p in &parts {
+                        buf.extend_from_slice(p);
+                    }
+                }
+                Body::File { path, file, len } => {
+                    let f = match file {
+                        Some(f) => f,
+                        None => {
+                            let opened = std::fs::OpenOptions::new()
+                                .append(true)
+                                .open(&*path)
+                                .map_err(|e| self.io_err("open", path, e))?;
+                            file.insert(opened)
+                        }
+                    };
+                    let written = file::append_frame(f, &parts, take as u32, *len)
+                        .map_err(|e| self.io_err("append to", path, e))?;
+                    *len += written;
+                }
+            }
+            chunk.bytes += take_bytes;
+            chunk.records += take as u64;
+            chunk.modified = now;
+            st.stage_bytes += take_bytes;
+            receipt.records += take as u64;
+            receipt.bytes += take_bytes;
+            if !touched.contains(&meta) {
+                touched.push(meta.clone());
+            }
+            i += take;
+        }
+        Ok(())
+    }
+
+    fn new_chunk(
+        &self,
+        st: &mut State,
+        meta: Arc<Metadata>,
+        now: SystemTime,
+    ) -> Result<Chunk, BufferError> {
+        let id = ChunkId::generate(now, &mut st.rng);
+        let body = match &self.layout {
+            None => Body::Memory(Arc::new(Vec::new())),
+            Some(layout) => {
+                let path = layout.data_path(&id, FileState::Staged);
+                let sync = self.cfg.fsync != FsyncPolicy::Never;
+                let f = file::create_chunk(&path, &file::encode_meta(&id, &meta, now), sync)
+                    .map_err(|e| self.io_err("create chunk file", &path, e))?;
+                if sync {
+                    file::sync_dir(&layout.dir)
+                        .map_err(|e| self.io_err("fsync directory", &layout.dir, e))?;
+                }
+                Body::File {
+                    path,
+                    file: Some(f),
+                    len: 0,
+                }
+            }
+        };
+        Ok(Chunk {
+            id,
+            metadata: meta,
+            bytes: 0,
+            records: 0,
+            created: now,
+            modified: now,
+            body,
+        })
+    }
+
+    /// Moves the staged chunk for `meta` to the back of the queue.
+    fn enqueue(&self, st: &mut State, meta: &Arc<Metadata>) -> Result<(), BufferError> {
+        let Some(mut chunk) = st.stage.remove(meta) else {
+            return Ok(());
+        };
+        if let Some(layout) = &self.layout {
+            if let Err(e) = rename_queued(&self.cfg, &self.opts, layout, &mut chunk) {
+                st.stage.insert(meta.clone(), chunk);
+                return Err(e);
+            }
+        }
+        st.stage_bytes -= chunk.bytes;
+        st.queue_bytes += chunk.bytes;
+        st.queue.push_back(chunk);
+        Ok(())
+    }
+
+    fn storable(&self, st: &State) -> bool {
+        self.cfg.total_limit_size > st.stage_bytes + st.queue_bytes
+    }
+
+    fn queue_full(&self, st: &State) -> bool {
+        st.queue.len() >= self.cfg.queued_chunks_limit_size
+    }
+
+    /// Enqueues staged chunks whose time has come: `flush_interval` after creation
+    /// (interval mode), `timekey + timekey + timekey_wait` passed (time chunk key).
+    /// Stops at `queued_chunks_limit_size` queued chunks. Returns how many moved.
+    pub fn enqueue_due(&self, now: SystemTime) -> Result<usize, BufferError> {
+        let mut st = self.lock();
+        self.enqueue_due_locked(&mut st, now)
+    }
+
+    fn enqueue_due_locked(&self, st: &mut State, now: SystemTime) -> Result<usize, BufferError> {
+        let now_i = to_secs_i64(now);
+        let interval = i64::try_from(self.cfg.flush_interval.as_secs()).unwrap_or(i64::MAX);
+        let mut due: Vec<(SystemTime, ChunkId, Arc<Metadata>)> = st
+            .stage
+            .iter()
+            .filter(|(m, c)| {
+                let by_interval = self.cfg.flush_mode == FlushMode::Interval
+                    && to_secs_i64(c.created).saturating_add(interval) <= now_i;
+                let by_timekey = match (self.cfg.chunk_keys.time, m.timekey) {
+                    (Some(tk), Some(key)) => {
+                        let unit = i64::try_from(tk.timekey).unwrap_or(i64::MAX);
+                        let current = now_i - now_i.rem_euclid(unit);
+                        key < current
+                            && key
+                                .saturating_add(unit)
+                                .saturating_add(tk.timekey_wait as i64)
+                                <= now_i
+                    }
+                    _ => false,
+                };
+                by_interval || by_timekey
+            })
+            .map(|(m, c)| (c.created, c.id, m.clone()))
+            .collect();
+        due.sort();
+        let mut n = 0;
+        for (_, _, meta) in due {
+            if self.queue_full(st) {
+                break;
+            }
+            self.enqueue(st, &meta)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Enqueues every staged chunk regardless of limits (shutdown, `flush_at_shutdown`,
+    /// forced flush). Returns how many moved.
+    pub fn enqueue_all(&self) -> Result<usize, BufferError> {
+        let mut st = self.lock();
+        let mut metas: Vec<(SystemTime, ChunkId, Arc<Metadata>)> = st
+            .stage
+            .iter()
+            .map(|(m, c)| (c.created, c.id, m.clone()))
+            .collect();
+        metas.sort();
+        for (_, _, m) in &metas {
+            self.enqueue(&mut st, m)?;
+        }
+        Ok(metas.len())
+    }
+
+    /// For a flush thread: enqueues what is due at `now`, then leases the oldest queued
+    /// chunk, unless a retry is pending before `now`. Returns `Ok(None)` when there is
+    /// nothing to do.
+    pub fn next_ready(&self, now: SystemTime) -> Result<Option<ChunkLease>, BufferError> {
+        let now_f = to_secs_f64(now);
+        let (id, metadata, records, route, body) = {
+            let mut st = self.lock();
+            self.enqueue_due_locked(&mut st, now)?;
+            let secondary = match &st.retry {
+                Some(r) if now_f < r.next_time().max(st.retry_not_before) => return Ok(None),
+                Some(r) => self.opts.has_secondary && r.secondary(now_f),
+                None => false,
+            };
+            let Some(chunk) = st.queue.pop_front() else {
+                return Ok(None);
+            };
+            let route = if secondary {
+                Route::Secondary
+            } else {
+                Route::Primary
+            };
+            let body = match &chunk.body {
+                Body::Memory(d) => Ok(d.clone()),
+                Body::File { path, .. } => Err(path.clone()),
+            };
+            let out = (chunk.id, chunk.metadata.clone(), chunk.records, route, body);
+            st.inflight.insert(chunk.id, chunk);
+            st.counters.flush_count += 1;
+            out
+        };
+        let data = match body {
+            Ok(d) => d,
+            Err(path) => match file::read_payloads(&path) {
+                Ok((payload, scan)) => {
+                    if !scan.is_clean() {
+                        tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %id, dropped_bytes = scan.dropped_bytes(), "buffer chunk damaged on disk; flushing its intact batches");
+                    }
+                    Arc::new(payload)
+                }
+                Err(e) => {
+                    let mut st = self.lock();
+                    if let Some(c) = st.inflight.remove(&id) {
+                        st.queue.push_front(c);
+                    }
+                    return Err(self.io_err("read chunk", &path, e));
+                }
+            },
+        };
+        Ok(Some(ChunkLease {
+            id,
+            metadata,
+            data,
+            records,
+            route,
+        }))
+    }
+
+    /// Removes a chunk's storage (files) once it is out of the state.
+    fn purge(&self, chunk: Chunk) {
+        if let Body::File { path, .. } = &chunk.body {
+            if let Err(e) = file::remove_chunk(path) {
+                tracing::error!(plugin_id = %self.opts.plugin_id, path = %path.display(), error = %e, "failed to remove a flushed chunk file");
+            }
+        }
+    }
+
+    /// The chunk was written: remove it, and end any retry state ("retry succeeded").
+    pub fn commit(&self, lease: ChunkLease) -> Result<(), BufferError> {
+        let mut st = self.lock();
+        let chunk = st
+            .inflight
+            .remove(&lease.id)
+            .ok_or_else(|| BufferError::UnknownLease {
+                plugin_id: self.opts.plugin_id.clone(),
+                chunk_id: lease.id,
+            })?;
+        st.queue_bytes -= chunk.bytes;
+        st.counters.commit_count += 1;
+        if st.retry.take().is_some() {
+            st.retry_not_before = f64::NEG_INFINITY;
+            let how = if lease.use_secondary() {
+                "retry succeeded by secondary."
+            } else {
+                "retry succeeded."
+            };
+            tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, "{how}");
+        }
+        drop(st);
+        self.purge(chunk);
+        self.space.notify_all();
+        Ok(())
+    }
+
+    /// The flush failed; returns what the caller must do next (see [`Decision`]).
+    pub fn rollback(&self, lease: ChunkLease, failure: Failure) -> Result<Decision, BufferError> {
+        let mut st = self.lock();
+        let Some(chunk) = st.inflight.remove(&lease.id) else {
+            return Err(BufferError::UnknownLease {
+                plugin_id: self.opts.plugin_id.clone(),
+                chunk_id: lease.id,
+            });
+        };
+        let after_unrecoverable = lease.route == Route::SecondaryAfterUnrecoverable;
+        if failure == Failure::Unrecoverable || after_unrecoverable {
+            if !after_unrecoverable && self.opts.has_secondary && lease.route == Route::Primary {
+                tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, "got unrecoverable error in primary. Skip retry and flush chunk to secondary");
+                st.inflight.insert(chunk.id, chunk);
+                return Ok(Decision::ToSecondary(ChunkLease {
+                    route: Route::SecondaryAfterUnrecoverable,
+                    ..lease
+                }));
+            }
+            return self.backup(st, chunk, &lease);
+        }
+        let Failure::Retryable { retry_after } = failure else {
+            return Ok(Decision::Backup { path: None });
+        };
+        st.counters.rollback_count += 1;
+        st.queue.push_front(chunk);
+        let now = to_secs_f64(self.opts.clock.now());
+        let cfg = self.cfg.retry;
+        let has_secondary = self.opts.has_secondary;
+        if st.retry.as_ref().is_some_and(RetryState::limit) {
+            let steps = st.retry.as_ref().map_or(0, RetryState::steps);
+            let records: u64 = st.queue.iter().map(|c| c.records).sum();
+            tracing::error!(plugin_id = %self.opts.plugin_id, retry_times = steps, records, "failed to flush the buffer, and hit limit for retries. dropping all chunks in the buffer queue.");
+            let dropped: Vec<Chunk> = st.queue.drain(..).collect();
+            let chunks = dropped.len();
+            st.queue_bytes -= dropped.iter().map(|c| c.bytes).sum::<u64>();
+            st.counters.retry_limit_dropped_chunks += chunks as u64;
+            st.retry = None;
+            st.retry_not_before = f64::NEG_INFINITY;
+            drop(st);
+            for c in dropped {
+                self.purge(c);
+            }
+            self.space.notify_all();
+            return Ok(Decision::Dropped { chunks, records });
+        }
+        let state = &mut *st;
+        match &mut state.retry {
+            None => {
+                let r = RetryState::new(&cfg, has_secondary, now);
+                tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, retry_time = 0, next_retry_seconds = r.next_time(), "failed to flush the buffer.");
+                state.retry = Some(r);
+            }
+            Some(r) => {
+                // Several flush threads may fail the same round; count it once.
+                if now >= r.next_time() {
+                    let rng = &mut state.rng;
+                    r.step(now, &mut || rng.r#gen::<f64>());
+                    state.counters.retry_count += 1;
+                }
+                tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, retry_time = r.steps(), next_retry_seconds = r.next_time(), secondary = lease.use_secondary(), "failed to flush the buffer.");
+            }
+        }
+        if let Some(after) = retry_after {
+            state.retry_not_before = state.retry_not_before.max(now + after.as_secs_f64());
+        }
+        let (at, steps, secondary) = match &state.retry {
+            Some(r) => {
+                let at = r.next_time().max(state.retry_not_before);
+                (at, r.steps(), has_secondary && r.secondary(at))
+            }
+            None => (now, 0, false),
+        };
+        Ok(Decision::Retry {
+            at: from_secs_f64(at),
+            steps,
+            secondary,
+        })
+    }
+
+    fn backup(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        chunk: Chunk,
+        lease: &ChunkLease,
+    ) -> Result<Decision, BufferError> {
+        let path = if self.cfg.disable_chunk_backup {
+            tracing::warn!(plugin_id = %self.opts.plugin_id, "disable_chunk_backup is true. {} chunk is thrown away", lease.id);
+            None
+        } else {
+            match file::write_backup(
+                &self.backup_dir,
+                &format!("{}.log", lease.id.hex()),
+                lease.data(),
+            ) {
+                Ok(p) => {
+                    tracing::warn!(plugin_id = %self.opts.plugin_id, "bad chunk is moved to {}", p.display());
+                    Some(p)
+                }
+                Err(e) => {
+                    // Keep the data: back to the queue head, and tell the caller.
+                    st.queue.push_front(chunk);
+                    return Err(self.io_err("write backup", &self.backup_dir, e));
+                }
+            }
+        };
+        st.queue_bytes -= chunk.bytes;
+        st.counters.backup_count += 1;
+        if st.retry.take().is_some() {
+            st.retry_not_before = f64::NEG_INFINITY;
+        }
+        drop(st);
+        self.purge(chunk);
+        self.space.notify_all();
+        Ok(Decision::Backup { path })
+    }
+
+    /// Stops accepting writes and wakes writers blocked by `overflow_action block`
+    /// (they get [`BufferError::Closed`]). Leasing and settling keep working, so the
+    /// caller can flush what is left.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.space.notify_all();
+    }
+
+    /// When a flush thread should look again: the retry time while retrying, else
+    /// `now + flush_thread_burst_interval` if chunks are queued, else
+    /// `now + flush_thread_interval` (Fluentd's `next_flush_time`).
+    pub fn next_flush_time(&self, now: SystemTime) -> SystemTime {
+        let st = self.lock();
+        if let Some(r) = &st.retry {
+            return from_secs_f64(r.next_time().max(st.retry_not_before));
+        }
+        let pause = if st.queue.is_empty() {
+            self.cfg.flush_thread_interval
+        } else {
+            self.cfg.flush_thread_burst_interval
+        };
+        now.checked_add(pause).unwrap_or(now)
+    }
+
+    /// True when nothing is staged, queued or leased.
+    pub fn is_empty(&self) -> bool {
+        let st = self.lock();
+        st.stage.is_empty() && st.queue.is_empty() && st.inflight.is_empty()
+    }
+
+    /// A snapshot of the gauges and counters.
+    pub fn metrics(&self) -> Metrics {
+        let st = self.lock();
+        let c = &st.counters;
+        let used = st.stage_bytes + st.queue_bytes;
+        let limit = self.cfg.total_limit_size.max(1);
+        Metrics {
+            stage_length: st.stage.len(),
+            stage_byte_size: st.stage_bytes,
+            queue_length: st.queue.len(),
+            inflight_length: st.inflight.len(),
+            queue_byte_size: st.queue_bytes,
+            available_space_ratio: (1.0 - used as f64 / limit as f64).clamp(0.0, 1.0),
+            write_count: c.write_count,
+            write_records: c.write_records,
+            rejected_records: c.rejected_records,
+            flush_count: c.flush_count,
+            commit_count: c.commit_count,
+            rollback_count: c.rollback_count,
+            retry_count: c.retry_count,
+            retrying: st.retry.is_some(),
+            next_retry: st
+                .retry
+                .as_ref()
+                .map(|r| from_secs_f64(r.next_time().max(st.retry_not_before))),
+            drop_oldest_chunk_count: c.drop_oldest_chunk_count,
+            retry_limit_dropped_chunks: c.retry_limit_dropped_chunks,
+            backup_count: c.backup_count,
+            overflow_count: c.overflow_count,
+        }
+    }
+}
+
+/// `chunk_size_full?`: at least `chunk_full_threshold` of either limit.
+fn is_full(cfg: &BufferConfig, c: &Chunk) -> bool {
+    c.bytes as f64 >= cfg.chunk_limit_size as f64 * cfg.chunk_full_threshold
+        || cfg
+            .chunk_limit_records
+            .is_some_and(|r| c.records as f64 >= r as f64 * cfg.chunk_full_threshold)
+}
+
+/// Makes a staged file chunk durable and renames it to its queued name.
+fn rename_queued(
+    cfg: &BufferConfig,
+    opts: &BufferOptions,
+    layout: &Layout,
+    chunk: &mut Chunk,
+) -> Result<(), BufferError> {
+    let Body::File { path, file, .. } = &mut chunk.body else {
+        return Ok(());
+    };
+    let io = |op, p: &Path, source| BufferError::Io {
+        plugin_id: opts.plugin_id.clone(),
+        op,
+        path: p.to_path_buf(),
+        source,
+    };
+    let sync = cfg.fsync != FsyncPolicy::Never;
+    if sync {
+        match file.take() {
+            Some(f) => f.sync_data().map_err(|e| io("fsync", path, e))?,
+            None => File::open(&*path)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| io("fsync", path, e))?,
+        }
+    } else {
+        *file = None;
+    }
+    let to = layout.data_path(&chunk.id, FileState::Queued);
+    file::rename_to_queued(path, &to).map_err(|e| io("rename", path, e))?;
+    if sync {
+        file::sync_dir(&layout.dir).map_err(|e| io("fsync directory", &layout.dir, e))?;
+    }
+    *path = to;
+    Ok(())
+}
