@@ -23,8 +23,8 @@
 //! every failure is a typed error carrying the parser/formatter name and the offending value.
 
 pub mod error;
-// pub mod formatter;
-// pub mod inject;
+pub mod formatter;
+pub mod inject;
 pub mod json;
 pub mod params;
 pub mod parser;
@@ -32,10 +32,12 @@ pub mod time;
 mod types;
 
 pub use error::{ConfigError, FormatError, ParseError};
-// pub use formatter::{Formatter, FormatterConfig};
-// pub use inject::{InjectConfig, Injector};
+pub use formatter::{Formatter, FormatterConfig, build_formatter};
+pub use inject::{InjectConfig, Injector};
 pub use params::Params;
-pub use parser::{ParsedEvent, Parser, ParserConfig};
+pub use parser::{
+    InputKind, Joined, MultilineJoiner, ParsedEvent, Parser, ParserConfig, build_parser,
+};
 pub use time::EventTime;
 
 /// A record: an [`rmpv::Value::Map`] whose keys are strings.

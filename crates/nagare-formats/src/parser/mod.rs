@@ -29,7 +29,7 @@ use crate::params::Params;
 use crate::time::{EventTime, TimeParser, TimeType};
 use crate::types::Converters;
 
-pub use regexp::MultilineJoiner;
+pub use regexp::{Joined, MultilineJoiner};
 
 /// One parsed event: the event time (see the module docs for `None`) and the record map.
 pub type ParsedEvent = (Option<EventTime>, Value);
