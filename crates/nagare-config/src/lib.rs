@@ -94,3 +94,15 @@ pub fn parse_str_with_warnings(
         warnings: ctx.warnings,
     })
 }
+
+/// Fuzzing entry point: parses arbitrary bytes (lossily decoded) with a fixed environment,
+/// then runs [`check`] and [`dump_json`] on success. Never panics; all outcomes are ignored.
+#[doc(hidden)]
+pub fn fuzz_entry(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let env = MapEnvironment::new().with_var("FUZZ", "1");
+    if let Ok(root) = parse_str_with(&text, Path::new("/nonexistent/fuzz.conf"), &env) {
+        let _ = check(&root);
+        let _ = dump_json(&root);
+    }
+}

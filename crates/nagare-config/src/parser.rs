@@ -25,6 +25,8 @@ const ELEM_SYMBOLS: [&str; 4] = ["match", "source", "filter", "system"];
 const RESERVED_PARAMS: [&str; 4] = ["@type", "@id", "@label", "@log_level"];
 /// Deepest element nesting accepted (keeps recursion bounded on hostile input).
 const MAX_DEPTH: usize = 64;
+/// Largest included file read.
+const MAX_INCLUDE_BYTES: u64 = 16 << 20;
 /// Deepest `@include` chain accepted.
 const MAX_INCLUDE_DEPTH: usize = 16;
 
@@ -844,6 +846,26 @@ fn eval_include(
                 format!("@include chain deeper than {MAX_INCLUDE_DEPTH} files"),
                 "flatten the include hierarchy",
             ));
+        }
+        match std::fs::metadata(&file) {
+            Ok(m) if !m.is_file() => {
+                return Err(include_error(
+                    location,
+                    format!("include error {}: not a regular file", file.display()),
+                    "@include only reads regular files",
+                ));
+            }
+            Ok(m) if m.len() > MAX_INCLUDE_BYTES => {
+                return Err(include_error(
+                    location,
+                    format!(
+                        "include error {}: file is larger than {MAX_INCLUDE_BYTES} bytes",
+                        file.display()
+                    ),
+                    "configuration files this large are not supported",
+                ));
+            }
+            _ => {}
         }
         let bytes = std::fs::read(&file).map_err(|e| {
             include_error(

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use proptest::prelude::*;
+
 use crate::element::{Element, Value};
 use crate::env::MapEnvironment;
 use crate::error::{ConfigError, ErrorKind};
@@ -671,4 +673,66 @@ fn missing_include_names_the_including_line() {
         err.message().contains("/nonexistent/nope/missing.conf"),
         "{err}"
     );
+}
+
+#[test]
+fn non_regular_include_is_refused() {
+    let err = parse("@include /dev/null\n").expect_err("not a regular file");
+    assert_eq!(err.kind(), ErrorKind::Include);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn parse_never_panics(text in "\\PC{0,200}") {
+        crate::fuzz_entry(text.as_bytes());
+    }
+
+    #[test]
+    fn parse_never_panics_on_config_like_text(
+        text in "[<>/ \t\r\na-z@#\"'\\\\{}\\[\\],:.*|$`=-]{0,160}"
+    ) {
+        crate::fuzz_entry(text.as_bytes());
+    }
+
+    #[test]
+    fn parse_never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        crate::fuzz_entry(&bytes);
+    }
+
+    #[test]
+    fn single_quoted_values_round_trip(v in "[^\n\r]{0,30}") {
+        let quoted = v.replace('\\', "\\\\").replace('\'', "\\'");
+        let root = parse(&format!("k '{quoted}'")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(root.get("k"), Some(v.as_str()));
+    }
+
+    #[test]
+    fn double_quoted_values_round_trip(v in "[^\r]{0,30}") {
+        let quoted = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('#', "\\#")
+            .replace('\n', "\\n");
+        let root = parse(&format!("k \"{quoted}\" # trailing comment")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(root.get("k"), Some(v.as_str()));
+    }
+
+    #[test]
+    fn nonquoted_values_round_trip(v in "[a-zA-Z0-9_./:%$-][a-zA-Z0-9_./:%$ -]{0,20}[a-zA-Z0-9_./:%$-]") {
+        let root = parse(&format!("  k   {v}   # c\n")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(root.get("k"), Some(v.as_str()));
+    }
+
+    #[test]
+    fn json_values_round_trip_compactly(items in proptest::collection::vec(("[a-z]{1,6}", -1000i64..1000), 0..5)) {
+        let map: serde_json::Map<String, serde_json::Value> =
+            items.iter().map(|(k, n)| (k.clone(), serde_json::Value::from(*n))).collect();
+        let compact = serde_json::Value::Object(map.clone()).to_string();
+        let pretty = serde_json::to_string_pretty(&serde_json::Value::Object(map)).unwrap_or_default();
+        let root = parse(&format!("k {pretty}\nnext 1\n")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(root.get("k"), Some(compact.as_str()));
+        prop_assert_eq!(root.get("next"), Some("1"));
+    }
 }
