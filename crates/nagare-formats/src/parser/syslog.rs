@@ -623,4 +623,303 @@ mod tests {
             );
         }
     }
+
+    /// A case from test_parser_syslog.rb: extra params, input, expected (time, record).
+    type Case = (
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+        Option<(Option<u32>, Vec<(&'static str, Value)>)>,
+    );
+
+    fn expected() -> Vec<(&'static str, Value)> {
+        base3164()
+    }
+
+    fn with(
+        mut base: Vec<(&'static str, Value)>,
+        extra: Vec<(&'static str, Value)>,
+    ) -> Vec<(&'static str, Value)> {
+        for (k, v) in extra {
+            match base.iter_mut().find(|(bk, _)| *bk == k) {
+                Some(slot) => slot.1 = v,
+                None => base.insert(0, (k, v)),
+            }
+        }
+        base
+    }
+
+    /// Compares ignoring key order (the string engine orders keys differently).
+    fn same(a: &Value, b: &Value) -> bool {
+        let (Some(a), Some(b)) = (a.as_map(), b.as_map()) else {
+            return a == b;
+        };
+        a.len() == b.len() && a.iter().all(|kv| b.contains(kv))
+    }
+
+    #[test]
+    fn ported_fluentd_cases_both_engines() {
+        let feb28 = Some(inferred(2, 28, 12, 0, 0));
+        let sd = r#"[exampleSDID@20224 iut="3" eventSource="Application" eventID="11211"]"#;
+        let ident = r#"~!@#$%^&*()_+=-`]{};"'/?\,.<>"#;
+        let cases: Vec<Case> = vec![
+            (
+                vec![],
+                "Feb 28 12:00:00 192.168.0.1 fluentd[11111]: [error] Syslog test",
+                Some((feb28, expected())),
+            ),
+            (
+                vec![("time_format", "%b %d %M:%S:%H")],
+                "Feb 28 00:00:12 192.168.0.1 fluentd[11111]: [error] Syslog test",
+                Some((feb28, expected())),
+            ),
+            (
+                vec![("with_priority", "true")],
+                "<6>Feb 28 12:00:00 192.168.0.1 fluentd[11111]: [error] Syslog test",
+                Some((feb28, with(expected(), vec![("pri", Value::from(6))]))),
+            ),
+            (
+                vec![("with_priority", "true")],
+                "<>Feb 28 12:00:00 192.168.0.1 fluentd[11111]: [error] Syslog test",
+                None,
+            ),
+            (
+                vec![],
+                "Feb 28 12:00:00 192.168.0.1 fluentd[11111] [error] Syslog test",
+                Some((feb28, expected())),
+            ),
+            (
+                vec![],
+                "Feb  5 17:32:18 10.0.0.99 Use the BFG!",
+                Some((
+                    Some(inferred(2, 5, 17, 32, 18)),
+                    vec![
+                        ("host", s("10.0.0.99")),
+                        ("ident", s("Use")),
+                        ("message", s("the BFG!")),
+                    ],
+                )),
+            ),
+            (
+                vec![
+                    ("message_format", "auto"),
+                    ("time_format", "%b %d %M:%S:%H"),
+                ],
+                "Feb 28 00:00:12 192.168.0.1 fluentd[11111]: [error] Syslog test",
+                Some((feb28, expected())),
+            ),
+            (
+                vec![
+                    ("message_format", "auto"),
+                    ("with_priority", "true"),
+                    ("time_format", "%b %d %M:%S:%H"),
+                ],
+                "<1>Feb 28 12:00:02 192.168.0.1 fluentd[11111]: [error] Syslog test 2>1",
+                Some((
+                    Some(inferred(2, 28, 2, 12, 0)),
+                    with(
+                        expected(),
+                        vec![
+                            ("pri", Value::from(1)),
+                            ("message", s("[error] Syslog test 2>1")),
+                        ],
+                    ),
+                )),
+            ),
+            (
+                vec![("message_format", "auto"), ("with_priority", "true")],
+                "<16>1 2017-02-06T13:14:15Z 192.168.0.1 fluentd - - - Hi, from Fluentd without subseconds!",
+                Some((
+                    Some(1486386855),
+                    vec![
+                        ("pri", Value::from(16)),
+                        ("host", s("192.168.0.1")),
+                        ("ident", s("fluentd")),
+                        ("pid", s("-")),
+                        ("msgid", s("-")),
+                        ("extradata", s("-")),
+                        ("message", s("Hi, from Fluentd without subseconds!")),
+                    ],
+                )),
+            ),
+            (
+                vec![("message_format", "auto"), ("with_priority", "true")],
+                r#"<16>1 2017-02-06T13:14:15.003Z 192.168.0.1 fluentd 11111 ID24224 [exampleSDID@20224 iut="3" eventSource="Application" eventID="11211"] Hi, from Fluentd!"#,
+                Some((
+                    Some(1486386855),
+                    vec![
+                        ("pri", Value::from(16)),
+                        ("host", s("192.168.0.1")),
+                        ("ident", s("fluentd")),
+                        ("pid", s("11111")),
+                        ("msgid", s("ID24224")),
+                        ("extradata", s(sd)),
+                        ("message", s("Hi, from Fluentd!")),
+                    ],
+                )),
+            ),
+        ];
+        for engine in ["regexp", "string"] {
+            for (extra, input, expect) in &cases {
+                let mut pairs = vec![
+                    ("@type", "syslog"),
+                    ("utc", "true"),
+                    ("parser_type", engine),
+                ];
+                pairs.extend(extra.iter().copied());
+                let p = parser(&pairs);
+                let got = p
+                    .parse(input.as_bytes())
+                    .unwrap_or_else(|e| panic!("{engine} {input:?}: {e}"));
+                let got = got.map(|(t, r)| (t.map(|t| t.sec), r));
+                let want = expect.as_ref().map(|(t, r)| (*t, rec(r)));
+                match (&got, &want) {
+                    (Some((gt, gr)), Some((wt, wr))) => {
+                        assert_eq!(gt, wt, "{engine} {input:?}");
+                        assert!(same(gr, wr), "{engine} {input:?}: {gr:?} vs {wr:?}");
+                    }
+                    _ => assert_eq!(got, want, "{engine} {input:?}"),
+                }
+            }
+            // various characters in ident
+            let p = parser(&[
+                ("@type", "syslog"),
+                ("utc", "true"),
+                ("parser_type", engine),
+                ("with_priority", "true"),
+            ]);
+            let line =
+                format!("<6>Feb 28 12:00:00 192.168.0.1 {ident}[11111]: [error] Syslog test");
+            let got = p
+                .parse(line.as_bytes())
+                .ok()
+                .flatten()
+                .map(|(_, r)| r)
+                .unwrap_or(Value::Nil);
+            assert!(
+                same(
+                    &got,
+                    &rec(&with(
+                        expected(),
+                        vec![("pri", Value::from(6)), ("ident", s(ident))]
+                    ))
+                ),
+                "{engine}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ported_engine_differences() {
+        let p = parser(&[("@type", "syslog"), ("parser_type", "regexp")]);
+        assert!(p.parse(b"1990 Oct 22 10:52:01 TZ-6 scapegoat.dmz.example.org 10.1.2.32 sched[0]: That's All Folks!").is_err());
+        let p = parser(&[
+            ("@type", "syslog"),
+            ("utc", "true"),
+            ("parser_type", "string"),
+        ]);
+        let got = p
+            .parse(b"Aug 10 12:00:00 127.0.0.1 test foo:bar")
+            .ok()
+            .flatten()
+            .map(|(_, r)| r)
+            .unwrap_or(Value::Nil);
+        assert!(
+            same(
+                &got,
+                &rec(&[
+                    ("host", s("127.0.0.1")),
+                    ("ident", s("test")),
+                    ("message", s("foo:bar"))
+                ])
+            ),
+            "{got:?}"
+        );
+        let got = p
+            .parse(b"Aug 10 12:00:00 127.0.0.1 value1,value2")
+            .ok()
+            .flatten()
+            .map(|(_, r)| r)
+            .unwrap_or(Value::Nil);
+        assert!(
+            same(
+                &got,
+                &rec(&[("host", s("127.0.0.1")), ("message", s("value1,value2"))])
+            ),
+            "{got:?}"
+        );
+        let p = parser(&[
+            ("@type", "syslog"),
+            ("utc", "true"),
+            ("parser_type", "regexp"),
+        ]);
+        let got = p
+            .parse(b"Aug 10 12:00:00 127.0.0.1 value1,value2")
+            .ok()
+            .flatten()
+            .map(|(_, r)| r)
+            .unwrap_or(Value::Nil);
+        assert!(
+            same(
+                &got,
+                &rec(&[
+                    ("host", s("127.0.0.1")),
+                    ("ident", s("value1,value2")),
+                    ("message", s(""))
+                ])
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn ported_rfc5424_edge_cases() {
+        let p = parser(&[
+            ("@type", "syslog"),
+            ("message_format", "rfc5424"),
+            ("with_priority", "true"),
+        ]);
+        let field = |input: &str, key: &str| -> Option<Value> {
+            let r = p.parse(input.as_bytes()).ok().flatten()?.1;
+            r.as_map()?
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v.clone())
+        };
+        let line = "<28>1 2018-09-26T15:54:26.620412+09:00 machine minissdpd 1298 - -  peer 192.168.0.5:50123 is not from a LAN";
+        assert_eq!(
+            field(line, "message"),
+            Some(s(" peer 192.168.0.5:50123 is not from a LAN"))
+        );
+        assert_eq!(
+            p.parse(line.as_bytes())
+                .ok()
+                .flatten()
+                .and_then(|x| x.0)
+                .map(|t| (t.sec, t.nsec)),
+            Some((1537944866, 620412000))
+        );
+        let sd = r#"[exampleSDID@20224 iut="3" eventSource="Application" eventID="11211"]"#;
+        let line = format!(
+            "<16>1 2017-02-06T13:14:15.003Z 192.168.0.1 fluentd 11111 ID24224 {sd} [Hi] from Fluentd]!"
+        );
+        assert_eq!(field(&line, "extradata"), Some(s(sd)));
+        assert_eq!(field(&line, "message"), Some(s("[Hi] from Fluentd]!")));
+        let line = format!(
+            "<16>1 2017-02-06T13:14:15.003Z 192.168.0.1 fluentd 11111 ID24224 {sd}[exampleSDID@20224 class=\"high\"] Hi"
+        );
+        assert_eq!(
+            field(&line, "extradata"),
+            Some(s(&format!("{sd}[exampleSDID@20224 class=\"high\"]")))
+        );
+        let line = format!("<16>1 2017-02-06T13:14:15.003Z 192.168.0.1 fluentd 11111 ID24224 {sd}");
+        assert_eq!(field(&line, "extradata"), Some(s(sd)));
+        assert_eq!(field(&line, "message"), None);
+        assert_eq!(
+            field(
+                "<16>1 2017-02-06T13:14:15.003Z 192.168.0.1 fluentd - - - Hi,\nfrom\nFluentd!",
+                "message"
+            ),
+            Some(s("Hi,\nfrom\nFluentd!"))
+        );
+    }
 }
