@@ -263,10 +263,11 @@ impl Decoder {
     ///
     /// An `Err` is fatal: close the connection without acking.
     pub fn next_request(&mut self) -> Result<Option<Request<'_>>, ForwardError> {
-        let encoding = self.encoding();
         let Some(found) = self.find()? else {
             return Ok(None);
         };
+        // Read after `find`: the first byte of the connection decides the encoding.
+        let encoding = self.encoding();
         match found {
             Found::Oversized { size, tag, limit } => {
                 Ok(Some(Request::Oversized { tag, size, limit }))

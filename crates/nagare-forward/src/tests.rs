@@ -420,6 +420,11 @@ fn json_requests() {
     assert_eq!(times[0], 1_441_588_985);
     assert!(times[1] > 1_600_000_000, "time 0 becomes now");
 
+    // The first request of a connection, fed whole, is JSON too.
+    let (got, _) = decode(&cfg, br#"["t", 1, {"a": 1}]"#, &[]);
+    assert!(
+        matches!(&got[..], [Request::Events(b)] if b.encoding == Encoding::Json && b.records == 1)
+    );
     let (_, err) = decode(&cfg, b"[\"t\", 1, {]", &[]);
     assert!(err.is_some_and(|e| e.contains("broken JSON")));
     let strict = DecoderConfig {
