@@ -1,0 +1,426 @@
+//! The TCP/UDP server: one task per connection on the plugin's own tokio runtime.
+//!
+//! Per connection: optional `<security>` handshake, then requests are decoded as bytes
+//! arrive. An event batch is emitted on a blocking thread (never on the reactor) and the
+//! socket is not read meanwhile, so a full buffer pushes back on the sender; the ack is
+//! written only after `emit` returned `Ok`. A failed emit or a broken stream closes the
+//! connection without an ack (the client retries).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nagare_core::msgpack::{Head, read_head};
+use nagare_core::{ChunkReader, ChunkWriter, record::set_str_fields};
+use nagare_forward::{
+    AckId, Decoder, DecoderConfig, Encoding, ForwardError, Frame, Request, Security,
+    ServerHandshake, encode_ack,
+};
+use nagare_plugin_sdk::{Counter, Emitter, Logger};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::watch;
+
+use crate::limiter::LogLimiter;
+
+/// Bytes read from a socket at a time.
+const READ_SIZE: usize = 64 * 1024;
+
+/// What a server needs besides its sockets.
+pub struct Settings {
+    /// Decoder settings (limits, tag rewriting, invalid events, JSON).
+    pub decoder: DecoderConfig,
+    /// `<security>`: handshake on every connection.
+    pub security: Option<Arc<Security>>,
+    /// Close after the first request.
+    pub deny_keepalive: bool,
+    /// Adds the peer address to every record under this key.
+    pub source_address_key: Option<String>,
+    /// Adds the peer host name to every record under this key.
+    pub source_hostname_key: Option<String>,
+    /// SO_LINGER for accepted sockets.
+    pub linger: Option<Duration>,
+}
+
+/// Metric handles.
+pub struct Metrics {
+    /// Events emitted.
+    pub events: Counter,
+    /// Event requests handled.
+    pub requests: Counter,
+    /// Invalid events dropped.
+    pub invalid: Counter,
+    /// Requests dropped (oversized, broken).
+    pub dropped: Counter,
+}
+
+/// State shared by every connection of one instance.
+pub struct Shared {
+    /// Settings.
+    pub settings: Settings,
+    /// Where batches go.
+    pub emitter: Emitter,
+    /// The log bridge.
+    pub log: Logger,
+    /// Rate limits for per-peer warnings.
+    pub limiter: LogLimiter,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    fn warn(&self, category: &'static str, msg: std::fmt::Arguments<'_>) {
+        if let Some(suppressed) = self.limiter.check(category) {
+            if suppressed > 0 {
+                nagare_plugin_sdk::warn!(
+                    self.log,
+                    "{msg} ({suppressed} similar messages suppressed)"
+                );
+            } else {
+                nagare_plugin_sdk::warn!(self.log, "{msg}");
+            }
+        }
+    }
+}
+
+/// Why a connection was closed early.
+#[derive(Debug)]
+enum Close {
+    Io(std::io::Error),
+    Protocol(ForwardError),
+    Emit(String),
+    Auth(String),
+    Handshake(&'static str),
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::Io(e) => write!(f, "i/o error: {e}"),
+            Close::Protocol(e) => write!(f, "unexpected error on reading data: {e}"),
+            Close::Emit(e) => write!(f, "emit failed, closing without ack: {e}"),
+            Close::Auth(r) => write!(f, "handshake refused: {r}"),
+            Close::Handshake(r) => write!(f, "handshake failed: {r}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for Close {
+    fn from(e: std::io::Error) -> Self {
+        Close::Io(e)
+    }
+}
+
+impl From<ForwardError> for Close {
+    fn from(e: ForwardError) -> Self {
+        Close::Protocol(e)
+    }
+}
+
+/// Accepts connections until `shutdown` flips, then waits for every connection task.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            res = listener.accept() => match res {
+                Ok((stream, peer)) => {
+                    conns.spawn(connection(stream, peer, shared.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    shared.warn("accept", format_args!("forward: accept failed: {e}"));
+                    // Out of descriptors and the like: do not spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}
+
+/// Answers UDP heartbeats (`0x00` back to the sender) until `shutdown` flips.
+pub async fn heartbeat_loop(
+    sock: UdpSocket,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buf = [0u8; 128];
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            res = sock.recv_from(&mut buf) => match res {
+                Ok((_, peer)) => {
+                    if let Err(e) = sock.send_to(&[0u8], peer).await {
+                        shared.warn("heartbeat", format_args!("forward: heartbeat reply to {peer} failed: {e}"));
+                    }
+                }
+                Err(e) => shared.warn("heartbeat", format_args!("forward: heartbeat receive failed: {e}")),
+            },
+        }
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    if let Some(l) = shared.settings.linger {
+        #[allow(deprecated)]
+        let _ = stream.set_linger(Some(l));
+    }
+    let _ = stream.set_nodelay(true);
+    nagare_plugin_sdk::trace!(shared.log, "forward: accepted connection from {peer}");
+    let mut conn = Connection {
+        peer,
+        hostname: None,
+        shared: shared.clone(),
+        shutdown,
+    };
+    match conn.run(&mut stream).await {
+        Ok(()) => nagare_plugin_sdk::trace!(shared.log, "forward: closed connection from {peer}"),
+        Err(e) => shared.warn(
+            "connection",
+            format_args!("forward: closing connection from {peer}: {e}"),
+        ),
+    }
+    let _ = stream.shutdown().await;
+}
+
+struct Connection {
+    peer: SocketAddr,
+    hostname: Option<String>,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Reads into the decoder; `false` at end of stream or shutdown.
+    async fn fill(
+        &mut self,
+        stream: &mut TcpStream,
+        decoder: &mut Decoder,
+        buf: &mut [u8],
+    ) -> Result<bool, Close> {
+        if *self.shutdown.borrow() {
+            return Ok(false);
+        }
+        let n = tokio::select! {
+            _ = self.shutdown.changed() => return Ok(false),
+            n = stream.read(buf) => n?,
+        };
+        if n == 0 {
+            if decoder.in_request() {
+                nagare_plugin_sdk::debug!(
+                    self.shared.log,
+                    "forward: {} closed in the middle of a request",
+                    self.peer
+                );
+            }
+            return Ok(false);
+        }
+        decoder.feed(buf.get(..n).unwrap_or_default());
+        Ok(true)
+    }
+
+    async fn run(&mut self, stream: &mut TcpStream) -> Result<(), Close> {
+        let mut decoder = Decoder::new(self.shared.settings.decoder.clone());
+        let mut buf = vec![0u8; READ_SIZE];
+        if let Some(sec) = self.shared.settings.security.clone() {
+            decoder.force_msgpack();
+            if !self.handshake(stream, &mut decoder, &mut buf, &sec).await? {
+                return Ok(());
+            }
+        }
+        loop {
+            loop {
+                match decoder.next_request()? {
+                    None => break,
+                    Some(req) => self.handle(stream, req).await?,
+                }
+                if self.shared.settings.deny_keepalive {
+                    return Ok(());
+                }
+            }
+            if !self.fill(stream, &mut decoder, &mut buf).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// HELO, PING check, PONG. `false` when the peer went away.
+    async fn handshake(
+        &mut self,
+        stream: &mut TcpStream,
+        decoder: &mut Decoder,
+        buf: &mut [u8],
+        sec: &Security,
+    ) -> Result<bool, Close> {
+        let hs = ServerHandshake::new(sec, !self.shared.settings.deny_keepalive);
+        stream.write_all(&hs.helo()).await?;
+        let ping = loop {
+            match decoder.next_frame()? {
+                Some(Frame::Value(v)) => break v.to_vec(),
+                Some(Frame::Oversized { .. }) => {
+                    return Err(Close::Handshake("PING larger than chunk_size_limit"));
+                }
+                None => {
+                    if !self.fill(stream, decoder, buf).await? {
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        let out = hs.check_ping(sec, &ping, self.peer.ip());
+        stream.write_all(&out.pong).await?;
+        match out.result {
+            Ok(auth) => {
+                nagare_plugin_sdk::debug!(
+                    self.shared.log,
+                    "forward: {} authenticated as {}",
+                    self.peer,
+                    auth.hostname
+                );
+                Ok(true)
+            }
+            Err(reason) => Err(Close::Auth(reason)),
+        }
+    }
+
+    async fn handle(&mut self, stream: &mut TcpStream, req: Request<'_>) -> Result<(), Close> {
+        let shared = self.shared.clone();
+        let batch = match req {
+            Request::Heartbeat => return Ok(()),
+            Request::Broken { reason, size } => {
+                shared.metrics.dropped.inc();
+                shared.warn(
+                    "broken",
+                    format_args!("forward: {reason} (host: {}, size: {size})", self.peer),
+                );
+                return Ok(());
+            }
+            Request::Oversized { tag, size, limit } => {
+                shared.metrics.dropped.inc();
+                shared.warn(
+                    "oversized",
+                    format_args!(
+                        "forward: Input chunk size is larger than 'chunk_size_limit', dropped: tag={:?} host={} limit={limit} size={size}",
+                        tag.unwrap_or_default(),
+                        self.peer
+                    ),
+                );
+                return Ok(());
+            }
+            Request::Events(b) => b,
+        };
+        if batch.over_warn_limit {
+            shared.warn(
+                "warn_limit",
+                format_args!(
+                    "forward: Input chunk size is larger than 'chunk_size_warn_limit': tag={:?} host={} limit={} size={}",
+                    batch.tag,
+                    self.peer,
+                    shared.settings.decoder.chunk_size_warn_limit.unwrap_or_default(),
+                    batch.request_size
+                ),
+            );
+        }
+        if batch.invalid > 0 {
+            shared.metrics.invalid.add(f64::from(batch.invalid));
+            let first = batch
+                .first_invalid
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            shared.warn(
+                "invalid",
+                format_args!(
+                    "forward: skip invalid event: host={} tag={:?} count={} first: {first}",
+                    self.peer, batch.tag, batch.invalid
+                ),
+            );
+        }
+        let ack = batch.chunk_option.clone();
+        let encoding = batch.encoding;
+        shared.metrics.requests.inc();
+        if batch.records > 0 {
+            let records = batch.records;
+            let tag = batch.tag;
+            let data = batch.chunk.into_owned();
+            let fields = self.source_fields().await;
+            let emitter = shared.emitter.clone();
+            let emitted = tokio::task::spawn_blocking(move || {
+                let (data, records) = match &fields {
+                    Some(f) => add_fields(&data, f).unwrap_or((data, records)),
+                    None => (data, records),
+                };
+                emitter.emit(&tag, data, records).map(|()| records)
+            })
+            .await;
+            match emitted {
+                Ok(Ok(n)) => shared.metrics.events.add(f64::from(n)),
+                Ok(Err(e)) => return Err(Close::Emit(e.to_string())),
+                Err(e) => return Err(Close::Emit(format!("emit task failed: {e}"))),
+            }
+        }
+        if let Some(id) = ack {
+            self.write_ack(stream, &id, encoding).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_ack(
+        &self,
+        stream: &mut TcpStream,
+        id: &AckId,
+        encoding: Encoding,
+    ) -> Result<(), Close> {
+        stream.write_all(&encode_ack(id, encoding)).await?;
+        Ok(())
+    }
+
+    /// The `(key, value)` pairs to add to every record, if configured.
+    async fn source_fields(&mut self) -> Option<Vec<(String, String)>> {
+        let s = &self.shared.settings;
+        let mut fields = Vec::new();
+        if let Some(k) = &s.source_address_key {
+            fields.push((k.clone(), self.peer.ip().to_canonical().to_string()));
+        }
+        if let Some(k) = s.source_hostname_key.clone() {
+            if self.hostname.is_none() {
+                let ip: IpAddr = self.peer.ip();
+                let name = tokio::task::spawn_blocking(move || crate::rdns::hostname_of(ip)).await;
+                self.hostname = Some(name.unwrap_or_else(|_| ip.to_string()));
+            }
+            fields.push((k, self.hostname.clone().unwrap_or_default()));
+        }
+        (!fields.is_empty()).then_some(fields)
+    }
+}
+
+/// Rewrites every record of a canonical chunk with `fields` set.
+pub fn add_fields(chunk: &[u8], fields: &[(String, String)]) -> Option<(Vec<u8>, u32)> {
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut w = ChunkWriter::with_capacity(chunk.len() + chunk.len() / 4);
+    let mut rec = Vec::new();
+    for entry in ChunkReader::new(chunk) {
+        let Ok(e) = entry else { continue };
+        if !matches!(read_head(e.record), Ok((Head::Map(_), _))) {
+            continue;
+        }
+        rec.clear();
+        set_str_fields(e.record, &pairs, &mut rec).ok()?;
+        w.append_raw_unchecked(e.time, &rec).ok()?;
+    }
+    let records = w.records();
+    Some((w.into_bytes(), records))
+}

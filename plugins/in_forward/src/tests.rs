@@ -1,0 +1,268 @@
+//! Conformance tests through the SDK test kit, with real loopback sockets.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use nagare_core::{ChunkWriter, EventTime};
+use nagare_forward::handshake::{ClientCredentials, check_pong, encode_ping, parse_helo};
+use nagare_forward::{Compression, decode_ack, encode_message, encode_packed_forward};
+use nagare_plugin_sdk::LogLevel;
+use nagare_plugin_sdk::rmpv::Value;
+use nagare_plugin_sdk::testkit::{TestInput, TestKit};
+
+use super::nagare_plugin_module;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn start(kit: &TestKit, extra: &str) -> (TestInput, SocketAddr) {
+    let text = format!("bind 127.0.0.1\nport 0\n{extra}");
+    let mut input = kit
+        .input("forward", &text)
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    input.start().unwrap_or_else(|e| panic!("start: {e}"));
+    let addr = kit
+        .host()
+        .messages(LogLevel::INFO)
+        .iter()
+        .rev()
+        .find_map(|m| m.split("local=").nth(1).and_then(|a| a.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no listening line in {:?}", kit.host().logs()));
+    (input, addr)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}"));
+    let _ = s.set_read_timeout(Some(WAIT));
+    s
+}
+
+fn chunk(n: u32) -> Vec<u8> {
+    let mut w = ChunkWriter::new();
+    for i in 0..n {
+        let rec = Value::Map(vec![("i".into(), i.into())]);
+        let _ = w.append_value(EventTime::new(1_700_000_000 + i, 0), &rec);
+    }
+    w.into_bytes()
+}
+
+/// Reads one msgpack value (bounded by the socket timeout).
+fn read_value(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 512];
+    loop {
+        if let Ok(n) = nagare_core::value_len(&buf) {
+            buf.truncate(n);
+            return Some(buf);
+        }
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&b[..n]),
+        }
+    }
+}
+
+fn at_eof(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 16];
+    matches!(s.read(&mut b), Ok(0))
+        || matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+#[test]
+fn packed_forward_is_emitted_then_acked() {
+    let kit = TestKit::new(nagare_plugin_module());
+    let (mut input, addr) = start(&kit, "add_tag_prefix in\nsource_address_key src");
+    let mut s = connect(addr);
+    let c = chunk(3);
+    let mut req = Vec::new();
+    encode_packed_forward(
+        &mut req,
+        "app.log",
+        &c,
+        3,
+        Compression::Text,
+        Some("QUJD\n"),
+    );
+    s.write_all(&req).unwrap_or_default();
+    let ack = read_value(&mut s).and_then(|v| decode_ack(&v).ok());
+    assert_eq!(
+        ack.and_then(|a| a.as_str().map(str::to_owned)).as_deref(),
+        Some("QUJD\n")
+    );
+    let batches = input.emitter().batches();
+    assert_eq!(batches.len(), 1, "emitted before the ack");
+    assert_eq!(
+        (batches[0].tag.as_str(), batches[0].records),
+        ("in.app.log", 3)
+    );
+    let entries = batches[0].entries().unwrap_or_default();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(
+        entries[2].1,
+        Value::Map(vec![
+            ("i".into(), 2.into()),
+            ("src".into(), "127.0.0.1".into())
+        ])
+    );
+
+    // A Message without an ack request on the same connection, then gzip with an ack.
+    let mut m = Vec::new();
+    let rec = nagare_core::record::encode_record(&Value::Map(vec![("m".into(), 1.into())]))
+        .unwrap_or_default();
+    encode_message(&mut m, "one", EventTime::new(5, 0), &rec, None);
+    let gz = Compression::Gzip.compress(&c);
+    encode_packed_forward(&mut m, "gz", &gz, 3, Compression::Gzip, Some("Z\n"));
+    s.write_all(&m).unwrap_or_default();
+    assert!(read_value(&mut s).is_some_and(|v| decode_ack(&v).is_ok()));
+    let tags: Vec<String> = input
+        .emitter()
+        .batches()
+        .iter()
+        .map(|b| b.tag.clone())
+        .collect();
+    assert_eq!(tags, ["in.app.log", "in.one", "in.gz"]);
+    input.stop().unwrap_or_default();
+}
+
+#[test]
+fn json_request_gets_json_ack() {
+    let kit = TestKit::new(nagare_plugin_module());
+    let (mut input, addr) = start(&kit, "");
+    let mut s = connect(addr);
+    s.write_all(br#"["j.t", 1700000000, {"a": 1}, {"chunk": "xyz"}]"#)
+        .unwrap_or_default();
+    let mut got = Vec::new();
+    let mut b = [0u8; 64];
+    while !got.ends_with(b"}") {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+        }
+    }
+    assert_eq!(got, br#"{"ack":"xyz"}"#);
+    assert_eq!(
+        input
+            .emitter()
+            .batches()
+            .first()
+            .map(|b| b.tag.clone())
+            .as_deref(),
+        Some("j.t")
+    );
+    input.stop().unwrap_or_default();
+}
+
+#[test]
+fn failed_emit_closes_without_ack_and_broken_stream_closes_only_that_connection() {
+    let kit = TestKit::new(nagare_plugin_module());
+    let (mut input, addr) = start(&kit, "");
+    input.emitter().set_full(true);
+    let mut s = connect(addr);
+    let mut req = Vec::new();
+    encode_packed_forward(&mut req, "t", &chunk(1), 1, Compression::Text, Some("id"));
+    s.write_all(&req).unwrap_or_default();
+    assert!(at_eof(&mut s), "closed without an ack");
+    input.emitter().set_full(false);
+
+    let mut bad = connect(addr);
+    let mut good = connect(addr);
+    bad.write_all(&[0xc1]).unwrap_or_default();
+    assert!(at_eof(&mut bad));
+    good.write_all(&req).unwrap_or_default();
+    assert!(read_value(&mut good).is_some_and(|v| decode_ack(&v).is_ok()));
+    let warns = kit.host().messages(LogLevel::WARN);
+    assert!(warns.iter().any(|w| w.contains("emit failed")), "{warns:?}");
+    input.stop().unwrap_or_default();
+}
+
+#[test]
+fn udp_heartbeat_is_answered() {
+    let kit = TestKit::new(nagare_plugin_module());
+    let (mut input, addr) = start(&kit, "");
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let _ = u.set_read_timeout(Some(WAIT));
+    u.send_to(&[0], addr).unwrap_or_default();
+    let mut b = [9u8; 4];
+    let got = u
+        .recv_from(&mut b)
+        .map(|(n, _)| b[..n].to_vec())
+        .unwrap_or_default();
+    assert_eq!(got, [0]);
+    input.stop().unwrap_or_default();
+}
+
+#[test]
+fn security_handshake() {
+    let kit = TestKit::new(nagare_plugin_module());
+    let sec = "<security>\n self_hostname server\n shared_key k1\n</security>";
+    let (mut input, addr) = start(&kit, sec);
+    for (key, ok) in [("k1", true), ("wrong", false)] {
+        let mut s = connect(addr);
+        let helo = read_value(&mut s)
+            .and_then(|v| parse_helo(&v).ok())
+            .unwrap_or_else(|| panic!("no HELO"));
+        let creds = ClientCredentials {
+            hostname: "client".into(),
+            shared_key: key.into(),
+            ..Default::default()
+        };
+        let ping =
+            encode_ping(&helo, &creds, "0123456789abcdef0123456789abcdef").unwrap_or_default();
+        s.write_all(&ping).unwrap_or_default();
+        let pong = read_value(&mut s).unwrap_or_default();
+        assert_eq!(
+            check_pong(&pong, &helo, &creds, "0123456789abcdef0123456789abcdef").is_ok(),
+            ok,
+            "key {key}"
+        );
+        if ok {
+            let mut req = Vec::new();
+            encode_packed_forward(&mut req, "sec", &chunk(1), 1, Compression::Text, Some("a"));
+            s.write_all(&req).unwrap_or_default();
+            assert!(read_value(&mut s).is_some_and(|v| decode_ack(&v).is_ok()));
+        } else {
+            assert!(at_eof(&mut s));
+        }
+    }
+    assert_eq!(input.emitter().batches().len(), 1);
+    input.stop().unwrap_or_default();
+}
+
+#[test]
+fn config_table() {
+    let kit = TestKit::new(nagare_plugin_module());
+    let check = |text: &str, expect: Result<(), &str>| {
+        let got = kit
+            .input("forward", text)
+            .map(drop)
+            .map_err(|e| e.message.to_string());
+        match (got, expect) {
+            (Ok(()), Ok(())) => {}
+            (Err(g), Err(want)) => assert!(g.contains(want), "{text:?}: {g}"),
+            (g, w) => panic!("{text:?}: got {g:?}, want {w:?}"),
+        }
+    };
+    check("", Ok(()));
+    check(
+        "port 24225\nchunk_size_limit 8m\nchunk_size_warn_limit 1m\nskip_invalid_event false",
+        Ok(()),
+    );
+    check("port abc", Err("port"));
+    check("chunk_size_limit lots", Err("chunk_size_limit"));
+    check(
+        "<security>\n self_hostname a\n shared_key b\n <client>\n network 10.0.0.0/8\n </client>\n</security>",
+        Ok(()),
+    );
+    check(
+        "<security>\n self_hostname a\n shared_key b\n <client>\n network nope\n </client>\n</security>",
+        Err("address format is invalid"),
+    );
+    check(
+        "<security>\n self_hostname a\n shared_key b\n <client>\n </client>\n</security>",
+        Err("must be specified"),
+    );
+    check(
+        "<security>\n shared_key b\n</security>",
+        Err("self_hostname"),
+    );
+}
