@@ -106,11 +106,11 @@ pub enum Route {
 /// [`Buffer::rollback`]; until then it stays counted in the buffer.
 #[derive(Debug)]
 pub struct ChunkLease {
-    id: ChunkId,
-    metadata: Arc<Metadata>,
-    data: Arc<Vec<u8>>,
-    records: u64,
-    route: Route,
+    pub(crate) id: ChunkId,
+    pub(crate) metadata: Arc<Metadata>,
+    pub(crate) data: Arc<Vec<u8>>,
+    pub(crate) records: u64,
+    pub(crate) route: Route,
 }
 
 impl ChunkLease {
@@ -225,6 +225,8 @@ pub struct Metrics {
     pub backup_count: u64,
     /// `write` calls refused with `Overflow`.
     pub overflow_count: u64,
+    /// Writers currently waiting for space (`overflow_action block`).
+    pub blocked_writers: usize,
 }
 
 #[derive(Debug)]
@@ -274,6 +276,7 @@ struct State {
     retry_not_before: f64,
     rng: StdRng,
     counters: Counters,
+    blocked_writers: usize,
     closed: bool,
 }
 
@@ -353,6 +356,7 @@ impl Buffer {
             retry_not_before: f64::NEG_INFINITY,
             rng,
             counters: Counters::default(),
+            blocked_writers: 0,
             closed: false,
         };
         let mut resume = ResumeReport::default();
@@ -544,6 +548,11 @@ impl Buffer {
             );
         }
 
+        if groups.is_empty() {
+            self.lock().counters.rejected_records += receipt.rejected.len() as u64;
+            return Ok(receipt);
+        }
+
         // 2. Space.
         let mut st = self.lock();
         if st.closed {
@@ -580,11 +589,13 @@ impl Buffer {
                             }
                         },
                     };
+                    st.blocked_writers += 1;
                     st = self
                         .space
                         .wait_timeout(st, wait)
                         .map(|(g, _)| g)
                         .unwrap_or_else(|p| p.into_inner().0);
+                    st.blocked_writers -= 1;
                     if st.closed {
                         tracing::error!(plugin_id = %self.opts.plugin_id, "breaking block behavior to shutdown");
                         return Err(BufferError::Closed {
@@ -1135,6 +1146,7 @@ impl Buffer {
             retry_limit_dropped_chunks: c.retry_limit_dropped_chunks,
             backup_count: c.backup_count,
             overflow_count: c.overflow_count,
+            blocked_writers: st.blocked_writers,
         }
     }
 }

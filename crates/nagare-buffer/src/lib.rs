@@ -67,6 +67,9 @@ pub mod placeholders;
 pub mod retry;
 pub mod values;
 
+#[cfg(test)]
+mod buffer_tests;
+
 pub use buffer::{
     Buffer, BufferOptions, ChunkLease, Decision, DroppedChunk, Failure, Metrics, RejectedRecord,
     Route, WriteReceipt,

@@ -269,7 +269,9 @@ pub fn validate_placeholders(
             ));
         }
         (Some(_), None) => {
-            return cfg("has timestamp placeholders, but chunk key 'time' is not configured".into());
+            return cfg(
+                "has timestamp placeholders, but chunk key 'time' is not configured".into(),
+            );
         }
         (Some((sec, title, example)), Some(tk)) if tk < sec => {
             return cfg(format!(

@@ -1,0 +1,1238 @@
+//! Behaviour tests for [`crate::Buffer`]: chunking, limits, overflow actions, flush
+//! timing, retries and decisions, file resume after simulated crashes, and threads.
+//! Time is a [`FakeClock`]; nothing sleeps for timing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::msgpack::write;
+use crate::{
+    Buffer, BufferConfig, BufferError, BufferOptions, ChunkLease, Clock, Decision, Failure,
+    FakeClock, Route, frame,
+};
+
+const T0: u64 = 1_700_000_000; // 2023-11-14 22:13:20 UTC
+
+struct Fixture {
+    buffer: Buffer,
+    clock: Arc<FakeClock>,
+    dir: tempfile::TempDir,
+}
+
+fn params(extra: &[(&str, &str)], dir: &Path, file: bool) -> Vec<(String, String)> {
+    let mut p: Vec<(String, String)> = Vec::new();
+    if file {
+        p.push(("@type".into(), "file".into()));
+        p.push(("path".into(), dir.join("buf").display().to_string()));
+    }
+    p.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    p
+}
+
+fn open_at(
+    arg: &str,
+    extra: &[(&str, &str)],
+    file: bool,
+    dir: tempfile::TempDir,
+    clock: Arc<FakeClock>,
+    secondary: bool,
+) -> Fixture {
+    let cfg = BufferConfig::from_params(arg, params(extra, dir.path(), file)).expect("config");
+    let opts = BufferOptions {
+        plugin_id: "out_test".into(),
+        root_dir: Some(dir.path().join("root")),
+        has_secondary: secondary,
+        clock: clock.clone(),
+        rng_seed: Some(7),
+        ..BufferOptions::default()
+    };
+    let buffer = Buffer::open(cfg, opts).expect("open");
+    Fixture { buffer, clock, dir }
+}
+
+fn open(arg: &str, extra: &[(&str, &str)], file: bool) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    open_at(
+        arg,
+        extra,
+        file,
+        dir,
+        Arc::new(FakeClock::at_secs(T0)),
+        false,
+    )
+}
+
+/// A batch of entries `[time, {k: v}]`.
+fn batch(entries: &[(u64, &[(&str, &str)])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (t, f) in entries {
+        write::entry(&mut out, *t as u32, f);
+    }
+    out
+}
+
+/// `n` entries at T0 with a `msg` of `size` bytes.
+fn records(n: usize, size: usize) -> Vec<u8> {
+    let msg = "x".repeat(size);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        write::entry(&mut out, T0 as u32, &[("msg", &msg)]);
+    }
+    out
+}
+
+fn entry_len(size: usize) -> usize {
+    records(1, size).len()
+}
+
+impl Fixture {
+    fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+    fn write(&self, tag: &str, data: &[u8]) -> crate::WriteReceipt {
+        self.buffer.write(tag, data, 0).expect("write")
+    }
+    fn lease(&self) -> ChunkLease {
+        self.buffer
+            .next_ready(self.now())
+            .expect("next_ready")
+            .expect("a chunk is ready")
+    }
+    fn none_ready(&self) -> bool {
+        self.buffer
+            .next_ready(self.now())
+            .expect("next_ready")
+            .is_none()
+    }
+    fn drain(&self) -> Vec<ChunkLease> {
+        self.buffer.enqueue_all().expect("enqueue_all");
+        let mut out = Vec::new();
+        while let Some(l) = self.buffer.next_ready(self.now()).expect("next_ready") {
+            out.push(l);
+        }
+        out
+    }
+    fn chunk_files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("buf"))
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        v.sort();
+        v
+    }
+    fn reopen(self, arg: &str, extra: &[(&str, &str)]) -> Fixture {
+        let Fixture { buffer, clock, dir } = self;
+        drop(buffer); // a crash: no close, no flush
+        open_at(arg, extra, true, dir, clock, false)
+    }
+}
+
+fn secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+// ---------------------------------------------------------------- chunking and limits
+
+#[test]
+fn chunks_split_by_tag_time_and_record_keys() {
+    struct Case {
+        arg: &'static str,
+        params: &'static [(&'static str, &'static str)],
+        expect_chunks: usize,
+    }
+    let entries = [
+        ("a.x", T0, "k1", "n1"),
+        ("a.x", T0 + 1, "k1", "n1"),
+        ("b.y", T0 + 2, "k1", "n2"),
+        ("a.x", T0 + 3600, "k2", "n1"),
+    ];
+    let cases = [
+        Case {
+            arg: "",
+            params: &[],
+            expect_chunks: 1,
+        },
+        Case {
+            arg: "tag",
+            params: &[],
+            expect_chunks: 2,
+        },
+        Case {
+            arg: "time",
+            params: &[("timekey", "1h"), ("timekey_zone", "+0000")],
+            expect_chunks: 2,
+        },
+        Case {
+            arg: "key",
+            params: &[],
+            expect_chunks: 2,
+        },
+        Case {
+            arg: "$.nest.k",
+            params: &[],
+            expect_chunks: 2,
+        },
+        Case {
+            arg: "tag,time,key,$.nest.k",
+            params: &[("timekey", "1h"), ("timekey_zone", "+0000")],
+            expect_chunks: 3,
+        },
+    ];
+    for case in cases {
+        let f = open(case.arg, case.params, false);
+        for (tag, t, k, n) in entries {
+            let mut data = Vec::new();
+            data.push(0x92);
+            write::event_time(&mut data, t as u32, 0);
+            write::map_len(&mut data, 2);
+            write::str(&mut data, "key");
+            write::str(&mut data, k);
+            write::str(&mut data, "nest");
+            write::map_len(&mut data, 1);
+            write::str(&mut data, "k");
+            write::str(&mut data, n);
+            f.write(tag, &data);
+        }
+        let leases = f.drain();
+        assert_eq!(leases.len(), case.expect_chunks, "arg {:?}", case.arg);
+        assert_eq!(
+            leases.iter().map(|l| l.records()).sum::<u64>(),
+            4,
+            "arg {:?}",
+            case.arg
+        );
+        for l in &leases {
+            assert_eq!(crate::msgpack::count_entries(l.data()), Ok(l.records()));
+        }
+    }
+}
+
+#[test]
+fn metadata_carries_keys_for_placeholders() {
+    let f = open(
+        "tag,time,$.nest.k,missing",
+        &[("timekey", "1h"), ("timekey_zone", "+0900")],
+        false,
+    );
+    let mut data = Vec::new();
+    data.push(0x92);
+    write::uint(&mut data, T0 + 10);
+    write::map_len(&mut data, 1);
+    write::str(&mut data, "nest");
+    write::map_len(&mut data, 1);
+    write::str(&mut data, "k");
+    write::str(&mut data, "v1");
+    f.write("app.web", &data);
+    let l = f.drain().pop().expect("chunk");
+    let m = l.metadata();
+    assert_eq!(m.tag.as_deref(), Some("app.web"));
+    assert_eq!(m.timekey, Some(1_699_999_200)); // 22:00 UTC
+    assert_eq!(m.variables.get("$.nest.k"), Some(&Some("v1".to_string())));
+    assert_eq!(m.variables.get("missing"), Some(&None));
+    let keys = &f.buffer.config().chunk_keys;
+    assert_eq!(
+        crate::placeholders::expand(
+            "/d/${tag[-1]}/%H/${$.nest.k}/${chunk_id}",
+            m,
+            Some(&l.id()),
+            keys
+        ),
+        Ok(format!("/d/web/07/v1/{}", l.id().hex()))
+    );
+}
+
+#[test]
+fn rolls_over_at_chunk_limit_size_and_records() {
+    let one = entry_len(100);
+    // limit holds exactly 3 entries; 7 entries → chunks of 3, 3, 1
+    let limit = (one * 3).to_string();
+    let f = open("", &[("chunk_limit_size", &limit)], false);
+    let r = f.write("t", &records(7, 100));
+    assert_eq!((r.records, r.bytes), (7, (7 * one) as u64));
+    let m = f.buffer.metrics();
+    assert_eq!(
+        (m.queue_length, m.stage_length),
+        (2, 1),
+        "two full chunks queued at once"
+    );
+    let sizes: Vec<u64> = f.drain().iter().map(|l| l.records()).collect();
+    assert_eq!(sizes, [3, 3, 1]);
+
+    let f = open("", &[("chunk_limit_records", "4")], false);
+    f.write("t", &records(10, 10));
+    assert_eq!(
+        f.drain().iter().map(|l| l.records()).collect::<Vec<_>>(),
+        [4, 4, 2]
+    );
+}
+
+#[test]
+fn full_threshold_enqueues() {
+    let one = entry_len(100);
+    let limit = (one * 20).to_string();
+    let f = open("", &[("chunk_limit_size", &limit)], false);
+    f.write("t", &records(18, 100)); // 90% < 95%
+    assert_eq!(f.buffer.metrics().queue_length, 0);
+    f.write("t", &records(1, 100)); // 95%
+    assert_eq!(f.buffer.metrics().queue_length, 1);
+}
+
+#[test]
+fn a_single_oversized_record_is_refused_alone() {
+    let small = entry_len(10);
+    let limit = (small * 4).to_string();
+    let f = open("", &[("chunk_limit_size", &limit)], false);
+    let mut data = records(2, 10);
+    data.extend(records(1, small * 5)); // larger than a whole chunk
+    data.extend(records(1, 10));
+    let r = f.write("t", &data);
+    assert_eq!(r.records, 3);
+    assert_eq!(r.rejected.len(), 1);
+    assert_eq!(r.rejected[0].index, 2);
+    assert_eq!(f.buffer.metrics().rejected_records, 1);
+    assert_eq!(f.drain().iter().map(|l| l.records()).sum::<u64>(), 3);
+}
+
+#[test]
+fn invalid_bytes_are_refused_whole() {
+    let f = open("tag", &[], false);
+    let mut data = records(2, 10);
+    data.extend_from_slice(&[0x92, 0xc1]);
+    match f.buffer.write("t", &data, 3) {
+        Err(BufferError::InvalidChunk { tag, source, .. }) => {
+            assert_eq!(tag, "t");
+            assert_eq!(source.offset, records(2, 10).len() + 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(f.buffer.is_empty());
+}
+
+// ---------------------------------------------------------------- flush timing
+
+#[test]
+fn interval_mode_enqueues_after_flush_interval() {
+    let f = open("tag", &[("flush_interval", "10s")], false);
+    f.write("t", &records(1, 10));
+    f.clock.advance(Duration::from_secs(9));
+    assert!(f.none_ready());
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(f.lease().records(), 1);
+}
+
+#[test]
+fn lazy_mode_waits_for_timekey_and_wait() {
+    let f = open(
+        "time",
+        &[
+            ("timekey", "60"),
+            ("timekey_wait", "30"),
+            ("timekey_zone", "+0000"),
+        ],
+        false,
+    );
+    // T0 = ...:13:20 → timekey ...:13:00; due at 13:00 + 60 + 30 = 14:30
+    f.write("t", &batch(&[(T0, &[("a", "b")])]));
+    let due = T0 - 20 + 90;
+    f.clock.set(UNIX_EPOCH + Duration::from_secs(due - 1));
+    assert!(f.none_ready());
+    f.clock.set(UNIX_EPOCH + Duration::from_secs(due));
+    assert_eq!(f.lease().metadata().timekey, Some((T0 - 20) as i64));
+}
+
+#[test]
+fn immediate_mode_enqueues_every_write() {
+    let f = open("tag", &[("flush_mode", "immediate")], false);
+    f.write("t", &records(1, 10));
+    f.write("t", &records(1, 10));
+    assert_eq!(f.buffer.metrics().queue_length, 2);
+}
+
+#[test]
+fn queued_chunks_limit_size_holds_back_interval_enqueue() {
+    let f = open(
+        "tag",
+        &[("flush_interval", "1s"), ("queued_chunks_limit_size", "1")],
+        false,
+    );
+    for tag in ["a", "b", "c"] {
+        f.write(tag, &records(1, 10));
+    }
+    f.clock.advance(Duration::from_secs(5));
+    assert_eq!(f.buffer.enqueue_due(f.now()).expect("due"), 1);
+    assert_eq!(f.buffer.metrics().stage_length, 2);
+    assert_eq!(
+        f.buffer.enqueue_all().expect("all"),
+        2,
+        "shutdown ignores the limit"
+    );
+}
+
+#[test]
+fn next_flush_time_follows_fluentd() {
+    let f = open(
+        "tag",
+        &[
+            ("flush_thread_interval", "1.0"),
+            ("flush_thread_burst_interval", "0.5"),
+        ],
+        false,
+    );
+    assert_eq!(secs(f.buffer.next_flush_time(f.now())), T0 as f64 + 1.0);
+    f.write("t", &records(1, 1));
+    f.buffer.enqueue_all().expect("all");
+    assert_eq!(secs(f.buffer.next_flush_time(f.now())), T0 as f64 + 0.5);
+}
+
+// ---------------------------------------------------------------- overflow actions
+
+fn overflow_fixture(action: &str) -> Fixture {
+    let one = entry_len(100);
+    let chunk = (one * 2).to_string();
+    let total = (one * 4).to_string();
+    open(
+        "tag",
+        &[
+            ("chunk_limit_size", &chunk),
+            ("total_limit_size", &total),
+            ("overflow_action", action),
+            ("flush_mode", "immediate"),
+        ],
+        false,
+    )
+}
+
+#[test]
+fn overflow_throw_exception() {
+    let f = overflow_fixture("throw_exception");
+    f.write("t", &records(2, 100));
+    f.write("t", &records(2, 100));
+    match f.buffer.write("t", &records(1, 100), 1) {
+        Err(BufferError::Overflow {
+            used,
+            limit,
+            plugin_id,
+        }) => {
+            assert_eq!((used, plugin_id.as_str()), (limit, "out_test"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let m = f.buffer.metrics();
+    assert_eq!((m.overflow_count, m.write_records), (1, 4));
+    // space comes back after a flush
+    let l = f.lease();
+    f.buffer.commit(l).expect("commit");
+    f.write("t", &records(1, 100));
+}
+
+#[test]
+fn overflow_drop_oldest_chunk() {
+    let f = overflow_fixture("drop_oldest_chunk");
+    let first = f.write("t", &records(2, 100));
+    assert!(first.dropped.is_empty());
+    f.write("t", &records(2, 100));
+    let oldest = f.buffer.next_ready(f.now()).expect("ok").expect("lease");
+    let oldest_id = oldest.id();
+    f.buffer
+        .rollback(oldest, Failure::Retryable { retry_after: None })
+        .expect("rollback");
+    let r = f.write("t", &records(1, 100));
+    assert_eq!(r.dropped.len(), 1);
+    assert_eq!(
+        (r.dropped[0].chunk_id, r.dropped[0].records),
+        (oldest_id, 2)
+    );
+    assert_eq!(f.buffer.metrics().drop_oldest_chunk_count, 1);
+
+    // nothing queued to drop (all in flight) → overflow error
+    let f = overflow_fixture("drop_oldest_chunk");
+    f.write("t", &records(2, 100));
+    f.write("t", &records(2, 100));
+    let _a = f.lease();
+    let _b = f.lease();
+    assert!(matches!(
+        f.buffer.write("t", &records(1, 100), 1),
+        Err(BufferError::Overflow { .. })
+    ));
+}
+
+#[test]
+fn overflow_block_waits_for_space_then_writes() {
+    let f = Arc::new(overflow_fixture("block"));
+    f.write("t", &records(2, 100));
+    f.write("t", &records(2, 100));
+    let writer = {
+        let f = f.clone();
+        std::thread::spawn(move || f.buffer.write("t", &records(1, 100), 1).map(|r| r.records))
+    };
+    wait_until_blocked(&f.buffer);
+    assert_eq!(
+        f.buffer.metrics().write_records,
+        4,
+        "nothing was written while blocked"
+    );
+    // Free space by flushing one chunk: the writer goes on.
+    let l = f.lease();
+    f.buffer.commit(l).expect("commit");
+    assert_eq!(writer.join().expect("join").expect("unblocked write"), 1);
+    assert_eq!(f.buffer.metrics().blocked_writers, 0);
+}
+
+/// Waits (at most 30 s, a bound, not a timing assumption) until a writer is parked in
+/// `overflow_action block`.
+fn wait_until_blocked(b: &Buffer) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < give_up {
+        if b.metrics().blocked_writers > 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("writer never blocked: {:?}", b.metrics());
+}
+
+#[test]
+fn overflow_block_is_cancelled_by_close_and_bounded_by_timeout() {
+    let f = Arc::new(overflow_fixture("block"));
+    f.write("t", &records(2, 100));
+    f.write("t", &records(2, 100));
+    let writer = {
+        let f = f.clone();
+        std::thread::spawn(move || f.buffer.write("t", &records(1, 100), 1))
+    };
+    wait_until_blocked(&f.buffer);
+    f.buffer.close();
+    assert!(matches!(
+        writer.join().expect("join"),
+        Err(BufferError::Closed { .. })
+    ));
+
+    let one = entry_len(100);
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = BufferConfig::from_params(
+        "tag",
+        [
+            ("chunk_limit_size", (one * 2).to_string()),
+            ("total_limit_size", (one * 2).to_string()),
+            ("overflow_action", "block".to_string()),
+        ],
+    )
+    .expect("cfg");
+    let b = Buffer::open(
+        cfg,
+        BufferOptions {
+            block_timeout: Some(Duration::from_millis(20)),
+            root_dir: Some(dir.path().into()),
+            ..BufferOptions::default()
+        },
+    )
+    .expect("open");
+    b.write("t", &records(2, 100), 2).expect("fill");
+    assert!(matches!(
+        b.write("t", &records(1, 100), 1),
+        Err(BufferError::Overflow { .. })
+    ));
+}
+
+// ---------------------------------------------------------------- retries and decisions
+
+fn retry(f: &Fixture, failure: Failure) -> Decision {
+    let l = f.lease();
+    f.buffer.rollback(l, failure).expect("rollback")
+}
+
+const RETRYABLE: Failure = Failure::Retryable { retry_after: None };
+
+fn retry_at(d: &Decision) -> f64 {
+    match d {
+        Decision::Retry { at, .. } => secs(*at),
+        other => panic!("expected Retry, got {other:?}"),
+    }
+}
+
+#[test]
+fn exponential_retry_schedule_through_the_buffer() {
+    let f = open(
+        "tag",
+        &[("retry_randomize", "false"), ("flush_mode", "immediate")],
+        false,
+    );
+    f.write("t", &records(1, 10));
+    let t0 = T0 as f64;
+    assert_eq!(retry_at(&retry(&f, RETRYABLE)), t0 + 1.0);
+    assert!(f.none_ready(), "gated until the retry time");
+    let mut expect = t0 + 1.0;
+    for interval in [1.0, 2.0, 4.0, 8.0, 16.0] {
+        f.clock.set(crate::clock::from_secs_f64(expect));
+        expect += interval;
+        assert_eq!(retry_at(&retry(&f, RETRYABLE)), expect);
+    }
+    let m = f.buffer.metrics();
+    assert_eq!((m.retry_count, m.rollback_count, m.retrying), (5, 6, true));
+    f.clock.set(crate::clock::from_secs_f64(expect));
+    let l = f.lease();
+    f.buffer.commit(l).expect("commit");
+    assert!(!f.buffer.metrics().retrying, "success ends the retry state");
+}
+
+#[test]
+fn randomized_retry_stays_in_the_window() {
+    let f = open(
+        "tag",
+        &[("retry_wait", "10s"), ("flush_mode", "immediate")],
+        false,
+    );
+    f.write("t", &records(1, 10));
+    let first = retry_at(&retry(&f, RETRYABLE));
+    assert_eq!(first, T0 as f64 + 10.0, "the first retry is not randomized");
+    f.clock.set(crate::clock::from_secs_f64(first));
+    let second = retry_at(&retry(&f, RETRYABLE)) - first;
+    assert!((8.75..11.25).contains(&second), "{second}");
+}
+
+#[test]
+fn max_interval_and_plugin_retry_after() {
+    let f = open(
+        "tag",
+        &[
+            ("retry_randomize", "false"),
+            ("retry_max_interval", "3s"),
+            ("flush_mode", "immediate"),
+        ],
+        false,
+    );
+    f.write("t", &records(1, 10));
+    let mut at = retry_at(&retry(&f, RETRYABLE));
+    for expect in [1.0, 2.0, 3.0, 3.0] {
+        f.clock.set(crate::clock::from_secs_f64(at));
+        let next = retry_at(&retry(&f, RETRYABLE));
+        assert_eq!(next - at, expect);
+        at = next;
+    }
+    f.clock.set(crate::clock::from_secs_f64(at));
+    let d = retry(
+        &f,
+        Failure::Retryable {
+            retry_after: Some(Duration::from_secs(30)),
+        },
+    );
+    assert_eq!(
+        retry_at(&d),
+        at + 30.0,
+        "the plugin's retry_after wins when later"
+    );
+    f.clock.set(crate::clock::from_secs_f64(at + 29.0));
+    assert!(f.none_ready());
+}
+
+#[test]
+fn periodic_retry_and_timeout_drop_the_queue() {
+    let f = open(
+        "tag",
+        &[
+            ("retry_type", "periodic"),
+            ("retry_wait", "3s"),
+            ("retry_timeout", "10s"),
+            ("retry_randomize", "false"),
+            ("flush_mode", "immediate"),
+        ],
+        false,
+    );
+    f.write("a", &records(2, 10));
+    f.write("b", &records(3, 10));
+    let mut at = retry_at(&retry(&f, RETRYABLE));
+    let mut seen = vec![at - T0 as f64];
+    loop {
+        f.clock.set(crate::clock::from_secs_f64(at));
+        match retry(&f, RETRYABLE) {
+            Decision::Retry { at: next, .. } => {
+                at = secs(next);
+                seen.push(at - T0 as f64);
+            }
+            Decision::Dropped { chunks, records } => {
+                assert_eq!((chunks, records), (2, 5));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(seen.len() < 10);
+    }
+    assert_eq!(seen, [3.0, 6.0, 9.0, 10.0]);
+    assert!(f.buffer.is_empty());
+    assert_eq!(f.buffer.metrics().retry_limit_dropped_chunks, 2);
+}
+
+#[test]
+fn retry_max_times_limits_and_forever_does_not() {
+    for (forever, expect_drop_after) in [("false", Some(3)), ("true", None)] {
+        let f = open(
+            "tag",
+            &[
+                ("retry_max_times", "2"),
+                ("retry_forever", forever),
+                ("retry_randomize", "false"),
+                ("flush_mode", "immediate"),
+            ],
+            false,
+        );
+        f.write("t", &records(1, 10));
+        let mut failures = 0;
+        let mut dropped_at = None;
+        for _ in 0..8 {
+            failures += 1;
+            match retry(&f, RETRYABLE) {
+                Decision::Retry { at, .. } => f.clock.set(at),
+                Decision::Dropped { .. } => {
+                    dropped_at = Some(failures - 1);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(dropped_at, expect_drop_after, "forever={forever}");
+    }
+}
+
+#[test]
+fn secondary_threshold_routes_leases_to_the_secondary() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = open_at(
+        "tag",
+        &[
+            ("retry_type", "periodic"),
+            ("retry_wait", "10s"),
+            ("retry_timeout", "100s"),
+            ("retry_randomize", "false"),
+            ("flush_mode", "immediate"),
+        ],
+        false,
+        dir,
+        Arc::new(FakeClock::at_secs(T0)),
+        true,
+    );
+    f.write("t", &records(1, 10));
+    let mut routes = Vec::new();
+    let mut d = retry(&f, RETRYABLE);
+    for _ in 0..9 {
+        let Decision::Retry { at, secondary, .. } = d else {
+            panic!("{d:?}")
+        };
+        f.clock.set(at);
+        let l = f.lease();
+        routes.push((secs(at) - T0 as f64, l.route(), secondary));
+        d = f.buffer.rollback(l, RETRYABLE).expect("rollback");
+    }
+    assert_eq!(routes[6], (70.0, Route::Primary, false));
+    assert_eq!(routes[7], (80.0, Route::Secondary, true), "{routes:?}");
+    assert_eq!(routes[8], (90.0, Route::Secondary, true));
+    // success through the secondary ends retrying
+    let Decision::Retry { at, .. } = d else {
+        panic!("{d:?}")
+    };
+    f.clock.set(at);
+    let l = f.lease();
+    assert!(l.use_secondary());
+    f.buffer.commit(l).expect("commit");
+    assert!(!f.buffer.metrics().retrying);
+}
+
+#[test]
+fn unrecoverable_goes_to_secondary_then_backup() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().join("root");
+    let f = open_at(
+        "tag",
+        &[("flush_mode", "immediate")],
+        false,
+        dir,
+        Arc::new(FakeClock::at_secs(T0)),
+        true,
+    );
+    let data = records(2, 10);
+    f.write("t", &data);
+    let id = f.lease_id_then(|f, l| {
+        let d = f
+            .buffer
+            .rollback(l, Failure::Unrecoverable)
+            .expect("rollback");
+        let Decision::ToSecondary(l) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(l.route(), Route::SecondaryAfterUnrecoverable);
+        let id = l.id();
+        // the secondary fails too (any failure): backup
+        match f.buffer.rollback(l, RETRYABLE).expect("rollback") {
+            Decision::Backup { path: Some(p) } => {
+                assert_eq!(
+                    p,
+                    root.join("backup/worker0/out_test")
+                        .join(format!("{}.log", id.hex()))
+                );
+                assert_eq!(std::fs::read(&p).expect("backup"), data);
+            }
+            other => panic!("{other:?}"),
+        }
+        id
+    });
+    assert!(f.buffer.is_empty(), "{id}");
+    assert_eq!(f.buffer.metrics().backup_count, 1);
+}
+
+impl Fixture {
+    fn lease_id_then<T>(&self, f: impl FnOnce(&Fixture, ChunkLease) -> T) -> T {
+        let l = self.lease();
+        f(self, l)
+    }
+}
+
+#[test]
+fn unrecoverable_without_secondary_backs_up_or_throws_away() {
+    let f = open("tag", &[("flush_mode", "immediate")], false);
+    f.write("t", &records(1, 10));
+    let Decision::Backup { path: Some(p) } = retry(&f, Failure::Unrecoverable) else {
+        panic!()
+    };
+    assert!(p.exists());
+
+    let f = open(
+        "tag",
+        &[
+            ("flush_mode", "immediate"),
+            ("disable_chunk_backup", "true"),
+        ],
+        false,
+    );
+    f.write("t", &records(1, 10));
+    assert!(matches!(
+        retry(&f, Failure::Unrecoverable),
+        Decision::Backup { path: None }
+    ));
+    assert!(f.buffer.is_empty());
+}
+
+#[test]
+fn settling_a_lease_twice_is_an_error() {
+    let f = open("tag", &[("flush_mode", "immediate")], false);
+    f.write("t", &records(1, 10));
+    let l = f.lease();
+    let fake = ChunkLease {
+        id: crate::ChunkId([9; 16]),
+        ..f.buffer_lease_clone(&l)
+    };
+    f.buffer.commit(l).expect("commit");
+    assert!(matches!(
+        f.buffer.commit(fake),
+        Err(BufferError::UnknownLease { .. })
+    ));
+}
+
+impl Fixture {
+    fn buffer_lease_clone(&self, l: &ChunkLease) -> ChunkLease {
+        ChunkLease {
+            id: l.id,
+            metadata: l.metadata.clone(),
+            data: l.data.clone(),
+            records: l.records,
+            route: l.route,
+        }
+    }
+}
+
+#[test]
+fn secondary_and_retry_forever_are_exclusive() {
+    let cfg = BufferConfig::from_params("", [("retry_forever", "true")]).expect("cfg");
+    let e = Buffer::open(
+        cfg,
+        BufferOptions {
+            has_secondary: true,
+            ..BufferOptions::default()
+        },
+    )
+    .expect_err("exclusive");
+    assert!(
+        e.to_string()
+            .contains("<secondary> section and 'retry_forever' are exclusive"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------- file buffer
+
+#[test]
+fn file_buffer_names_and_states() {
+    let f = open("tag", &[], true);
+    f.write("t", &records(2, 10));
+    let files = f.chunk_files();
+    assert_eq!(files.len(), 1);
+    let name = files[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        name.starts_with("buffer.b") && name.len() == "buffer.b".len() + 32 + 4,
+        "{name}"
+    );
+    assert!(PathBuf::from(format!("{}.meta", files[0].display())).exists());
+    f.buffer.enqueue_all().expect("enqueue");
+    let name = f.chunk_files()[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(name.starts_with("buffer.q"), "{name}");
+    let l = f.lease();
+    assert_eq!(l.data(), records(2, 10));
+    f.buffer.commit(l).expect("commit");
+    assert!(f.chunk_files().is_empty());
+}
+
+#[test]
+fn file_buffer_resumes_staged_and_queued_in_mtime_order() {
+    let f = open("tag", &[], true);
+    for tag in ["a", "b", "c"] {
+        f.write(tag, &batch(&[(T0, &[("n", tag)])]));
+    }
+    f.buffer.enqueue_all().expect("all");
+    // Make c the oldest on disk, then b, then a.
+    for p in f.chunk_files() {
+        let id = crate::ChunkId::from_hex(
+            &p.file_name().and_then(|n| n.to_str()).unwrap_or_default()[8..40],
+        )
+        .expect("id");
+        let meta = std::fs::read(format!("{}.meta", p.display())).expect("meta");
+        let (m, _) = crate::file::decode_meta(&meta, &id).expect("decode");
+        let age = match m.tag.as_deref() {
+            Some("c") => 300,
+            Some("b") => 200,
+            _ => 100,
+        };
+        let file = std::fs::File::options().write(true).open(&p).expect("open");
+        file.set_modified(UNIX_EPOCH + Duration::from_secs(T0 - age))
+            .expect("mtime");
+    }
+    f.write("d", &batch(&[(T0, &[("n", "d")])])); // stays staged
+    let f = f.reopen("tag", &[]);
+    let rep = f.buffer.resume_report().clone();
+    assert_eq!((rep.staged, rep.queued), (1, 3));
+    let tags: Vec<String> = f
+        .drain()
+        .iter()
+        .filter_map(|l| l.metadata().tag.clone())
+        .collect();
+    assert_eq!(tags, ["c", "b", "a", "d"]);
+}
+
+/// Writes three batches into one staged file chunk and returns (fixture, data file,
+/// the batches).
+fn three_batches() -> (Fixture, PathBuf, Vec<Vec<u8>>) {
+    let f = open("tag", &[], true);
+    let batches = vec![records(1, 10), records(2, 20), records(3, 30)];
+    for b in &batches {
+        f.write("t", b);
+    }
+    let file = f.chunk_files().pop().expect("one chunk");
+    (f, file, batches)
+}
+
+#[test]
+fn resume_keeps_every_whole_batch_for_a_tail_torn_at_every_offset() {
+    let (f, path, batches) = three_batches();
+    let original = std::fs::read(&path).expect("read");
+    let last = frame::scan(&original).frames[2].offset;
+    let Fixture { buffer, clock, dir } = f;
+    drop(buffer);
+    let mut dir = Some(dir);
+    for cut in last..=original.len() {
+        std::fs::write(&path, &original[..cut]).expect("cut");
+        let f = open_at(
+            "tag",
+            &[],
+            true,
+            dir.take().expect("dir"),
+            clock.clone(),
+            false,
+        );
+        let rep = f.buffer.resume_report().clone();
+        let expect_records = if cut == original.len() { 6 } else { 3 };
+        let leases = f.drain();
+        assert_eq!(leases.len(), 1, "cut {cut}");
+        assert_eq!(leases[0].records(), expect_records, "cut {cut}");
+        let mut expect = batches[0].clone();
+        expect.extend_from_slice(&batches[1]);
+        if cut == original.len() {
+            expect.extend_from_slice(&batches[2]);
+            assert!(rep.repaired.is_empty());
+        } else if cut > last {
+            assert_eq!(rep.repaired.len(), 1, "cut {cut}");
+            assert_eq!(rep.repaired[0].dropped_bytes, (cut - last) as u64);
+            assert_eq!(rep.repaired[0].kept_batches, 2);
+        }
+        assert_eq!(leases[0].data(), expect, "cut {cut}");
+        // the file was cut back to its good frames (now queued by enqueue_all)
+        let queued = PathBuf::from(path.display().to_string().replace("buffer.b", "buffer.q"));
+        assert_eq!(
+            std::fs::read(&queued).expect("queued").len(),
+            if cut == original.len() {
+                original.len()
+            } else {
+                last
+            }
+        );
+        std::fs::rename(&queued, &path).expect("back to staged");
+        std::fs::rename(
+            format!("{}.meta", queued.display()),
+            format!("{}.meta", path.display()),
+        )
+        .expect("meta back");
+        let Fixture { buffer, dir: d, .. } = f;
+        drop(leases);
+        drop(buffer);
+        dir = Some(d);
+    }
+}
+
+#[test]
+fn resume_drops_only_a_corrupt_middle_batch() {
+    let (f, path, batches) = three_batches();
+    let mut bytes = std::fs::read(&path).expect("read");
+    let mid = frame::scan(&bytes).frames[1];
+    // flip bits in the header, the length, and the payload of the middle batch
+    for at in [
+        mid.offset + 1,
+        mid.offset + 5,
+        mid.offset + frame::HEADER_LEN + 3,
+    ] {
+        bytes[at] ^= 0x40;
+    }
+    std::fs::write(&path, &bytes).expect("write");
+    let f = f.reopen("tag", &[]);
+    let rep = f.buffer.resume_report().clone();
+    assert_eq!(rep.repaired.len(), 1);
+    assert_eq!(rep.repaired[0].dropped_ranges, 1);
+    assert_eq!(rep.repaired[0].kept_batches, 2);
+    let l = f.drain().pop().expect("chunk");
+    let mut expect = batches[0].clone();
+    expect.extend_from_slice(&batches[2]);
+    assert_eq!(
+        l.data(),
+        expect,
+        "the first and last batch survive; the damaged one is dropped"
+    );
+    assert_eq!(l.records(), 4);
+}
+
+#[test]
+fn resume_quarantines_missing_or_broken_meta_and_removes_empty_files() {
+    // missing meta → data moved to the backup dir, never a crash
+    let (f, path, batches) = three_batches();
+    std::fs::remove_file(format!("{}.meta", path.display())).expect("rm meta");
+    let f = f.reopen("tag", &[]);
+    let rep = f.buffer.resume_report().clone();
+    assert_eq!(rep.quarantined.len(), 1);
+    assert_eq!(
+        std::fs::read(&rep.quarantined[0]).expect("backup"),
+        batches.concat()
+    );
+    assert!(rep.quarantined[0].starts_with(f.dir.path().join("root/backup/worker0/out_test")));
+    assert!(f.buffer.is_empty());
+    assert!(!path.exists());
+
+    // broken meta → same
+    let (f, path, _) = three_batches();
+    std::fs::write(format!("{}.meta", path.display()), b"garbage").expect("break meta");
+    let f = f.reopen("tag", &[]);
+    assert_eq!(f.buffer.resume_report().quarantined.len(), 1);
+    assert!(f.buffer.is_empty());
+
+    // zero-length data file → removed as an empty chunk
+    let (f, path, _) = three_batches();
+    std::fs::write(&path, b"").expect("truncate");
+    let f = f.reopen("tag", &[]);
+    assert_eq!(f.buffer.resume_report().removed_empty, 1);
+    assert!(f.buffer.is_empty());
+    assert!(!PathBuf::from(format!("{}.meta", path.display())).exists());
+
+    // meta without data → removed
+    let (f, path, _) = three_batches();
+    std::fs::remove_file(&path).expect("rm data");
+    let f = f.reopen("tag", &[]);
+    assert_eq!(f.buffer.resume_report().removed_stray, 1);
+
+    // nothing readable at all → raw bytes kept in the backup dir
+    let (f, path, _) = three_batches();
+    std::fs::write(&path, b"\x00\x01not frames").expect("garble");
+    let f = f.reopen("tag", &[]);
+    let rep = f.buffer.resume_report().clone();
+    assert_eq!(rep.quarantined.len(), 1);
+    assert!(
+        rep.quarantined[0]
+            .display()
+            .to_string()
+            .ends_with(".log.raw")
+    );
+}
+
+#[test]
+fn resume_enqueues_full_and_duplicated_staged_chunks() {
+    let one = entry_len(10);
+    let limit = (one * 4).to_string();
+    let p = [("chunk_limit_size", limit.as_str())];
+    let f = open("tag", &p, true);
+    f.write("t", &records(2, 10));
+    let first = f.chunk_files().pop().expect("chunk");
+    // Simulate a second staged chunk with the same metadata (a crash mid-rollover).
+    let Fixture { buffer, clock, dir } = f;
+    drop(buffer);
+    let hex = first
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()["buffer.b".len().."buffer.b".len() + 32]
+        .to_string();
+    let other_hex = format!(
+        "{}{}",
+        &hex[..30],
+        if hex.ends_with("ff") { "00" } else { "ff" }
+    );
+    let other = first.with_file_name(format!("buffer.b{other_hex}.log"));
+    std::fs::copy(&first, &other).expect("copy data");
+    let meta = std::fs::read(format!("{}.meta", first.display())).expect("meta");
+    let id = crate::ChunkId::from_hex(&other_hex).expect("id");
+    let (m, created) =
+        crate::file::decode_meta(&meta, &crate::ChunkId::from_hex(&hex).expect("id"))
+            .expect("decode");
+    std::fs::write(
+        format!("{}.meta", other.display()),
+        crate::file::encode_meta(&id, &m, created + Duration::from_secs(1)),
+    )
+    .expect("meta");
+    let f = open_at("tag", &p, true, dir, clock, false);
+    let rep = f.buffer.resume_report().clone();
+    assert_eq!(
+        (rep.staged, rep.queued, rep.enqueued_at_resume),
+        (1, 1, 1),
+        "{rep:?}"
+    );
+    // and a full staged chunk is enqueued at resume
+    f.write("t", &records(2, 10));
+    let Fixture { buffer, clock, dir } = f;
+    drop(buffer);
+    let f = open_at("tag", &p, true, dir, clock, false);
+    let rep = f.buffer.resume_report().clone();
+    assert_eq!(rep.queued, 2, "{rep:?}");
+}
+
+#[test]
+fn file_buffer_total_limit_counts_resumed_chunks() {
+    let one = entry_len(10);
+    let total = (one * 3).to_string();
+    let f = open(
+        "tag",
+        &[
+            ("total_limit_size", total.as_str()),
+            ("chunk_limit_size", total.as_str()),
+        ],
+        true,
+    );
+    f.write("t", &records(3, 10));
+    let f = f.reopen(
+        "tag",
+        &[
+            ("total_limit_size", total.as_str()),
+            ("chunk_limit_size", total.as_str()),
+        ],
+    );
+    assert!(matches!(
+        f.buffer.write("t", &records(1, 10), 1),
+        Err(BufferError::Overflow { .. })
+    ));
+}
+
+// ---------------------------------------------------------------- threads
+
+#[test]
+fn concurrent_writers_and_flushers_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for file in [false, true] {
+        let sub = tempfile::tempdir_in(dir.path()).expect("sub");
+        let one = entry_len(16);
+        let limit = (one * 7).to_string();
+        let f = Arc::new(open_at(
+            "tag",
+            &[
+                ("chunk_limit_size", limit.as_str()),
+                ("flush_mode", "immediate"),
+                ("retry_forever", "true"),
+                ("fsync", "never"),
+            ],
+            file,
+            sub,
+            Arc::new(FakeClock::at_secs(T0)),
+            false,
+        ));
+        const WRITERS: u64 = 4;
+        const WRITES: u64 = 50;
+        let committed = Arc::new(AtomicU64::new(0));
+        let writers_done = Arc::new(AtomicU64::new(0));
+        let mut handles = Vec::new();
+        for w in 0..WRITERS {
+            let (f, done) = (f.clone(), writers_done.clone());
+            handles.push(std::thread::spawn(move || {
+                for i in 0..WRITES {
+                    let n = (i % 3 + 1) as usize;
+                    f.buffer
+                        .write(&format!("tag.{}", (w + i) % 3), &records(n, 16), n as u64)
+                        .expect("write");
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        for t in 0..2u64 {
+            let (f, committed, done) = (f.clone(), committed.clone(), writers_done.clone());
+            handles.push(std::thread::spawn(move || {
+                let mut k = 0u64;
+                for _ in 0..2_000_000u64 {
+                    match f.buffer.next_ready(f.clock.now()).expect("next_ready") {
+                        Some(l) => {
+                            k += 1;
+                            if (k + t) % 7 == 0 {
+                                f.buffer.rollback(l, RETRYABLE).expect("rollback");
+                            } else {
+                                committed.fetch_add(l.records(), Ordering::SeqCst);
+                                f.buffer.commit(l).expect("commit");
+                            }
+                        }
+                        None => {
+                            if done.load(Ordering::SeqCst) == WRITERS && f.buffer.is_empty() {
+                                return;
+                            }
+                            f.clock.advance(Duration::from_secs(60));
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+                panic!("flusher did not finish");
+            }));
+        }
+        for h in handles {
+            h.join().expect("thread");
+        }
+        let per_writer: u64 = (0..WRITES).map(|i| i % 3 + 1).sum();
+        assert_eq!(
+            committed.load(Ordering::SeqCst),
+            WRITERS * per_writer,
+            "file={file}"
+        );
+        let m = f.buffer.metrics();
+        assert_eq!(m.write_records, WRITERS * per_writer);
+        assert_eq!((m.stage_byte_size, m.queue_byte_size), (0, 0));
+        if file {
+            assert!(f.chunk_files().is_empty());
+        }
+    }
+}
