@@ -6,6 +6,11 @@
 //! is a sequence of [`crate::frame`] frames, one per append. The meta file is one frame
 //! whose payload is JSON (`id`, `timekey`, `tag`, `variables`, `c` = created seconds),
 //! written once when the chunk is created; record counts and sizes come from the frames.
+//!
+//! Durability: creating a chunk fsyncs the meta file and the directory; each `write`
+//! fsyncs the data it appended (policy `always`); queueing fsyncs the data, renames both
+//! files and fsyncs the directory. Removing a committed chunk is not fsynced: after a
+//! power loss it may reappear and be flushed again, which at-least-once delivery allows.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
