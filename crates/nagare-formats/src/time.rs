@@ -868,6 +868,31 @@ impl TimeParser {
         let format = p.get("time_format").or(default_format);
         let fallbacks = p.list(plugin, "time_format_fallbacks")?.unwrap_or_default();
         let zone = Zone::from_params(plugin, p)?;
+        if time_type == TimeType::Mixed && format.is_none() && fallbacks.is_empty() {
+            return Err(ConfigError::invalid(
+                plugin,
+                "time_type",
+                "mixed",
+                "time_type is mixed but time_format and time_format_fallbacks are empty",
+            ));
+        }
+        if time_type == TimeType::String
+            && format.is_none()
+            && fallbacks.is_empty()
+            && zone != Zone::Local
+        {
+            let (param, value) = match p.get("timezone") {
+                Some(tz) => ("timezone", tz),
+                None if p.has("utc") => ("utc", p.str_or("utc", "")),
+                None => ("localtime", p.str_or("localtime", "")),
+            };
+            return Err(ConfigError::invalid(
+                plugin,
+                param,
+                value,
+                "specifying timezone requires time format",
+            ));
+        }
         TimeParser::new(time_type, format, &fallbacks, zone)
             .map_err(|e| ConfigError::invalid(plugin, "time_format", format.unwrap_or(""), e))
     }
@@ -1780,5 +1805,176 @@ mod tests {
         assert_eq!(EventTime::from_f64(f64::NAN), None);
         assert_eq!(EventTime::from_parts(1 << 40, 0), None);
         assert_eq!(EventTime::new(1, 5).as_nanos(), 1_000_000_005);
+    }
+
+    fn from(pairs: &[(&str, &str)]) -> Result<TimeParser, ConfigError> {
+        TimeParser::from_params(
+            "t",
+            &Params::from_pairs(pairs.iter().copied()),
+            TimeType::String,
+            None,
+        )
+    }
+
+    #[test]
+    fn ported_time_parser_cases() {
+        // from test/test_time_parser.rb
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<(u32, u32)>);
+        let cases: &[Case] = &[
+            (
+                &[("time_format", "%d/%b/%Y:%H:%M:%S %z")],
+                "28/Feb/2013:12:00:00 +0900",
+                Some((1362020400, 0)),
+            ),
+            (
+                &[("time_format", "%d/%b/%Y:%H:%M:%S:%N %z")],
+                "28/Feb/2013:12:00:00:123456789 +0900",
+                Some((1362020400, 123456789)),
+            ),
+            (
+                &[("time_format", "%iso8601")],
+                "2017-01-01T12:00:00+09:00",
+                Some((1483239600, 0)),
+            ),
+            (
+                &[("time_format", "%iso8601")],
+                "2017-01-01T12:00:00.123+09:00",
+                Some((1483239600, 123_000_000)),
+            ),
+            (
+                &[("time_format", "%Y-%m-%d %H:%M:%S.%N"), ("utc", "true")],
+                "2016-09-02 18:42:31.123456789",
+                Some((1472841751, 123456789)),
+            ),
+            (
+                &[
+                    ("time_format", "%Y-%m-%d %H:%M:%S.%N"),
+                    ("timezone", "-07:00"),
+                ],
+                "2016-09-02 18:42:31.123456789",
+                Some((1472866951, 123456789)),
+            ),
+            (
+                &[
+                    ("time_format", "%Y-%m-%d %H:%M:%S.%N"),
+                    ("timezone", "Europe/Zurich"),
+                ],
+                "2016-12-02 18:42:31.123456789",
+                Some((1480700551, 123456789)),
+            ),
+            (
+                &[
+                    ("time_format", "%m/%d/%Y %H-%M-%S %N"),
+                    ("localtime", "false"),
+                ],
+                "09/02/2016 18-42-31 012345678",
+                Some((1472841751, 12345678)),
+            ),
+            (
+                &[
+                    ("time_format", "%m/%d/%Y %H-%M-%S %N"),
+                    ("timezone", "-01:00"),
+                ],
+                "09/02/2016 18-42-31 012345678",
+                Some((1472845351, 12345678)),
+            ),
+            (
+                &[("time_type", "unixtime")],
+                "1475521710",
+                Some((1475521710, 0)),
+            ),
+            (
+                &[("time_type", "float")],
+                "1475521710.123456789",
+                Some((1475521710, 123456789)),
+            ),
+            (
+                &[
+                    ("time_type", "mixed"),
+                    ("time_format_fallbacks", "%iso8601"),
+                ],
+                "INVALID",
+                None,
+            ),
+            (
+                &[
+                    ("time_type", "mixed"),
+                    ("time_format", "unixtime"),
+                    ("time_format_fallbacks", "%iso8601"),
+                ],
+                "2021-01-01T12:00:00+0900",
+                Some((1609470000, 0)),
+            ),
+            (
+                &[
+                    ("time_type", "mixed"),
+                    ("time_format", "%iso8601"),
+                    ("time_format_fallbacks", "unixtime"),
+                ],
+                "1609470000",
+                Some((1609470000, 0)),
+            ),
+            (
+                &[("time_type", "mixed"), ("time_format", "%iso8601")],
+                "1609470000",
+                None,
+            ),
+            (
+                &[("time_type", "mixed"), ("time_format", "unixtime")],
+                "2021-01-01T12:00:00+0900",
+                None,
+            ),
+            (
+                &[
+                    ("time_type", "mixed"),
+                    ("time_format_fallbacks", "%iso8601, unixtime"),
+                ],
+                "1609470000",
+                Some((1609470000, 0)),
+            ),
+            (
+                &[
+                    ("time_type", "mixed"),
+                    ("time_format_fallbacks", "unixtime, %iso8601"),
+                ],
+                "2021-01-01T12:00:00+0900",
+                Some((1609470000, 0)),
+            ),
+            // issue 3195: a literal Z with utc
+            (
+                &[("time_format", "%Y-%m-%dT%H:%M:%SZ"), ("utc", "true")],
+                "2020-12-08T20:00:00Z",
+                Some((1607457600, 0)),
+            ),
+            (&[], "", None),
+        ];
+        for (pairs, input, expect) in cases {
+            let p = from(pairs).unwrap_or_else(|e| panic!("{pairs:?}: {e}"));
+            let got = p.parse_str(input).ok().map(|t| (t.sec, t.nsec));
+            assert_eq!(got, *expect, "{pairs:?} {input:?}");
+        }
+    }
+
+    #[test]
+    fn ported_time_parser_config_errors() {
+        for pairs in [
+            vec![("utc", "true")],
+            vec![("localtime", "false")],
+            vec![("timezone", "-0700")],
+            vec![("time_type", "mixed")],
+        ] {
+            assert!(from(&pairs).is_err(), "{pairs:?}");
+        }
+        assert!(from(&[("time_type", "unixtime"), ("utc", "true")]).is_ok());
+        let p = from(&[]).unwrap_or_else(|e| panic!("{e}"));
+        for v in [
+            Value::Nil,
+            Value::Boolean(true),
+            Value::from(10000),
+            Value::Array(vec![]),
+            Value::Map(vec![]),
+        ] {
+            assert!(p.parse_value(&v).is_err(), "{v:?}");
+        }
     }
 }

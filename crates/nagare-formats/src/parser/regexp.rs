@@ -473,7 +473,11 @@ mod tests {
     #[test]
     fn apache_error_cases() {
         // ported from test_parser_apache_error.rb
-        let p = parser(&[("@type", "apache_error"), ("utc", "true")]);
+        let p = parser(&[
+            ("@type", "apache_error"),
+            ("utc", "true"),
+            ("time_format", "%b %d %H:%M:%S %Y"),
+        ]);
         check(
             &*p,
             "[Wed Oct 11 14:32:52 2000] [error] [client 127.0.0.1] client denied by server configuration",
@@ -486,17 +490,26 @@ mod tests {
                 ]),
             )),
         );
-        check(
-            &*p,
-            "[Wed Oct 11 14:32:52.123456 2000] [core:error] [pid 12345:tid 4567] AH00000: msg",
-            Some((
-                Some(971274772),
-                rec(&[
-                    ("level", s("core:error")),
-                    ("pid", s("12345:tid 4567")),
-                    ("message", s("AH00000: msg")),
-                ]),
-            )),
+        // default: no time_format, the time is guessed (Time.parse) in local time
+        let p = parser(&[("@type", "apache_error")]);
+        let got = p
+            .parse(
+                b"[Wed Oct 11 14:32:52.123456 2000] [core:error] [pid 12345:tid 4567] AH00000: msg",
+            )
+            .ok()
+            .flatten();
+        let (t, r) = got.unwrap_or((None, Value::Nil));
+        assert!(
+            t.is_some_and(|t| t.sec.abs_diff(971274772) <= 14 * 3600 && t.nsec == 123_456_000),
+            "{t:?}"
+        );
+        assert_eq!(
+            r,
+            rec(&[
+                ("level", s("core:error")),
+                ("pid", s("12345:tid 4567")),
+                ("message", s("AH00000: msg"))
+            ])
         );
     }
 

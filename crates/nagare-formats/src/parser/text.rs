@@ -372,7 +372,12 @@ mod tests {
     #[test]
     fn ltsv_cases() {
         // ported from test_parser_labeled_tsv.rb
-        let p = parser(&[("@type", "ltsv"), ("utc", "true"), NOEST]);
+        let p = parser(&[
+            ("@type", "ltsv"),
+            ("utc", "true"),
+            ("time_format", "%Y/%m/%d %H:%M:%S"),
+            NOEST,
+        ]);
         check(
             &*p,
             "time:2013/02/28 12:00:00\thost:192.168.0.1\treq_id:111",
@@ -450,6 +455,7 @@ mod tests {
             ("keys", "time,c,d"),
             ("time_key", "time"),
             ("utc", "true"),
+            ("time_format", "%Y/%m/%d %H:%M:%S"),
             NOEST,
         ]);
         check(
