@@ -1,1 +1,8 @@
+//! End-to-end tests: the real `nagare` binary, the real `.so` plugins, real sockets and files.
+//!
+//! One test binary (fast to link), one module per area. Run with `cargo xtask test`, which
+//! builds the binary and the plugins first.
 
+mod harness;
+
+mod cli;

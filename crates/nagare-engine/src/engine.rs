@@ -1,0 +1,373 @@
+//! Building the running collector from a configuration, starting it, and the ordered shutdown.
+//!
+//! [`Engine::build`] instantiates every plugin (so `--dry-run` checks every plugin's
+//! parameters, as Fluentd's does) without opening any socket or file. [`Engine::start`] starts
+//! outputs first, then inputs. [`Running::shutdown`] stops inputs (no new events), drains every
+//! output's queue and flushes it, then stops outputs: the order of `plugin-abi.md` §2.3.
+
+use crate::convert::to_config_node;
+use crate::output::{Batch, MemoryRunner, RunnerConfig};
+use crate::payload::Payload;
+use crate::pipeline::{FilterInstance, Pipeline, Wait};
+use crate::registry::Registry;
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RArc, RResult, Tuple2};
+use nagare_config::Element;
+use nagare_plugin_api::{
+    Emitter, Emitter_TO, EmitterBox, ErrorKind, EventBatch, InputBox, PluginError,
+};
+use nagare_router::{LabelRef, RoutingTable};
+use std::sync::{Arc, OnceLock, Weak};
+
+/// Why the collector could not be built or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A plugin could not be created (unknown `@type`, bad parameters).
+    #[error("{location}: cannot create {directive} plugin '{type_name}'{id}: {message}")]
+    Plugin {
+        /// `file:line` of the directive.
+        location: String,
+        /// `source`, `filter`, `match` or `store`.
+        directive: &'static str,
+        /// `@type`.
+        type_name: String,
+        /// ` (@id x)` or empty.
+        id: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A plugin failed to start.
+    #[error("plugin {plugin_id} ({type_name}) failed to start: {message}")]
+    Start {
+        /// The plugin's id.
+        plugin_id: String,
+        /// `@type`.
+        type_name: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+struct InputSlot {
+    plugin_id: String,
+    type_name: String,
+    input: InputBox,
+    label: LabelRef,
+}
+
+/// A built, not yet started collector.
+pub struct Engine {
+    pipeline: Arc<Pipeline>,
+    inputs: Vec<InputSlot>,
+}
+
+/// A started collector.
+pub struct Running {
+    pipeline: Arc<Pipeline>,
+    inputs: Vec<InputSlot>,
+}
+
+/// Fluentd's generated id for a plugin without `@id`.
+fn generated_id(kind: &str, n: usize) -> String {
+    format!("object:{kind}{n:x}")
+}
+
+/// The queue settings of an output from its `<buffer>` section (memory runner).
+fn runner_config(plugin_id: &str, type_name: &str, element: &Element) -> RunnerConfig {
+    let mut cfg = RunnerConfig::new(plugin_id, type_name);
+    if let Some(b) = element.children("buffer").last() {
+        if let Some(n) = b
+            .get("flush_thread_count")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            cfg.flush_threads = n.clamp(1, 64);
+        }
+        if let Some(size) = b
+            .get("total_limit_size")
+            .and_then(|v| nagare_config::types::parse_size(v, false).ok())
+        {
+            cfg.queue_limit_bytes = usize::try_from(size).unwrap_or(usize::MAX).max(1);
+        }
+        if let Some(w) = b
+            .get("retry_wait")
+            .and_then(|v| nagare_config::types::parse_duration(v, false).ok())
+        {
+            cfg.retry_wait = w;
+        }
+        if let Some(w) = b
+            .get("retry_max_interval")
+            .and_then(|v| nagare_config::types::parse_duration(v, false).ok())
+        {
+            cfg.retry_max_interval = w;
+        }
+    }
+    cfg
+}
+
+impl Engine {
+    /// Instantiates every plugin the routing table names.
+    pub fn build(
+        _root: &Element,
+        table: RoutingTable,
+        registry: &Registry,
+    ) -> Result<Engine, EngineError> {
+        let mut filters = Vec::new();
+        for (i, d) in table.filters().enumerate() {
+            let id = d.id.clone().unwrap_or_else(|| generated_id("filter", i));
+            let node = to_config_node(&d.element);
+            let f = registry
+                .new_filter(
+                    &d.type_name,
+                    &id,
+                    &node,
+                    registry.host_for(&id, &d.type_name),
+                )
+                .map_err(|e| plugin_error(d.location(), "filter", &d.type_name, &d.id, e))?;
+            filters.push(FilterInstance {
+                plugin_id: id,
+                type_name: d.type_name.clone(),
+                filter: f,
+            });
+        }
+
+        // Output runners report rejected batches to the pipeline, which owns them: the cell
+        // is filled once the pipeline exists.
+        let cell: Arc<OnceLock<Weak<Pipeline>>> = Arc::new(OnceLock::new());
+        let mut outputs = Vec::new();
+        for (i, d) in table.outputs().enumerate() {
+            let id = d.id.clone().unwrap_or_else(|| generated_id("output", i));
+            let node = to_config_node(&d.element);
+            let o = registry
+                .new_output(
+                    &d.type_name,
+                    &id,
+                    &node,
+                    registry.host_for(&id, &d.type_name),
+                )
+                .map_err(|e| plugin_error(d.location(), "match", &d.type_name, &d.id, e))?;
+            let cfg = runner_config(&id, &d.type_name, &d.element);
+            let c = Arc::clone(&cell);
+            let on_error = Arc::new(move |b: Batch, e: &PluginError| {
+                if let Some(p) = c.get().and_then(Weak::upgrade) {
+                    p.output_rejected(b, e);
+                }
+            });
+            outputs.push(Arc::new(MemoryRunner::new(cfg, o, on_error)));
+        }
+
+        let mut inputs = Vec::new();
+        for (i, s) in table.sources().iter().enumerate() {
+            let id = s.id.clone().unwrap_or_else(|| generated_id("input", i));
+            let node = to_config_node(&s.element);
+            let input = registry
+                .new_input(
+                    &s.type_name,
+                    &id,
+                    &node,
+                    registry.host_for(&id, &s.type_name),
+                )
+                .map_err(|e| plugin_error(&s.element.location, "source", &s.type_name, &s.id, e))?;
+            inputs.push(InputSlot {
+                plugin_id: id,
+                type_name: s.type_name.clone(),
+                input,
+                label: s.label,
+            });
+        }
+
+        let pipeline = Arc::new(Pipeline::new(table, filters, outputs));
+        let _ = cell.set(Arc::downgrade(&pipeline));
+        Ok(Engine { pipeline, inputs })
+    }
+
+    /// The event graph (for inspection and tests).
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// Starts outputs, then inputs. On failure everything already started is stopped again.
+    pub fn start(self) -> Result<Running, EngineError> {
+        let Engine {
+            pipeline,
+            mut inputs,
+        } = self;
+        for (i, r) in pipeline.outputs().iter().enumerate() {
+            if let Err(e) = r.start() {
+                for started in &pipeline.outputs()[..i] {
+                    let _ = started.shutdown();
+                }
+                let d = pipeline.table().output(nagare_router::OutputId(i));
+                return Err(EngineError::Start {
+                    plugin_id: d.and_then(|d| d.id.clone()).unwrap_or_default(),
+                    type_name: d.map(|d| d.type_name.clone()).unwrap_or_default(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        let mut started = 0;
+        let mut failure = None;
+        for slot in inputs.iter_mut() {
+            let emitter = HostEmitter {
+                pipeline: Arc::clone(&pipeline),
+                label: slot.label,
+            };
+            let boxed: EmitterBox = Emitter_TO::from_ptr(RArc::new(emitter), TD_Opaque);
+            if let Err(e) = slot.input.start(boxed).into_result() {
+                failure = Some(EngineError::Start {
+                    plugin_id: slot.plugin_id.clone(),
+                    type_name: slot.type_name.clone(),
+                    message: e.to_string(),
+                });
+                break;
+            }
+            started += 1;
+        }
+        let mut running = Running { pipeline, inputs };
+        if let Some(e) = failure {
+            running.stop_inputs(started);
+            running.stop_outputs();
+            return Err(e);
+        }
+        Ok(running)
+    }
+}
+
+impl Running {
+    /// The event graph.
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// Stops the first `n` inputs (all of them at shutdown): no emit follows.
+    fn stop_inputs(&mut self, n: usize) {
+        for slot in self.inputs.iter_mut().take(n) {
+            if let Err(e) = slot.input.stop().into_result() {
+                tracing::error!(
+                    plugin_id = %slot.plugin_id,
+                    "input {} failed to stop: {e}",
+                    slot.type_name
+                );
+            }
+        }
+    }
+
+    fn stop_outputs(&self) {
+        for r in self.pipeline.outputs() {
+            if let Err(e) = r.shutdown() {
+                tracing::error!("output failed to stop: {e}");
+            }
+        }
+    }
+
+    /// Stops inputs, drains and flushes outputs, stops outputs.
+    pub fn shutdown(mut self) {
+        let n = self.inputs.len();
+        self.stop_inputs(n);
+        self.stop_outputs();
+    }
+}
+
+fn plugin_error(
+    location: &nagare_config::Location,
+    directive: &'static str,
+    type_name: &str,
+    id: &Option<String>,
+    e: impl std::fmt::Display,
+) -> EngineError {
+    EngineError::Plugin {
+        location: location.to_string(),
+        directive,
+        type_name: type_name.to_string(),
+        id: id
+            .as_ref()
+            .map(|i| format!(" (@id {i})"))
+            .unwrap_or_default(),
+        message: e.to_string(),
+    }
+}
+
+/// The [`Emitter`] handed to each input: routes into the input's label.
+#[derive(Clone)]
+struct HostEmitter {
+    pipeline: Arc<Pipeline>,
+    label: LabelRef,
+}
+
+impl HostEmitter {
+    fn label_for(&self, batch: &EventBatch) -> Result<LabelRef, PluginError> {
+        if batch.label.is_empty() {
+            return Ok(self.label);
+        }
+        if batch.label.as_str() == nagare_router::ROOT_LABEL {
+            return Ok(LabelRef::Root);
+        }
+        self.pipeline
+            .table()
+            .label_by_name(batch.label.as_str())
+            .ok_or_else(|| {
+                PluginError::new(
+                    ErrorKind::UNRECOVERABLE,
+                    format!("emit into undefined label {}", batch.label),
+                )
+            })
+    }
+}
+
+impl Emitter for HostEmitter {
+    fn emit(&self, batch: EventBatch) -> RResult<(), PluginError> {
+        let label = match self.label_for(&batch) {
+            Ok(l) => l,
+            Err(e) => return RResult::RErr(e),
+        };
+        let EventBatch {
+            tag, records, data, ..
+        } = batch;
+        self.pipeline
+            .emit(
+                label,
+                tag.as_str(),
+                Payload::from_plugin(data),
+                records,
+                Wait::Block,
+            )
+            .into()
+    }
+
+    fn try_emit(&self, batch: EventBatch) -> RResult<(), Tuple2<EventBatch, PluginError>> {
+        let label = match self.label_for(&batch) {
+            Ok(l) => l,
+            Err(e) => return RResult::RErr(Tuple2(batch, e)),
+        };
+        if self.pipeline.would_block(label, batch.tag.as_str()) {
+            let e = PluginError::new(ErrorKind::RETRYABLE, "the output's buffer is full");
+            return RResult::RErr(Tuple2(batch, e));
+        }
+        // There is room now; a concurrent emitter may still take it first, in which case this
+        // waits briefly rather than dropping or handing back bytes already routed.
+        let EventBatch {
+            tag, records, data, ..
+        } = batch;
+        match self.pipeline.emit(
+            label,
+            tag.as_str(),
+            Payload::from_plugin(data),
+            records,
+            Wait::Block,
+        ) {
+            Ok(()) => RResult::ROk(()),
+            // The events were handed on (e.g. a filter failed after routing started): nothing
+            // is left to give back but the tag.
+            Err(e) => RResult::RErr(Tuple2(
+                EventBatch {
+                    tag,
+                    records: 0,
+                    format: nagare_plugin_api::ChunkFormat::MSGPACK_STREAM,
+                    data: abi_stable::std_types::RVec::new(),
+                    label: abi_stable::std_types::RString::new(),
+                },
+                e,
+            )),
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The event path inside the host: route → filters → output runners.
+//!
+//! An input's [`Emitter`] call lands in [`Pipeline::emit`] on the input's own thread. The tag's
+//! [`Route`] comes from the routing table's per-tag cache; each filter runs in order on that
+//! thread (a filter that keeps every event returns `Unchanged` and costs no copy); the target
+//! is an output runner's queue (blocking while full: back-pressure), every store of an
+//! `out_copy`, or another label (`out_relabel`). `Ok` from `emit` means every destination
+//! accepted the events, which is when in_forward sends its ack.
+//!
+//! Errors follow Fluentd: a filter or output that rejects events sends them to the `@ERROR`
+//! label when the configuration has one; otherwise a filter error goes back to the input (which
+//! then does not ack, so the client retries) and an output's unrecoverable error is logged with
+//! the number of events dropped.
+//!
+//! [`Emitter`]: nagare_plugin_api::Emitter
+
+use crate::output::{Batch, MemoryRunner, SubmitError, chunk_ref};
+use crate::payload::Payload;
+use nagare_plugin_api::{ErrorKind, FilterBox, FilterOutcome, PluginError};
+use nagare_router::{LabelRef, NoMatchReporter, RoutingTable, Target};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How deep relabel / @ERROR re-emits may nest before the host refuses (a runtime loop guard;
+/// loops that are certain are refused when the config loads).
+const MAX_RELABEL_DEPTH: u32 = 16;
+
+/// One filter instance.
+pub struct FilterInstance {
+    /// `@id` or generated id.
+    pub plugin_id: String,
+    /// `@type`.
+    pub type_name: String,
+    /// The plugin object.
+    pub filter: FilterBox,
+}
+
+/// The running event graph.
+pub struct Pipeline {
+    table: RoutingTable,
+    filters: Vec<FilterInstance>,
+    outputs: Vec<Arc<MemoryRunner>>,
+    error_label: Option<LabelRef>,
+    no_match: Mutex<NoMatchReporter>,
+    /// Events that matched no `<match>` and were dropped.
+    pub unmatched_events: AtomicU64,
+    /// Events sent to `@ERROR` (or dropped for lack of it).
+    pub error_events: AtomicU64,
+}
+
+/// Whether `emit` may wait for space.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wait {
+    /// Block while a destination queue is full (back-pressure).
+    Block,
+    /// Fail with a retryable error instead.
+    NoWait,
+}
+
+impl Pipeline {
+    /// Assembles a pipeline from instantiated filters and started output runners, indexed
+    /// like `table.filters()` and `table.outputs()`.
+    pub fn new(
+        table: RoutingTable,
+        filters: Vec<FilterInstance>,
+        outputs: Vec<Arc<MemoryRunner>>,
+    ) -> Self {
+        let error_label = table.error_label();
+        Pipeline {
+            table,
+            filters,
+            outputs,
+            error_label,
+            no_match: Mutex::new(NoMatchReporter::new(1024)),
+            unmatched_events: AtomicU64::new(0),
+            error_events: AtomicU64::new(0),
+        }
+    }
+
+    /// The routing table.
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// The output runners, indexed like `table().outputs()`.
+    pub fn outputs(&self) -> &[Arc<MemoryRunner>] {
+        &self.outputs
+    }
+
+    /// Whether emitting `tag` into `label` now would wait for a full output queue.
+    pub fn would_block(&self, label: LabelRef, tag: &str) -> bool {
+        let route = self.table.route(label, tag);
+        route
+            .target
+            .as_ref()
+            .is_some_and(|t| self.target_full(t, tag, 0))
+    }
+
+    fn target_full(&self, target: &Target, tag: &str, depth: u32) -> bool {
+        if depth > MAX_RELABEL_DEPTH {
+            return false;
+        }
+        match target {
+            Target::Output(id) => self.outputs.get(id.0).is_some_and(|r| r.is_full()),
+            Target::Copy { stores, .. } => stores
+                .iter()
+                .any(|s| self.target_full(&s.target, tag, depth)),
+            Target::Relabel(label) => self
+                .table
+                .route(*label, tag)
+                .target
+                .as_ref()
+                .is_some_and(|t| self.target_full(t, tag, depth + 1)),
+        }
+    }
+
+    /// Routes a batch emitted in `label` (the root router for `LabelRef::Root`).
+    pub fn emit(
+        &self,
+        label: LabelRef,
+        tag: &str,
+        data: Payload,
+        records: u32,
+        wait: Wait,
+    ) -> Result<(), PluginError> {
+        self.emit_at(label, tag, data, records, wait, 0)
+    }
+
+    fn emit_at(
+        &self,
+        label: LabelRef,
+        tag: &str,
+        mut data: Payload,
+        mut records: u32,
+        wait: Wait,
+        depth: u32,
+    ) -> Result<(), PluginError> {
+        if depth > MAX_RELABEL_DEPTH {
+            return Err(PluginError::new(
+                ErrorKind::UNRECOVERABLE,
+                format!(
+                    "events tagged '{tag}' were relabeled more than {MAX_RELABEL_DEPTH} times: a routing loop"
+                ),
+            ));
+        }
+        let route = self.table.route(label, tag);
+        for fid in &route.filters {
+            let Some(f) = self.filters.get(fid.0) else {
+                continue;
+            };
+            let batch = Batch {
+                tag: Arc::from(tag),
+                data: data.clone(),
+                records,
+            };
+            match f.filter.filter(chunk_ref(&batch)).into_result() {
+                Ok(FilterOutcome::Unchanged) => {}
+                Ok(FilterOutcome::Dropped) => return Ok(()),
+                Ok(FilterOutcome::Replaced {
+                    records: n,
+                    data: d,
+                }) => {
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    records = n;
+                    data = Payload::from_plugin(d);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        plugin_id = %f.plugin_id,
+                        "filter {} failed on {records} events tagged '{tag}': {e}",
+                        f.type_name
+                    );
+                    return self.to_error_label(tag, data, records, &e, depth, Some(e.clone()));
+                }
+            }
+        }
+        match &route.target {
+            None => {
+                self.report_no_match(label, tag, records);
+                Ok(())
+            }
+            Some(target) => self.deliver(target, tag, data, records, wait, depth),
+        }
+    }
+
+    fn deliver(
+        &self,
+        target: &Target,
+        tag: &str,
+        data: Payload,
+        records: u32,
+        wait: Wait,
+        depth: u32,
+    ) -> Result<(), PluginError> {
+        match target {
+            Target::Output(id) => self.submit(id.0, tag, data, records, wait),
+            Target::Relabel(label) => self.emit_at(*label, tag, data, records, wait, depth + 1),
+            // Records are immutable bytes here, so every copy_mode shares them safely.
+            Target::Copy { stores, .. } => {
+                let mut prev_ok = false;
+                for store in stores {
+                    if store.ignore_if_prev_success && prev_ok {
+                        continue;
+                    }
+                    let r = self.deliver(&store.target, tag, data.clone(), records, wait, depth);
+                    match r {
+                        Ok(()) => prev_ok = true,
+                        Err(e) if store.ignore_error => {
+                            prev_ok = false;
+                            tracing::warn!("copy store ignored an error (ignore_error): {e}");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn submit(
+        &self,
+        output: usize,
+        tag: &str,
+        data: Payload,
+        records: u32,
+        wait: Wait,
+    ) -> Result<(), PluginError> {
+        let Some(runner) = self.outputs.get(output) else {
+            return Err(PluginError::new(
+                ErrorKind::INTERNAL,
+                format!("no output #{output}"),
+            ));
+        };
+        let batch = Batch {
+            tag: Arc::from(tag),
+            data,
+            records,
+        };
+        let r = match wait {
+            Wait::Block => runner.submit(batch),
+            Wait::NoWait => runner.try_submit(batch),
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(SubmitError::Full(_)) => Err(PluginError::new(
+                ErrorKind::RETRYABLE,
+                "the output's buffer is full",
+            )),
+            Err(SubmitError::Closed(_)) => Err(PluginError::new(
+                ErrorKind::RETRYABLE,
+                "the output is shutting down",
+            )),
+        }
+    }
+
+    /// Sends rejected events to `@ERROR`, or reports them dropped. `propagate` is returned to
+    /// the caller when there is no `@ERROR` label (a filter error goes back to the input).
+    fn to_error_label(
+        &self,
+        tag: &str,
+        data: Payload,
+        records: u32,
+        why: &PluginError,
+        depth: u32,
+        propagate: Option<PluginError>,
+    ) -> Result<(), PluginError> {
+        self.error_events
+            .fetch_add(u64::from(records), Ordering::Relaxed);
+        match self.error_label {
+            Some(label) if depth < MAX_RELABEL_DEPTH => {
+                tracing::warn!(
+                    "send an error event stream to @ERROR: {records} events tagged '{tag}' ({why})"
+                );
+                self.emit_at(label, tag, data, records, Wait::Block, depth + 1)
+            }
+            _ => match propagate {
+                Some(e) => Err(e),
+                None => {
+                    tracing::error!("dropped {records} events tagged '{tag}': {why}");
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// Called by output runners with a batch the output rejected for good.
+    pub fn output_rejected(&self, batch: Batch, why: &PluginError) {
+        let _ = self.to_error_label(&batch.tag, batch.data, batch.records, why, 1, None);
+    }
+
+    fn report_no_match(&self, label: LabelRef, tag: &str, records: u32) {
+        self.unmatched_events
+            .fetch_add(u64::from(records), Ordering::Relaxed);
+        if label != LabelRef::Root
+            && self
+                .table
+                .labels()
+                .iter()
+                .position(|l| l.suppresses_no_match())
+                .is_some_and(|i| label == LabelRef::Named(i))
+        {
+            return;
+        }
+        let warn = self
+            .no_match
+            .lock()
+            .map(|mut r| r.record(tag))
+            .unwrap_or(false);
+        if warn {
+            tracing::warn!("no patterns matched tag=\"{tag}\"");
+        }
+    }
+}
