@@ -74,7 +74,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         opts.events,
         record(0).len(),
         opts.conns,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     );
     println!("# loadavg before: {}", loadavg());
     for name in &opts.names {
@@ -82,16 +84,40 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "forward" => {
                 idle_rss(&bin)?;
                 for mode in [Mode::Packed, Mode::Forward, Mode::Message] {
-                    scenario(&bin, mode, &opts, "", &format!("{} → out_null", mode.name()))?;
+                    scenario(
+                        &bin,
+                        mode,
+                        &opts,
+                        "",
+                        &format!("{} → out_null", mode.name()),
+                    )?;
                 }
             }
             "filter" => {
                 let grep = "<filter bench.**>\n  @type grep\n  <regexp>\n    key seq_parity\n    pattern /^even$/\n  </regexp>\n</filter>\n";
-                scenario(&bin, Mode::Packed, &opts, grep, "PackedForward → grep (half kept) → out_null")?;
+                scenario(
+                    &bin,
+                    Mode::Packed,
+                    &opts,
+                    grep,
+                    "PackedForward → grep (half kept) → out_null",
+                )?;
                 let rt = "<filter bench.**>\n  @type record_transformer\n  <record>\n    added ${tag}\n  </record>\n</filter>\n";
-                scenario(&bin, Mode::Packed, &opts, rt, "PackedForward → record_transformer (+1 field) → out_null")?;
+                scenario(
+                    &bin,
+                    Mode::Packed,
+                    &opts,
+                    rt,
+                    "PackedForward → record_transformer (+1 field) → out_null",
+                )?;
                 let pass = "<filter bench.**>\n  @type grep\n  <exclude>\n    key no_such_key\n    pattern /x/\n  </exclude>\n</filter>\n";
-                scenario(&bin, Mode::Packed, &opts, pass, "PackedForward → grep keeping all (unchanged) → out_null")?;
+                scenario(
+                    &bin,
+                    Mode::Packed,
+                    &opts,
+                    pass,
+                    "PackedForward → grep keeping all (unchanged) → out_null",
+                )?;
             }
             other => bail!("unknown benchmark '{other}' (known: forward, filter)"),
         }
@@ -225,13 +251,16 @@ fn record(seq: usize) -> Vec<u8> {
     str_(&mut r, "level");
     str_(&mut r, "info");
     str_(&mut r, "msg");
-    str_(&mut r, "GET /api/v1/items/12345 HTTP/1.1 200 5123 \"curl/8.5.0\" 0.0123");
+    str_(
+        &mut r,
+        "GET /api/v1/items/12345 HTTP/1.1 200 5123 \"curl/8.5.0\" 0.0123",
+    );
     str_(&mut r, "pid");
     uint(&mut r, 4242);
     str_(&mut r, "seq");
     uint(&mut r, seq as u64);
     str_(&mut r, "seq_parity");
-    str_(&mut r, if seq % 2 == 0 { "even" } else { "odd" });
+    str_(&mut r, if seq.is_multiple_of(2) { "even" } else { "odd" });
     r
 }
 
@@ -374,7 +403,8 @@ fn send_all(port: u16, payloads: &[Vec<Vec<u8>>]) -> Result<()> {
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
+            h.join()
+                .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
         }
         Ok(())
     })
@@ -384,7 +414,10 @@ fn send_all(port: u16, payloads: &[Vec<Vec<u8>>]) -> Result<()> {
 fn raw_sink(payloads: &[Vec<Vec<u8>>]) -> Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
-    let expected: Vec<usize> = payloads.iter().map(|r| r.iter().map(Vec::len).sum()).collect();
+    let expected: Vec<usize> = payloads
+        .iter()
+        .map(|r| r.iter().map(Vec::len).sum())
+        .collect();
     let conns = payloads.len();
     let sink = std::thread::spawn(move || -> Result<()> {
         let mut readers = Vec::new();
@@ -403,7 +436,8 @@ fn raw_sink(payloads: &[Vec<Vec<u8>>]) -> Result<f64> {
             }));
         }
         for r in readers {
-            r.join().map_err(|_| anyhow::anyhow!("sink reader panicked"))??;
+            r.join()
+                .map_err(|_| anyhow::anyhow!("sink reader panicked"))??;
         }
         Ok(())
     });
@@ -426,7 +460,8 @@ fn raw_sink(payloads: &[Vec<Vec<u8>>]) -> Result<f64> {
         }
         Ok(())
     })?;
-    sink.join().map_err(|_| anyhow::anyhow!("sink panicked"))??;
+    sink.join()
+        .map_err(|_| anyhow::anyhow!("sink panicked"))??;
     let _ = expected;
     Ok(t0.elapsed().as_secs_f64())
 }
@@ -434,7 +469,10 @@ fn raw_sink(payloads: &[Vec<Vec<u8>>]) -> Result<f64> {
 fn cpu_secs(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which is in parentheses and may contain spaces).
-    let after = stat.rsplit_once(')').map(|(_, a)| a).context("bad /proc stat")?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, a)| a)
+        .context("bad /proc stat")?;
     let f: Vec<&str> = after.split_whitespace().collect();
     let utime: f64 = f.get(11).context("utime")?.parse()?;
     let stime: f64 = f.get(12).context("stime")?.parse()?;

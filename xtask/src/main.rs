@@ -66,7 +66,9 @@ pub(crate) fn cargo() -> Command {
 
 pub(crate) fn status(mut cmd: Command) -> Result<()> {
     eprintln!("xtask: running {:?}", cmd);
-    let st = cmd.status().with_context(|| format!("cannot start {:?}", cmd))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {:?}", cmd))?;
     if !st.success() {
         bail!("{:?} failed: {st}", cmd);
     }
@@ -94,7 +96,9 @@ fn run(args: &[String]) -> Result<()> {
         c.args(passthrough);
     }
     // Replace this process's job with the collector: Ctrl-C goes to it.
-    let st = c.status().with_context(|| format!("cannot start {}", bin.display()))?;
+    let st = c
+        .status()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
     std::process::exit(st.code().unwrap_or(1));
 }
 
@@ -118,7 +122,13 @@ fn ensure_python_peers() -> Result<()> {
     }
     eprintln!("xtask: installing the Python test peers {missing:?} with pip");
     let mut c = Command::new("python3");
-    c.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]);
+    c.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
     c.args(&missing);
     status(c).context("the end-to-end tests need Python's msgpack and fluent-logger")
 }
@@ -138,7 +148,14 @@ fn lint() -> Result<()> {
     fmt.args(["fmt", "--all", "--", "--check"]);
     status(fmt)?;
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     status(clippy)
 }
 
@@ -174,6 +191,12 @@ fn fuzz(args: &[String]) -> Result<()> {
     c.current_dir(root.join("fuzz"));
     // cargo-fuzz needs nightly-only flags; this machine has one stable toolchain.
     c.env("RUSTC_BOOTSTRAP", "1");
-    c.args(["fuzz", "run", target, "--", &format!("-max_total_time={secs}")]);
+    c.args([
+        "fuzz",
+        "run",
+        target,
+        "--",
+        &format!("-max_total_time={secs}"),
+    ]);
     status(c).context("is cargo-fuzz installed? `cargo install cargo-fuzz`")
 }
