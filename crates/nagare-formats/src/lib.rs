@@ -22,6 +22,8 @@
 //! Invariant: nothing here panics on input that comes from outside (log lines, config values);
 //! every failure is a typed error carrying the parser/formatter name and the offending value.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod formatter;
 pub mod inject;

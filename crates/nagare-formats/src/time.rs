@@ -686,27 +686,40 @@ impl State {
     }
 }
 
-/// `Time.iso8601`: `YYYY-MM-DD[Thh:mm[:ss[.frac]]][Z|±hh:mm|±hhmm]`.
-fn parse_iso8601(text: &str, zone: &Zone) -> Result<EventTime, String> {
-    let t = text.trim();
-    let mut st = State::default();
-    let forms: [&str; 4] = [
+/// The date/time shapes `Time.iso8601` accepts, compiled once.
+static ISO8601_FORMS: std::sync::LazyLock<Vec<Vec<PItem>>> = std::sync::LazyLock::new(|| {
+    [
         "%Y-%m-%dT%H:%M:%S",
         "%Y-%m-%dT%H:%M",
         "%Y-%m-%d",
         "%Y%m%dT%H%M%S",
-    ];
-    for f in forms {
+    ]
+    .iter()
+    .filter_map(|f| {
         let mut items = Vec::new();
-        compile_into(f, &mut items, 0)?;
+        compile_into(f, &mut items, 0).ok().map(|()| items)
+    })
+    .collect()
+});
+
+/// `Time.iso8601`: `YYYY-MM-DD[Thh:mm[:ss[.frac]]][Z|±hh:mm|±hhmm]`.
+fn parse_iso8601(text: &str, zone: &Zone) -> Result<EventTime, String> {
+    let t = text.trim();
+    let mut st = State::default();
+    for items in ISO8601_FORMS.iter() {
         st = State::default();
-        let Ok(mut rest) = run_items(&items, t, &mut st) else {
+        let Ok(mut rest) = run_items(items, t, &mut st) else {
             continue;
         };
         if let Some(frac) = rest.strip_prefix(['.', ',']) {
-            let mut items = Vec::new();
-            compile_into("%N", &mut items, 0)?;
-            rest = run_items(&items, frac, &mut st)?;
+            rest = run_items(
+                &[PItem::Dir {
+                    conv: 'N',
+                    width: None,
+                }],
+                frac,
+                &mut st,
+            )?;
         }
         if !rest.is_empty() {
             let (off, r) = take_zone(rest).ok_or_else(|| format!("bad zone {rest:?}"))?;
@@ -1008,16 +1021,22 @@ fn parse_float_str(text: &str) -> Result<EventTime, String> {
     EventTime::from_f64(f).ok_or_else(|| format!("{t:?} out of range"))
 }
 
+/// [`FLEXIBLE_FORMATS`] compiled once.
+static FLEXIBLE: std::sync::LazyLock<Vec<Strptime>> = std::sync::LazyLock::new(|| {
+    FLEXIBLE_FORMATS
+        .iter()
+        .filter_map(|f| Strptime::new(f).ok())
+        .collect()
+});
+
 fn parse_flexible(text: &str, zone: &Zone, now: EventTime) -> Result<EventTime, String> {
     let t = text.trim();
     if let Ok(r) = parse_iso8601(t, zone) {
         return Ok(r);
     }
-    for f in FLEXIBLE_FORMATS {
-        if let Ok(p) = Strptime::new(f) {
-            if let Ok(r) = p.parse(t, zone, now) {
-                return Ok(r);
-            }
+    for p in FLEXIBLE.iter() {
+        if let Ok(r) = p.parse(t, zone, now) {
+            return Ok(r);
         }
     }
     Err(format!("no known time format matches {t:?}"))
