@@ -19,6 +19,26 @@
 //!
 //! Records are [`rmpv::Value`] maps with string keys; times are [`EventTime`].
 //!
+//! ```
+//! use nagare_formats::{EventTime, Params, ParserConfig, FormatterConfig};
+//!
+//! let parser = ParserConfig::new(
+//!     Params::new()
+//!         .with("@type", "regexp")
+//!         .with("expression", "/^(?<time>[^ ]+) (?<level>\\w+) (?<msg>.*)$/")
+//!         .with("time_format", "%iso8601"),
+//! )
+//! .build()?;
+//! let (time, record) = parser.parse(b"2013-02-28T12:00:00+09:00 INFO hello")?.expect("matches");
+//! assert_eq!(time, Some(EventTime::new(1362020400, 0)));
+//!
+//! let formatter = FormatterConfig::new(Params::new().with("@type", "out_file").with("utc", "true")).build()?;
+//! let mut line = Vec::new();
+//! formatter.format("app.log", EventTime::new(1362020400, 0), &record, &mut line)?;
+//! assert_eq!(line, b"2013-02-28T03:00:00Z\tapp.log\t{\"level\":\"INFO\",\"msg\":\"hello\"}\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Invariant: nothing here panics on input that comes from outside (log lines, config values);
 //! every failure is a typed error carrying the parser/formatter name and the offending value.
 

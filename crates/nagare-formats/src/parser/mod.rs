@@ -376,6 +376,31 @@ mod tests {
     }
 
     #[test]
+    fn ruby_regexp_syntax() {
+        // (expression, input, expected capture of `a`)
+        for (expr, input, expect) in [
+            (r"/\A(?<a>\h+)\z/", "00ff", Some("00ff")),
+            (r"/\A(?<a>\h+)\z/", "xyz", None),
+            (r"/^(?<a>[^\/]+)\/x$/", "ab/x", Some("ab")),
+            (r"/(?<a>[[:alpha:]]+)/", "12abc34", Some("abc")),
+            (r"/(?<a>foo)(?=bar)/", "foobar", Some("foo")),
+            (r"/(?<a>\w+)\Z/", "word\n", Some("word")),
+            (r"/(?<a>x) # comment\n/x", "x", Some("x")),
+            (r"/(?<a>é+)/i", "ÉÉ", Some("ÉÉ")),
+            (r"(?<a>bare)", "a bare word", Some("bare")),
+        ] {
+            let re = ruby_regex("t", "expression", expr, false)
+                .unwrap_or_else(|e| panic!("{expr}: {e}"));
+            let got = named_captures("regexp", &re, input)
+                .ok()
+                .flatten()
+                .and_then(|r| r.into_iter().next())
+                .and_then(|(_, v)| v.as_str().map(str::to_string));
+            assert_eq!(got.as_deref(), expect, "{expr} on {input:?}");
+        }
+    }
+
+    #[test]
     fn v012_format_literal_is_regexp() {
         let p = parser(&[
             ("@type", "/^(?<a>\\w+) (?<b>\\w+)$/"),

@@ -297,4 +297,38 @@ mod tests {
         assert!(p.parse(&[0x81, 0xa1]).is_err());
         assert_eq!(p.parse(&[]).ok(), Some(None));
     }
+
+    #[test]
+    fn ported_json_cases() {
+        // from test_parser_json.rb
+        for engine in ["oj", "yajl", "json"] {
+            let p = parser(&[("@type", "json"), ("json_parser", engine), NOEST]);
+            let got = p
+                .parse(br#"{"num":999999999999999999999999999999.99999}"#)
+                .ok()
+                .flatten();
+            assert!(
+                matches!(got.map(|(_, r)| r), Some(Value::Map(m)) if matches!(m.first(), Some((_, Value::F64(_)))))
+            );
+            assert!(p.parse(br#"{"time":[],"k":"v"}"#).is_err(), "{engine}");
+            let p = parser(&[
+                ("@type", "json"),
+                ("json_parser", engine),
+                ("keep_time_key", "true"),
+            ]);
+            check(
+                &*p,
+                r#"{"time":"100"}"#,
+                Some((Some(100), rec(&[("time", s("100"))]))),
+            );
+        }
+        assert!(build_parser_err(&[
+            ("@type", "json"),
+            ("json_parser", "simd")
+        ]));
+    }
+
+    fn build_parser_err(pairs: &[(&str, &str)]) -> bool {
+        crate::parser::build_parser(&Params::from_pairs(pairs.iter().copied())).is_err()
+    }
 }
