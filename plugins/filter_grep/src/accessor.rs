@@ -315,6 +315,34 @@ impl RecordAccessor {
     }
 }
 
+/// Encodes a decoded value as msgpack, keeping `str` strings that are not valid UTF-8 as
+/// `str` (rmpv's encoder turns them into `bin`, which would change the record's types).
+pub fn write_value_lossless(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::String(s) => nagare_core::msgpack::write_str(out, s.as_bytes()),
+        Value::Array(a) => {
+            nagare_core::msgpack::write_array_header(
+                out,
+                u32::try_from(a.len()).unwrap_or(u32::MAX),
+            );
+            for x in a {
+                write_value_lossless(out, x);
+            }
+        }
+        Value::Map(m) => {
+            nagare_core::msgpack::write_map_header(out, u32::try_from(m.len()).unwrap_or(u32::MAX));
+            for (k, x) in m {
+                write_value_lossless(out, k);
+                write_value_lossless(out, x);
+            }
+        }
+        // Writing into a Vec cannot fail.
+        other => {
+            let _ = nagare_plugin_sdk::rmpv::encode::write_value(out, other);
+        }
+    }
+}
+
 /// The bytes of a string (or binary) map key.
 pub fn key_bytes(v: &Value) -> Option<&[u8]> {
     match v {
@@ -539,6 +567,17 @@ mod tests {
             nested.get(&rec).ok().flatten(),
             Some(&Value::Map(vec![(Value::from("nil"), Value::Nil)]))
         );
+    }
+
+    #[test]
+    fn lossless_encoding_keeps_invalid_strings_as_str() {
+        let raw: &[u8] = &[
+            0x82, 0xa1, b'k', 0xa1, 0xff, 0xa1, b'a', 0x91, 0xc4, 0x01, 0x00,
+        ];
+        let v = nagare_plugin_sdk::rmpv::decode::read_value(&mut &raw[..]).unwrap_or(Value::Nil);
+        let mut out = Vec::new();
+        write_value_lossless(&mut out, &v);
+        assert_eq!(out, raw);
     }
 
     #[test]

@@ -462,7 +462,7 @@ impl Filter for RecordTransformer {
                     self.transform(expanded, entry.time, record)
                 });
             match result {
-                Ok((time, record)) => writer.push_value(time, &record),
+                Ok((time, record)) => push_lossless(&mut writer, time, &record),
                 Err(e) => failed.push(e),
             }
         }
@@ -488,6 +488,13 @@ impl Filter for RecordTransformer {
         }
         Ok(FilterOutcome::replaced(writer))
     }
+}
+
+/// Appends an entry, keeping invalid-UTF-8 strings as `str`.
+fn push_lossless(writer: &mut ChunkWriter, time: EventTime, record: &Value) {
+    let mut buf = Vec::new();
+    accessor::write_value_lossless(&mut buf, record);
+    writer.push_raw(time, &buf);
 }
 
 export_plugins! {
