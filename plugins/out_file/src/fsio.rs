@@ -1,0 +1,200 @@
+//! File-system steps shared by `out_file` and `out_secondary_file` (the latter includes this
+//! file with `#[path]`, so both `.so`s carry their own copy and no symbols clash):
+//! directories with a mode, appends under an exclusive lock, fsync of the file and of a new
+//! file's directory, `ln -sf` done atomically, Fluentd's `writable_p?`, and the encodings.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::Path;
+
+/// Fluentd's `FILE_PERMISSION` (0644).
+pub const FILE_PERMISSION: u32 = 0o644;
+/// Fluentd's `DIR_PERMISSION` (0755).
+pub const DIR_PERMISSION: u32 = 0o755;
+
+/// Parses a permission written in octal (`0644`, `644`, `0o644`).
+pub fn parse_permission(s: &str) -> Option<u32> {
+    let t = s.trim();
+    let t = t.strip_prefix("0o").unwrap_or(t);
+    if t.is_empty() || t.len() > 5 || !t.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(t, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+/// `FileUtils.mkdir_p(dirname(path), mode:)`: creates the parent directories of `path`.
+pub fn create_parent_dirs(path: &str, dir_mode: u32) -> io::Result<()> {
+    match Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(dir_mode)
+            .create(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Opens `path` for appending (created with `mode` if missing); says whether it was created.
+pub fn open_append(path: &str, mode: u32) -> io::Result<(File, bool)> {
+    match OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+    {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(|f| (f, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `data` whole under an exclusive lock (concurrent appenders never interleave), then
+/// fsyncs the file, and its directory when the file is new, before returning. On failure the
+/// write is undone: a new file is removed, an existing one truncated back to its old length,
+/// so a retry does not leave a partial copy behind.
+pub fn write_durably(mut file: File, path: &str, created: bool, data: &[u8]) -> io::Result<()> {
+    file.lock()?;
+    let start = if created { 0 } else { file.metadata()?.len() };
+    let result = file
+        .write_all(data)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            if created {
+                sync_parent_dir(path)
+            } else {
+                Ok(())
+            }
+        });
+    if result.is_err() {
+        if created {
+            let _ = fs::remove_file(path);
+        } else {
+            let _ = file.set_len(start);
+            let _ = file.sync_all();
+        }
+    }
+    result // dropping `file` closes it and releases the lock
+}
+
+/// fsyncs the directory holding `path`, so a new file's name survives a crash.
+pub fn sync_parent_dir(path: &str) -> io::Result<()> {
+    match Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
+    }
+}
+
+/// `ln -sf target link`, atomically: a temporary link renamed over `link`.
+pub fn replace_symlink(target: &str, link: &str, dir_mode: u32) -> io::Result<()> {
+    create_parent_dirs(link, dir_mode)?;
+    let tmp = format!("{link}.tmp{}", std::process::id());
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    fs::rename(&tmp, link).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+fn access_writable(p: &Path) -> bool {
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call; access(2) only
+    // reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Fluentd's `FileUtil.writable_p?`: an existing path must be a writable file; a missing one
+/// needs its nearest existing ancestor to be a writable directory.
+pub fn writable_p(path: &str) -> bool {
+    let p = Path::new(path);
+    match fs::metadata(p) {
+        Ok(m) if m.is_dir() => false,
+        Ok(_) => access_writable(p),
+        Err(_) => {
+            let mut dir = p.parent();
+            while let Some(d) = dir {
+                let d = if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                };
+                match fs::metadata(d) {
+                    Ok(m) => return m.is_dir() && access_writable(d),
+                    Err(_) => dir = d.parent(),
+                }
+            }
+            false
+        }
+    }
+}
+
+/// One gzip member holding `data`.
+pub fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permissions() {
+        for (s, expect) in [
+            ("0644", Some(0o644)),
+            ("644", Some(0o644)),
+            ("0o750", Some(0o750)),
+            ("0620", Some(0o620)),
+            ("755", Some(0o755)),
+            ("0888", None),
+            ("", None),
+            ("rw-r--r--", None),
+            ("077777", None),
+        ] {
+            assert_eq!(parse_permission(s), expect, "{s}");
+        }
+    }
+
+    #[test]
+    fn writable_paths() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path().display().to_string();
+        assert!(writable_p(&format!("{d}/a/b/c/file.log")));
+        fs::write(format!("{d}/f"), b"x")?;
+        assert!(writable_p(&format!("{d}/f")));
+        // a regular file in the way of a directory
+        assert!(!writable_p(&format!("{d}/f/sub/file.log")));
+        // a directory where the file should be
+        assert!(!writable_p(&d));
+        Ok(())
+    }
+
+    #[test]
+    fn append_then_symlink() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("x/y.log").display().to_string();
+        create_parent_dirs(&p, DIR_PERMISSION)?;
+        let (f, created) = open_append(&p, FILE_PERMISSION)?;
+        assert!(created);
+        write_durably(f, &p, created, b"one\n")?;
+        let (f, created) = open_append(&p, FILE_PERMISSION)?;
+        assert!(!created);
+        write_durably(f, &p, created, b"two\n")?;
+        assert_eq!(fs::read_to_string(&p)?, "one\ntwo\n");
+        let link = dir.path().join("l/current").display().to_string();
+        replace_symlink(&p, &link, DIR_PERMISSION)?;
+        replace_symlink(&p, &link, DIR_PERMISSION)?;
+        assert_eq!(fs::read_link(&link)?.display().to_string(), p);
+        Ok(())
+    }
+}
