@@ -2,21 +2,30 @@
 //!
 //! [`Engine::build`] instantiates every plugin (so `--dry-run` checks every plugin's
 //! parameters, as Fluentd's does) without opening any socket or file. [`Engine::start`] starts
-//! outputs first, then inputs. [`Running::shutdown`] stops inputs (no new events), drains every
-//! output's queue and flushes it, then stops outputs: the order of `plugin-abi.md` §2.3.
+//! outputs first (opening their buffers: a file buffer resumes its chunks), then inputs.
+//! [`Running::shutdown`] stops inputs (no new events), flushes every output's buffer (per
+//! `flush_at_shutdown`), then stops outputs: the order of `plugin-abi.md` §2.3.
+//!
+//! Every output runs behind a [`BufferedRunner`]: its `<buffer>` section (or v0.12 flat
+//! parameters, or per-type defaults, see [`plan_buffer`]) becomes a `nagare-buffer`, and a
+//! `<secondary>` is built through the registry like any output.
 
+use crate::buffered::{BufferPlan, BufferedRunner, RunnerSpec, SecondaryOutput, plan_buffer};
 use crate::convert::to_config_node;
-use crate::output::{Batch, MemoryRunner, RunnerConfig};
+use crate::output::Batch;
 use crate::payload::Payload;
 use crate::pipeline::{FilterInstance, Pipeline, Wait};
 use crate::registry::Registry;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RResult, Tuple2};
+use nagare_buffer::{BufferOptions, BufferType};
 use nagare_config::Element;
 use nagare_plugin_api::{
     Emitter, Emitter_TO, EmitterBox, ErrorKind, EventBatch, InputBox, PluginError,
 };
 use nagare_router::{LabelRef, RoutingTable};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, Weak};
 
 /// Why the collector could not be built or started.
@@ -35,6 +44,18 @@ pub enum EngineError {
         /// ` (@id x)` or empty.
         id: String,
         /// What went wrong.
+        message: String,
+    },
+    /// An output's buffer configuration is invalid.
+    #[error("{location}: <buffer> of output '{plugin_id}' ({type_name}): {message}")]
+    Buffer {
+        /// `file:line` of the `<match>` (or `<store>`).
+        location: String,
+        /// The output's id.
+        plugin_id: String,
+        /// `@type`.
+        type_name: String,
+        /// What is wrong (Fluentd's wording where it has one).
         message: String,
     },
     /// A plugin failed to start.
@@ -73,42 +94,33 @@ fn generated_id(kind: &str, n: usize) -> String {
     format!("object:{kind}{n:x}")
 }
 
-/// The queue settings of an output from its `<buffer>` section (memory runner).
-fn runner_config(plugin_id: &str, type_name: &str, element: &Element) -> RunnerConfig {
-    let mut cfg = RunnerConfig::new(plugin_id, type_name);
-    if let Some(b) = element.children("buffer").last() {
-        if let Some(n) = b
-            .get("flush_thread_count")
-            .and_then(|v| v.trim().parse::<usize>().ok())
-        {
-            cfg.flush_threads = n.clamp(1, 64);
-        }
-        if let Some(size) = b
-            .get("total_limit_size")
-            .and_then(|v| nagare_config::types::parse_size(v, false).ok())
-        {
-            cfg.queue_limit_bytes = usize::try_from(size).unwrap_or(usize::MAX).max(1);
-        }
-        if let Some(w) = b
-            .get("retry_wait")
-            .and_then(|v| nagare_config::types::parse_duration(v, false).ok())
-        {
-            cfg.retry_wait = w;
-        }
-        if let Some(w) = b
-            .get("retry_max_interval")
-            .and_then(|v| nagare_config::types::parse_duration(v, false).ok())
-        {
-            cfg.retry_max_interval = w;
-        }
+/// The element handed to an output plugin: its own, minus the v0.12 flat buffer parameters
+/// the host consumed.
+fn plugin_element(element: &Element, plan: &BufferPlan) -> Element {
+    if plan.consumed.is_empty() {
+        return element.clone();
     }
-    cfg
+    let mut e = element.clone();
+    e.attrs.retain(|a| !plan.consumed.contains(&a.key));
+    e
+}
+
+/// The directory a file buffer uses, to refuse two outputs sharing one.
+fn file_buffer_dir(plan: &BufferPlan, root: Option<&PathBuf>, plugin_id: &str) -> Option<PathBuf> {
+    if plan.config.buffer_type != BufferType::File {
+        return None;
+    }
+    match (&plan.config.path, root) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(r)) => Some(r.join("worker0").join(plugin_id).join("buffer")),
+        (None, None) => None,
+    }
 }
 
 impl Engine {
     /// Instantiates every plugin the routing table names.
     pub fn build(
-        _root: &Element,
+        root: &Element,
         table: RoutingTable,
         registry: &Registry,
     ) -> Result<Engine, EngineError> {
@@ -134,10 +146,42 @@ impl Engine {
         // Output runners report rejected batches to the pipeline, which owns them: the cell
         // is filled once the pipeline exists.
         let cell: Arc<OnceLock<Weak<Pipeline>>> = Arc::new(OnceLock::new());
+        let root_dir = crate::buffered::root_dir(root);
+        let mut buffer_dirs: HashMap<PathBuf, String> = HashMap::new();
         let mut outputs = Vec::new();
         for (i, d) in table.outputs().enumerate() {
             let id = d.id.clone().unwrap_or_else(|| generated_id("output", i));
-            let node = to_config_node(&d.element);
+            let buffer_error = |message: String| EngineError::Buffer {
+                location: d.location().to_string(),
+                plugin_id: id.clone(),
+                type_name: d.type_name.clone(),
+                message,
+            };
+            let plan = plan_buffer(&d.type_name, &d.element, root_dir.is_some())
+                .map_err(|e| buffer_error(e.message))?;
+            if plan.config.buffer_type == BufferType::File
+                && plan.config.path.is_none()
+                && root_dir.is_none()
+            {
+                return Err(buffer_error(
+                    "buffer path is not configured. specify 'path' in <buffer>, or set <system> root_dir"
+                        .to_string(),
+                ));
+            }
+            if let Some(dir) = file_buffer_dir(&plan, root_dir.as_ref(), &id) {
+                if let Some(other) = buffer_dirs.get(&dir) {
+                    return Err(buffer_error(format!(
+                        "Other '{other}' plugin already use same buffer path: {}",
+                        dir.display()
+                    )));
+                }
+                buffer_dirs.insert(dir, id.clone());
+            }
+            for note in &plan.notes {
+                tracing::warn!(plugin_id = %id, "{}: {note}", d.location());
+            }
+            tracing::debug!(plugin_id = %id, "{}", crate::buffered::describe(&plan.config));
+            let node = to_config_node(&plugin_element(&d.element, &plan));
             let o = registry
                 .new_output(
                     &d.type_name,
@@ -146,14 +190,65 @@ impl Engine {
                     registry.host_for(&id, &d.type_name),
                 )
                 .map_err(|e| plugin_error(d.location(), "match", &d.type_name, &d.id, e))?;
-            let cfg = runner_config(&id, &d.type_name, &d.element);
+            let secondary = match d.element.children("secondary").next() {
+                None => None,
+                Some(sec) => {
+                    let sec_type = sec
+                        .type_name()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| d.type_name.clone());
+                    let sec_id = sec
+                        .id()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{id}.secondary"));
+                    let output = registry
+                        .new_output(
+                            &sec_type,
+                            &sec_id,
+                            &to_config_node(sec),
+                            registry.host_for(&sec_id, &sec_type),
+                        )
+                        .map_err(|e| {
+                            plugin_error(
+                                &sec.location,
+                                "secondary",
+                                &sec_type,
+                                &sec.id().map(str::to_string),
+                                e,
+                            )
+                        })?;
+                    if sec_type != d.type_name {
+                        tracing::warn!(plugin_id = %id, primary = %d.type_name, secondary = %sec_type, "secondary type should be same with primary one");
+                    }
+                    Some(SecondaryOutput {
+                        plugin_id: sec_id,
+                        type_name: sec_type,
+                        output,
+                    })
+                }
+            };
+            if secondary.is_some() && plan.config.retry.forever {
+                return Err(buffer_error(
+                    "<secondary> section and 'retry_forever' are exclusive".to_string(),
+                ));
+            }
+            let spec = RunnerSpec {
+                plugin_id: id.clone(),
+                type_name: d.type_name.clone(),
+                buffer: plan.config,
+                options: BufferOptions {
+                    plugin_id: id.clone(),
+                    root_dir: root_dir.clone(),
+                    ..BufferOptions::default()
+                },
+            };
             let c = Arc::clone(&cell);
             let on_error = Arc::new(move |b: Batch, e: &PluginError| {
                 if let Some(p) = c.get().and_then(Weak::upgrade) {
                     p.output_rejected(b, e);
                 }
             });
-            outputs.push(Arc::new(MemoryRunner::new(cfg, o, on_error)));
+            outputs.push(Arc::new(BufferedRunner::new(spec, o, secondary, on_error)));
         }
 
         let mut inputs = Vec::new();

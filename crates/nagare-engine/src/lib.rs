@@ -6,12 +6,14 @@
 //! * [`convert`] turns the config tree into the ABI's string tree;
 //! * [`engine`] builds the collector from a configuration, starts it and shuts it down in order;
 //! * [`pipeline`] is the event path (route → filters → targets, `@ERROR`);
-//! * [`output`] runs each output: its queue, flush threads and retries;
+//! * [`buffered`] runs each output behind its buffer (`<buffer>`, flush threads, retries,
+//!   `<secondary>`, overflow actions); [`output`] holds the batches they share;
 //! * [`payload`] holds event bytes whoever allocated them.
 //!
 //! Nothing in here owns a tokio runtime: plugin calls run on input-owned threads (emit) and on
 //! flush threads (write), never on a reactor.
 
+pub mod buffered;
 pub mod convert;
 pub mod engine;
 pub mod loader;

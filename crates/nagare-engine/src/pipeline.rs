@@ -3,18 +3,21 @@
 //! An input's [`Emitter`] call lands in [`Pipeline::emit`] on the input's own thread. The tag's
 //! [`Route`] comes from the routing table's per-tag cache; each filter runs in order on that
 //! thread (a filter that keeps every event returns `Unchanged` and costs no copy); the target
-//! is an output runner's queue (blocking while full: back-pressure), every store of an
-//! `out_copy`, or another label (`out_relabel`). `Ok` from `emit` means every destination
-//! accepted the events, which is when in_forward sends its ack.
+//! is an output's buffer ([`BufferedRunner`]: `overflow_action` decides what a full buffer
+//! does), every store of an `out_copy`, or another label (`out_relabel`). `Ok` from `emit`
+//! means every destination accepted the events (durable there for a file buffer), which is
+//! when in_forward sends its ack; a buffer that refuses (`throw_exception`, shutting down)
+//! gives the input a retryable error, so it does not ack and the client retries.
 //!
-//! Errors follow Fluentd: a filter or output that rejects events sends them to the `@ERROR`
-//! label when the configuration has one; otherwise a filter error goes back to the input (which
-//! then does not ack, so the client retries) and an output's unrecoverable error is logged with
-//! the number of events dropped.
+//! Errors follow Fluentd: a filter that rejects events sends them to the `@ERROR` label when
+//! the configuration has one, otherwise the error goes back to the input. Records a buffer
+//! refuses for being larger than a whole chunk go to `@ERROR` too (or are logged as dropped).
+//! An output's failed writes are the buffer's business: retries, `<secondary>`, backup.
 //!
 //! [`Emitter`]: nagare_plugin_api::Emitter
 
-use crate::output::{Batch, MemoryRunner, SubmitError, chunk_ref};
+use crate::buffered::BufferedRunner;
+use crate::output::{Batch, chunk_ref};
 use crate::payload::Payload;
 use nagare_plugin_api::{ErrorKind, FilterBox, FilterOutcome, PluginError};
 use nagare_router::{LabelRef, NoMatchReporter, RoutingTable, Target};
@@ -39,7 +42,7 @@ pub struct FilterInstance {
 pub struct Pipeline {
     table: RoutingTable,
     filters: Vec<FilterInstance>,
-    outputs: Vec<Arc<MemoryRunner>>,
+    outputs: Vec<Arc<BufferedRunner>>,
     error_label: Option<LabelRef>,
     no_match: Mutex<NoMatchReporter>,
     /// Events that matched no `<match>` and were dropped.
@@ -51,9 +54,9 @@ pub struct Pipeline {
 /// Whether `emit` may wait for space.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Wait {
-    /// Block while a destination queue is full (back-pressure).
+    /// Let a full destination buffer apply its `overflow_action` (`block` waits).
     Block,
-    /// Fail with a retryable error instead.
+    /// Fail with a retryable error instead of waiting.
     NoWait,
 }
 
@@ -63,7 +66,7 @@ impl Pipeline {
     pub fn new(
         table: RoutingTable,
         filters: Vec<FilterInstance>,
-        outputs: Vec<Arc<MemoryRunner>>,
+        outputs: Vec<Arc<BufferedRunner>>,
     ) -> Self {
         let error_label = table.error_label();
         Pipeline {
@@ -83,7 +86,7 @@ impl Pipeline {
     }
 
     /// The output runners, indexed like `table().outputs()`.
-    pub fn outputs(&self) -> &[Arc<MemoryRunner>] {
+    pub fn outputs(&self) -> &[Arc<BufferedRunner>] {
         &self.outputs
     }
 
@@ -233,26 +236,11 @@ impl Pipeline {
                 format!("no output #{output}"),
             ));
         };
-        let batch = Batch {
-            tag: Arc::from(tag),
-            data,
-            records,
-        };
         let r = match wait {
-            Wait::Block => runner.submit(batch),
-            Wait::NoWait => runner.try_submit(batch),
+            Wait::Block => runner.submit(tag, &data, records),
+            Wait::NoWait => runner.try_submit(tag, &data, records),
         };
-        match r {
-            Ok(()) => Ok(()),
-            Err(SubmitError::Full(_)) => Err(PluginError::new(
-                ErrorKind::RETRYABLE,
-                "the output's buffer is full",
-            )),
-            Err(SubmitError::Closed(_)) => Err(PluginError::new(
-                ErrorKind::RETRYABLE,
-                "the output is shutting down",
-            )),
-        }
+        r.map_err(|e| e.to_plugin_error())
     }
 
     /// Sends rejected events to `@ERROR`, or reports them dropped. `propagate` is returned to
@@ -285,7 +273,7 @@ impl Pipeline {
         }
     }
 
-    /// Called by output runners with a batch the output rejected for good.
+    /// Called by output runners with events their buffer refused for good.
     pub fn output_rejected(&self, batch: Batch, why: &PluginError) {
         let _ = self.to_error_label(&batch.tag, batch.data, batch.records, why, 1, None);
     }
