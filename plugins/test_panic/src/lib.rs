@@ -3,12 +3,20 @@
 //! `panic_on` picks the moment: `write` (the output's default), `filter` (the filter's
 //! default), `new`, `start`, `stop`, `control`, or `never`. `message` sets the panic text.
 //! `every` panics only on every N-th data call (1 = always), so a test can see calls that
-//! succeed between panics. Not for production configs.
+//! succeed between panics.
+//!
+//! For the host's buffer and retry tests the output can also fail without panicking:
+//! `fail_times N` makes the first N `write` calls return an error of `fail_kind`
+//! (`retryable`, the default, or `unrecoverable`), and every successful `write` logs
+//! `test_panic: wrote chunk <id> tag=<tag> records=<n> variables=<k=v,...>` at info level.
+//! Use `panic_on never` with them (the output panics on `write` by default). Not for
+//! production configs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nagare_plugin_sdk::{
-    Chunk, ConfigNode, Filter, FilterOutcome, Output, PluginContext, Result, export_plugins,
+    Chunk, ConfigNode, Filter, FilterOutcome, Output, PluginContext, Result, error, export_plugins,
+    info,
 };
 use serde::Deserialize;
 
@@ -44,6 +52,23 @@ pub struct PanicConfig {
     /// Panic on every N-th data call only (1 = every call).
     #[serde(default = "default_every")]
     pub every: u64,
+    /// The output's first N `write` calls fail (without panicking) with `fail_kind`.
+    #[serde(default)]
+    pub fail_times: u64,
+    /// The error kind of those failures.
+    #[serde(default)]
+    pub fail_kind: FailKind,
+}
+
+/// The error a failing `write` returns.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailKind {
+    /// A retryable error: the host backs off and retries the chunk.
+    #[default]
+    Retryable,
+    /// An unrecoverable error: the host sends the chunk to `<secondary>` or the backup dir.
+    Unrecoverable,
 }
 
 fn default_message() -> String {
@@ -59,6 +84,9 @@ struct Trigger {
     message: String,
     every: u64,
     calls: AtomicU64,
+    fail_times: u64,
+    fail_kind: FailKind,
+    writes: AtomicU64,
 }
 
 impl Trigger {
@@ -75,6 +103,9 @@ impl Trigger {
             message: conf.message,
             every: conf.every,
             calls: AtomicU64::new(0),
+            fail_times: conf.fail_times,
+            fail_kind: conf.fail_kind,
+            writes: AtomicU64::new(0),
         };
         trigger.at(PanicOn::New);
         Ok(trigger)
@@ -93,14 +124,27 @@ impl Trigger {
         }
         panic!("{}", self.message);
     }
+
+    /// Fails the first `fail_times` writes.
+    fn fail(&self) -> Result<()> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > self.fail_times {
+            return Ok(());
+        }
+        let msg = format!("test_panic: scripted failure {n} of {}", self.fail_times);
+        Err(match self.fail_kind {
+            FailKind::Retryable => error::retryable(msg),
+            FailKind::Unrecoverable => error::unrecoverable(msg),
+        })
+    }
 }
 
-/// The `test_panic` output: discards chunks unless it panics.
-pub struct PanicOutput(Trigger);
+/// The `test_panic` output: discards chunks (logging each) unless it panics or fails.
+pub struct PanicOutput(Trigger, PluginContext);
 
 impl Output for PanicOutput {
     fn new(ctx: &PluginContext, config: &ConfigNode) -> Result<Self> {
-        Trigger::new(ctx, config, PanicOn::Write).map(PanicOutput)
+        Trigger::new(ctx, config, PanicOn::Write).map(|t| PanicOutput(t, ctx.clone()))
     }
 
     fn start(&mut self) -> Result<()> {
@@ -108,8 +152,18 @@ impl Output for PanicOutput {
         Ok(())
     }
 
-    fn write(&self, _chunk: Chunk<'_>) -> Result<()> {
+    fn write(&self, chunk: Chunk<'_>) -> Result<()> {
         self.0.at(PanicOn::Write);
+        self.0.fail()?;
+        let vars: Vec<String> = chunk.variables().map(|(k, v)| format!("{k}={v}")).collect();
+        info!(
+            self.1,
+            "test_panic: wrote chunk {} tag={} records={} variables={}",
+            chunk.id_hex(),
+            chunk.tag(),
+            chunk.records(),
+            vars.join(",")
+        );
         Ok(())
     }
 
@@ -226,6 +280,27 @@ mod tests {
             .unwrap_or_default();
         assert!(msg.starts_with("test_panic: deliberate panic at "), "{msg}");
         assert!(msg.contains("lib.rs:"), "{msg}");
+        Ok(())
+    }
+
+    #[test]
+    fn fail_times_fails_the_first_writes_then_succeeds() -> std::result::Result<(), PluginError> {
+        let kit = TestKit::new(nagare_plugin_module());
+        for (config, kind) in [
+            ("panic_on never\nfail_times 2", ErrorKind::RETRYABLE),
+            (
+                "panic_on never\nfail_times 2\nfail_kind unrecoverable",
+                ErrorKind::UNRECOVERABLE,
+            ),
+        ] {
+            let out = kit.output("test_panic", config)?;
+            let kinds: Vec<_> = (0..4)
+                .map(|_| out.write("t", &chunk()).err().map(|e| e.kind))
+                .collect();
+            assert_eq!(kinds, [Some(kind), Some(kind), None, None], "{config}");
+        }
+        let bad = kit.output("test_panic", "fail_kind sometimes").err();
+        assert_eq!(bad.map(|e| e.kind), Some(ErrorKind::CONFIG));
         Ok(())
     }
 
