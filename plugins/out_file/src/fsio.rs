@@ -36,6 +36,36 @@ pub fn create_parent_dirs(path: &str, dir_mode: u32) -> io::Result<()> {
     }
 }
 
+/// Highest index tried by [`claim_first_free`] (Fluentd loops forever; a bound keeps a
+/// broken directory from hanging a flush thread).
+pub const MAX_INDEX: u64 = 10_000_000;
+
+/// Creates the first file `name(0)`, `name(1)`, … that does not exist yet, with
+/// `O_CREAT|O_EXCL` so two flush threads (or processes) never claim the same name; returns
+/// the open file and its path.
+pub fn claim_first_free(name: impl Fn(u64) -> String, mode: u32) -> io::Result<(File, String)> {
+    for i in 0..MAX_INDEX {
+        let path = name(i);
+        if Path::new(&path).exists() {
+            continue;
+        }
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+        {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "no free index below {MAX_INDEX} for {}",
+        name(0)
+    )))
+}
+
 /// Opens `path` for appending (created with `mode` if missing); says whether it was created.
 pub fn open_append(path: &str, mode: u32) -> io::Result<(File, bool)> {
     match OpenOptions::new()

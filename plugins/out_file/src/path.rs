@@ -3,17 +3,11 @@
 //! the time granularity of a timekey (`timekey_to_timeformat`), and the search for the next
 //! free `_N` index (`find_filepath_available`).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::Path;
 
 /// The index placeholder of non-append templates (`file.20110102_**.log`).
 pub const INDEX_PLACEHOLDER: &str = "_**";
-
-/// Highest `_N` tried before giving up (Fluentd loops forever; a bound keeps a broken
-/// directory from hanging a flush thread).
-pub const MAX_INDEX: u64 = 10_000_000;
 
 /// `compress`: how the written data is encoded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -120,9 +114,8 @@ pub fn generate_path_template(
     }
 }
 
-/// Creates the first `_N` file (N = 0, 1, …) of `template` that does not exist yet, with
-/// `O_CREAT|O_EXCL` so two flush threads (or processes) never claim the same name; returns
-/// the open file and its path.
+/// Creates the first `_N` file (N = 0, 1, …) of `template` that does not exist yet (see
+/// [`crate::fsio::claim_first_free`]); returns the open file and its path.
 pub fn claim_indexed(template: &str, mode: u32) -> io::Result<(File, String)> {
     if !template.contains(INDEX_PLACEHOLDER) {
         return Err(io::Error::new(
@@ -130,25 +123,10 @@ pub fn claim_indexed(template: &str, mode: u32) -> io::Result<(File, String)> {
             format!("index placeholder not found in path: {template}"),
         ));
     }
-    for i in 0..MAX_INDEX {
-        let path = template.replacen(INDEX_PLACEHOLDER, &format!("_{i}"), 1);
-        if Path::new(&path).exists() {
-            continue;
-        }
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)
-        {
-            Ok(f) => return Ok((f, path)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::other(format!(
-        "no free index below {MAX_INDEX} for {template}"
-    )))
+    crate::fsio::claim_first_free(
+        |i| template.replacen(INDEX_PLACEHOLDER, &format!("_{i}"), 1),
+        mode,
+    )
 }
 
 #[cfg(test)]
