@@ -5,5 +5,7 @@
 
 mod harness;
 
+mod buffer;
 mod cli;
+mod fluent_log;
 mod routing;

@@ -3,11 +3,16 @@
 //! Plugin logs arrive through the host callback as `tracing` events with `plugin_id` and
 //! `type` fields; they print as `[info]: #in_forward message`, like Fluentd's per-plugin logger.
 
+use nagare_engine::fluent_log::{FluentLogSink, LogLine};
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, format::Writer};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Formats events as Fluentd does.
 pub struct FluentdFormat;
@@ -80,12 +85,36 @@ where
     }
 }
 
+/// Where log lines also go as `fluent.*` events, once the pipeline runs (see
+/// `nagare_engine::fluent_log`).
+pub static FLUENT_LOG: OnceLock<FluentLogSink> = OnceLock::new();
+
+/// A layer feeding log lines to [`FLUENT_LOG`] when it is set.
+struct FluentLogLayer;
+
+impl<S: Subscriber> Layer<S> for FluentLogLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let Some(sink) = FLUENT_LOG.get() else {
+            return;
+        };
+        let mut f = Fields::default();
+        event.record(&mut f);
+        sink.push(LogLine {
+            level: level_name(event.metadata().level()),
+            message: f.message,
+            plugin_id: f.plugin_id,
+        });
+    }
+}
+
 /// Installs the global subscriber writing to stderr at `level`.
 pub fn init(level: Level) {
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .event_format(FluentdFormat)
+        .event_format(FluentdFormat);
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(LevelFilter::from_level(level)))
+        .with(FluentLogLayer.with_filter(LevelFilter::from_level(level)))
         .try_init();
 }
 

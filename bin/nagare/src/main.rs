@@ -298,10 +298,17 @@ fn run(engine: nagare_engine::Engine) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    let fluent_log = nagare_engine::fluent_log::FluentLog::start(running.pipeline());
+    if let Some(f) = &fluent_log {
+        let _ = log::FLUENT_LOG.set(f.sink());
+    }
     tracing::info!("nagare {} started", env!("CARGO_PKG_VERSION"));
     if let Some(sig) = signals.forever().next() {
         let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
         tracing::info!("received {name}: stopping inputs, draining and flushing outputs");
+    }
+    if let Some(f) = fluent_log {
+        f.stop();
     }
     running.shutdown();
     tracing::info!("shutdown complete");

@@ -8,7 +8,8 @@
 //! * [`pipeline`] is the event path (route → filters → targets, `@ERROR`);
 //! * [`buffered`] runs each output behind its buffer (`<buffer>`, flush threads, retries,
 //!   `<secondary>`, overflow actions); [`output`] holds the batches they share;
-//! * [`payload`] holds event bytes whoever allocated them.
+//! * [`payload`] holds event bytes whoever allocated them;
+//! * [`fluent_log`] turns the collector's own log lines into `fluent.*` events (`@FLUENT_LOG`).
 //!
 //! Nothing in here owns a tokio runtime: plugin calls run on input-owned threads (emit) and on
 //! flush threads (write), never on a reactor.
@@ -16,6 +17,7 @@
 pub mod buffered;
 pub mod convert;
 pub mod engine;
+pub mod fluent_log;
 pub mod loader;
 pub mod output;
 pub mod payload;
