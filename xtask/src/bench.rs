@@ -57,7 +57,12 @@ fn parse_options(args: &[String]) -> Result<Options> {
         }
     }
     if o.names.is_empty() {
-        o.names = vec!["forward".into(), "filter".into()];
+        o.names = vec![
+            "forward".into(),
+            "filter".into(),
+            "file".into(),
+            "relay".into(),
+        ];
     }
     Ok(o)
 }
@@ -119,7 +124,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                     "PackedForward → grep keeping all (unchanged) → out_null",
                 )?;
             }
-            other => bail!("unknown benchmark '{other}' (known: forward, filter)"),
+            "file" => file_scenario(&bin, &opts)?,
+            "relay" => relay_scenario(&bin, &opts)?,
+            other => bail!("unknown benchmark '{other}' (known: forward, filter, file, relay)"),
         }
     }
     println!("# loadavg after: {}", loadavg());
@@ -136,7 +143,7 @@ fn free_port() -> Result<u16> {
 struct Collector {
     child: Child,
     port: u16,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Drop for Collector {
@@ -165,20 +172,29 @@ impl Drop for TempDir {
 }
 
 fn start(bin: &Path, extra: &str, outputs: &str) -> Result<Collector> {
+    start_config(
+        bin,
+        &format!(
+            "<source>\n  @type forward\n  bind 127.0.0.1\n  port {{port}}\n</source>\n{extra}{outputs}"
+        ),
+        Stdio::null(),
+    )
+}
+
+/// Starts nagare on `template` with `{port}` and `{dir}` replaced (a fresh port and temp dir).
+fn start_config(bin: &Path, template: &str, stdout: Stdio) -> Result<Collector> {
     let port = free_port()?;
     let dir = TempDir::new(&port.to_string())?;
     let conf = dir.0.join("bench.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n</source>\n{extra}{outputs}"
-        ),
-    )?;
+    let text = template
+        .replace("{port}", &port.to_string())
+        .replace("{dir}", &dir.0.display().to_string());
+    std::fs::write(&conf, text)?;
     let child = Command::new(bin)
         .arg("-c")
         .arg(&conf)
         .arg("-q")
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
@@ -189,11 +205,7 @@ fn start(bin: &Path, extra: &str, outputs: &str) -> Result<Collector> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(Collector {
-        child,
-        port,
-        _dir: dir,
-    })
+    Ok(Collector { child, port, dir })
 }
 
 fn idle_rss(bin: &Path) -> Result<()> {
@@ -498,4 +510,112 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// Waits until `count()` reaches `want` (bounded: 10 minutes).
+fn wait_count(what: &str, want: usize, mut count: impl FnMut() -> usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let n = count();
+        if n >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: only {n} of {want} events arrived within 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lines in every regular file below `dir` (recursively).
+fn count_lines(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok().map(|e| e.path()))
+        .map(|p| {
+            if p.is_dir() {
+                count_lines(&p)
+            } else {
+                std::fs::read(&p)
+                    .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+                    .unwrap_or(0)
+            }
+        })
+        .sum()
+}
+
+/// PackedForward → out_file (json) behind a file buffer; ends when every line is on disk.
+fn file_scenario(bin: &Path, opts: &Options) -> Result<()> {
+    let payloads = build_payloads(Mode::Packed, opts.events, opts.conns);
+    let c = start_config(
+        bin,
+        "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n</source>\n\
+         <match **>\n  @type file\n  path {dir}/out/${tag}\n  append true\n  <format>\n    @type json\n  </format>\n\
+           <buffer tag>\n    @type file\n    path {dir}/buffer\n    flush_mode interval\n    flush_interval 1s\n    chunk_limit_size 8m\n  </buffer>\n</match>\n",
+        Stdio::null(),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = c.child.id();
+    let cpu0 = cpu_secs(pid)?;
+    let t0 = Instant::now();
+    send_all(c.port, &payloads)?;
+    let acked = t0.elapsed().as_secs_f64();
+    let out = c.dir.0.join("out");
+    wait_count("out_file", opts.events, || count_lines(&out))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pid)? - cpu0;
+    let (_, peak) = rss_kb(pid)?;
+    println!(
+        "PackedForward → file buffer → out_file (json): {:.0} events/s end to end (all acked, i.e. fsynced in the buffer, after {:.2} s), {:.3} CPU-s per 1M events, peak RSS {:.1} MB",
+        opts.events as f64 / secs,
+        acked,
+        cpu / (opts.events as f64 / 1e6),
+        peak as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// sender → relay (in_forward → file buffer → out_forward with acks) → receiver; the relay's
+/// CPU is what is measured. Ends when the receiver printed every event.
+fn relay_scenario(bin: &Path, opts: &Options) -> Result<()> {
+    let payloads = build_payloads(Mode::Packed, opts.events, opts.conns);
+    let rx_dir = TempDir::new("relay-rx")?;
+    let rx_out = rx_dir.0.join("stdout");
+    let receiver = start_config(
+        bin,
+        "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n</source>\n\
+         <match **>\n  @type stdout\n  <format>\n    @type single_value\n    message_key seq\n  </format>\n</match>\n",
+        Stdio::from(std::fs::File::create(&rx_out)?),
+    )?;
+    let relay = start_config(
+        bin,
+        &format!(
+            "<source>\n  @type forward\n  bind 127.0.0.1\n  port {{port}}\n</source>\n\
+             <match **>\n  @type forward\n  require_ack_response true\n  <server>\n    host 127.0.0.1\n    port {}\n  </server>\n\
+               <buffer tag>\n    @type file\n    path {{dir}}/buffer\n    flush_mode interval\n    flush_interval 0.2s\n    chunk_limit_size 4m\n  </buffer>\n</match>\n",
+            receiver.port
+        ),
+        Stdio::null(),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = relay.child.id();
+    let cpu0 = cpu_secs(pid)?;
+    let t0 = Instant::now();
+    send_all(relay.port, &payloads)?;
+    wait_count("relay receiver", opts.events, || {
+        std::fs::read(&rx_out)
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0)
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pid)? - cpu0;
+    let (_, peak) = rss_kb(pid)?;
+    println!(
+        "relay (in_forward → file buffer → out_forward, acks both ways): {:.0} events/s end to end, relay {:.3} CPU-s per 1M events, relay peak RSS {:.1} MB",
+        opts.events as f64 / secs,
+        cpu / (opts.events as f64 / 1e6),
+        peak as f64 / 1024.0
+    );
+    Ok(())
 }
