@@ -38,7 +38,6 @@ use nagare_plugin_sdk::api::ConfigNode;
 use nagare_plugin_sdk::config::attr;
 use nagare_plugin_sdk::{Chunk, Counter, Output, PluginContext, Result, error, export_plugins};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use crate::meta::{Groups, chunk_is_keyed, chunk_metadata, entry_metadata};
 use crate::path::{Compress, TemplateOptions, claim_indexed, generate_path_template};
@@ -54,7 +53,9 @@ fn default_path_suffix() -> String {
     ".log".to_owned()
 }
 
-/// `out_file`'s parameters (Fluentd's names and defaults).
+/// `out_file`'s parameters (Fluentd's names and defaults). The `<format>` and `<inject>`
+/// sections and the v0.12 flat `format` param are read from the node as formatter params
+/// ([`format_params`], [`inject_params`]); `<buffer>` for its chunk keys ([`file_chunk_keys`]).
 #[derive(Debug, Deserialize)]
 pub struct FileConfig {
     /// The file path, with placeholders (required).
@@ -90,12 +91,6 @@ pub struct FileConfig {
     /// v0.12: `timekey_wait` when there is no `<buffer>` (read by the host).
     #[serde(default)]
     pub time_slice_wait: Option<String>,
-    /// The `<format>` section, or the v0.12 flat `format` param (read from the node).
-    #[serde(default)]
-    pub format: Option<IgnoredAny>,
-    /// The `<inject>` section (read from the node).
-    #[serde(default)]
-    pub inject: Option<IgnoredAny>,
     /// v0.12 formatter/inject params, converted like Fluentd's `compat_parameters`.
     #[serde(default)]
     pub delimiter: Option<String>,
@@ -439,7 +434,13 @@ fn dummy_metadata(template: &str, keys: &ChunkKeys) -> Metadata {
 
 impl Output for FileOutput {
     fn new(ctx: &PluginContext, config: &ConfigNode) -> Result<Self> {
-        let conf: FileConfig = ctx.config(config)?;
+        // `format` is both a v0.12 param and a section name; both are read below.
+        let mut typed = config.clone();
+        typed.attrs.retain(|a| a.0.as_str() != "format");
+        typed
+            .children
+            .retain(|c| !matches!(c.name.as_str(), "format" | "inject"));
+        let conf: FileConfig = ctx.config(&typed)?;
         let loc = config.location.as_str();
         let cfg_err = |m: &dyn std::fmt::Display| error::config_error(format!("{loc}: {m}"));
 

@@ -221,6 +221,8 @@ fn fluentd_format_cases() -> R {
         let out = f.out(&format!("{CONFIG}\n{extra}"))?;
         write(&out, "test", &a12(), &[("timekey", DAY)], 1)?;
         assert_eq!(f.read("out_file_test.20110102_0.log.gz"), expect, "{extra}");
+        // sections and v0.12 params are all consumed: no "not used" warnings
+        assert_eq!(f.kit.host().logs(), [], "{extra}");
     }
     // msgpack: the records back to back
     let f = fx();
