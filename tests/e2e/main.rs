@@ -6,7 +6,7 @@
 mod harness;
 
 mod buffer;
-mod buffer;
 mod cli;
 mod fluent_log;
 mod routing;
+mod out_file;
