@@ -208,10 +208,12 @@ fn load_registry(common: &Common) -> Result<nagare_engine::registry::Registry, E
 }
 
 fn plugins(common: &Common) -> Result<ExitCode> {
-    let registry = match load_registry(common) {
+    let mut registry = match load_registry(common) {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
+    // The registry opens plugin files lazily; the listing loads and checks every one.
+    registry.load_all();
     let list = registry.list();
     if list.is_empty() {
         let dirs: Vec<String> = search_path(common)

@@ -6,12 +6,19 @@
 //! A bad file is reported (a warning with the reason) and skipped: it never stops the other
 //! plugins from loading. Two modules claiming one (kind, `@type`) is an error naming both
 //! files.
+//!
+//! Loading is lazy: [`Registry::load`] indexes every file by its `.nagare_manifest` section
+//! ([`crate::loader::index_plugin`]) and `dlopen`s a file only when an instance of one of its
+//! types is first built (with every check of the loader, and the manifest compared with the
+//! section), so an idle collector maps only the plugins its configuration uses. Files without
+//! the section are loaded while indexing, as before. [`Registry::load_all`] opens the rest (for
+//! `nagare plugins`).
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RStr};
@@ -20,7 +27,10 @@ use nagare_plugin_api::{
     NewResult, OutputBox, PluginError, PluginKind,
 };
 
-use crate::loader::{LoadError, LoadedModule, PluginSearchPath, load_plugin};
+use crate::loader::{
+    Indexed, LoadError, LoadedModule, PluginSearchPath, SectionManifest, index_plugin,
+    load_indexed, load_plugin,
+};
 
 /// One `@type` the registry knows, for `nagare plugins`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +53,7 @@ pub struct PluginInfo {
 #[derive(Debug)]
 pub struct SkippedFile {
     /// Why (the error names the file).
-    pub error: LoadError,
+    pub error: Arc<LoadError>,
 }
 
 /// Errors building the registry.
@@ -123,6 +133,10 @@ pub enum InstantiateError {
     /// The plugin's constructor failed (bad config, panic...).
     #[error(transparent)]
     Plugin(Box<PluginFailure>),
+    /// The file providing the type (indexed from its manifest section) failed to load on
+    /// first use: the loader's message, naming the file.
+    #[error(transparent)]
+    Load(Arc<LoadError>),
 }
 
 fn unknown_type_message(
@@ -160,10 +174,66 @@ fn unknown_type_message(
     s
 }
 
+/// One plugin file the registry knows: loaded already, or indexed from its section and
+/// loaded on first use.
+struct Slot {
+    path: PathBuf,
+    /// What the file's section declares; `None` for modules registered loaded.
+    section: Option<SectionManifest>,
+    /// Set once: at registration for loaded modules, on first use for indexed ones.
+    loaded: OnceLock<Result<LoadedModule, Arc<LoadError>>>,
+}
+
+impl Slot {
+    /// The module, loading it now if it was only indexed. A failure is remembered (and
+    /// logged once).
+    fn module(&self) -> Result<&LoadedModule, Arc<LoadError>> {
+        self.loaded
+            .get_or_init(|| {
+                let loaded = match &self.section {
+                    Some(section) => load_indexed(&self.path, section),
+                    None => load_plugin(&self.path),
+                };
+                match &loaded {
+                    Ok(m) => log_loaded(m, "loaded plugin module on first use"),
+                    Err(e) => tracing::warn!("cannot load plugin file: {e}"),
+                }
+                loaded.map_err(Arc::new)
+            })
+            .as_ref()
+            .map_err(Arc::clone)
+    }
+
+    /// What `nagare plugins` shows: the module's manifest when loaded, else the section;
+    /// `None` when loading failed.
+    fn describe(&self) -> Option<(String, String, String)> {
+        match (self.loaded.get(), &self.section) {
+            (Some(Ok(m)), _) => Some((
+                m.manifest.package.to_string(),
+                m.manifest.version.to_string(),
+                m.manifest.sdk_version.to_string(),
+            )),
+            (Some(Err(_)), _) | (None, None) => None,
+            (None, Some(s)) => Some((s.package.clone(), s.version.clone(), s.sdk_version.clone())),
+        }
+    }
+}
+
+fn log_loaded(module: &LoadedModule, what: &'static str) {
+    tracing::debug!(
+        file = %module.path.display(),
+        package = %module.manifest.package,
+        version = %module.manifest.version,
+        sdk = %module.manifest.sdk_version,
+        rustc = %module.manifest.rustc_version,
+        "{what}"
+    );
+}
+
 /// `@type` → module, for every kind.
 #[derive(Default)]
 pub struct Registry {
-    modules: Vec<LoadedModule>,
+    slots: Vec<Slot>,
     types: BTreeMap<(u8, String), usize>,
     skipped: Vec<SkippedFile>,
     searched: Vec<PathBuf>,
@@ -174,6 +244,7 @@ impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("types", &self.types.keys().collect::<Vec<_>>())
+            .field("loaded", &self.loaded_files())
             .field("skipped", &self.skipped.len())
             .finish_non_exhaustive()
     }
@@ -185,8 +256,9 @@ impl Registry {
         Self::default()
     }
 
-    /// Loads every candidate of `search`. Bad files and unreadable directories are logged as
-    /// warnings and skipped; duplicate types are an error.
+    /// Indexes every candidate of `search` (see the module docs: files with a manifest
+    /// section are opened on first use, others now). Bad files and unreadable directories are
+    /// logged as warnings and skipped; duplicate types are an error.
     pub fn load(search: &PluginSearchPath) -> Result<Self, RegistryError> {
         let mut reg = Registry::new();
         reg.searched = search.dirs().iter().map(|d| d.path.clone()).collect();
@@ -195,44 +267,96 @@ impl Registry {
             tracing::warn!("{e}");
         }
         for file in files {
-            match load_plugin(&file) {
-                Ok(module) => {
+            match index_plugin(&file) {
+                Ok(Indexed::Loaded(module)) => {
+                    log_loaded(&module, "loaded plugin module");
+                    reg.add(module)?;
+                }
+                Ok(Indexed::Lazy(section)) => {
                     tracing::debug!(
                         file = %file.display(),
-                        package = %module.manifest.package,
-                        version = %module.manifest.version,
-                        sdk = %module.manifest.sdk_version,
-                        rustc = %module.manifest.rustc_version,
-                        "loaded plugin module"
+                        package = %section.package,
+                        version = %section.version,
+                        "indexed plugin module (loaded on first use)"
                     );
-                    reg.add(module)?;
+                    reg.add_indexed(file, section)?;
                 }
                 Err(error) => {
                     tracing::warn!("skipping plugin file: {error}");
-                    reg.skipped.push(SkippedFile { error });
+                    reg.skipped.push(SkippedFile {
+                        error: Arc::new(error),
+                    });
                 }
             }
         }
         Ok(reg)
     }
 
-    /// Registers a module's types.
+    /// Loads every module that is only indexed (for `nagare plugins`, which shows and
+    /// validates everything). A file that fails is logged, listed in [`Registry::skipped`]
+    /// and its types are forgotten.
+    pub fn load_all(&mut self) {
+        let mut failed = Vec::new();
+        for (index, slot) in self.slots.iter().enumerate() {
+            // Includes files that already failed on first use; each is reported once.
+            if let Err(error) = slot.module()
+                && self.types.values().any(|&i| i == index)
+            {
+                failed.push(index);
+                self.skipped.push(SkippedFile { error });
+            }
+        }
+        self.types.retain(|_, index| !failed.contains(index));
+    }
+
+    /// Registers a loaded module's types.
     pub fn add(&mut self, module: LoadedModule) -> Result<(), RegistryError> {
-        let index = self.modules.len();
+        let types: Vec<(PluginKind, String)> = module
+            .manifest
+            .plugins
+            .iter()
+            .map(|d| (d.kind, d.type_name.to_string()))
+            .collect();
+        let slot = Slot {
+            path: module.path.clone(),
+            section: None,
+            loaded: OnceLock::from(Ok(module)),
+        };
+        self.claim(slot, &types)
+    }
+
+    /// Registers the types a file's manifest section declares; the file is loaded (and its
+    /// manifest compared with `section`) when one of them is first built.
+    pub fn add_indexed(
+        &mut self,
+        path: PathBuf,
+        section: SectionManifest,
+    ) -> Result<(), RegistryError> {
+        let types = section.plugins.clone();
+        let slot = Slot {
+            path,
+            section: Some(section),
+            loaded: OnceLock::new(),
+        };
+        self.claim(slot, &types)
+    }
+
+    fn claim(&mut self, slot: Slot, types: &[(PluginKind, String)]) -> Result<(), RegistryError> {
+        let index = self.slots.len();
         let mut claimed: Vec<(u8, String)> = Vec::new();
-        for d in module.manifest.plugins.iter() {
-            let key = (d.kind.0, d.type_name.to_string());
+        for (kind, type_name) in types {
+            let key = (kind.0, type_name.clone());
             if let Some(&other) = self.types.get(&key) {
                 let first = self
-                    .modules
+                    .slots
                     .get(other)
                     .map(|m| m.path.clone())
                     .unwrap_or_default();
                 return Err(RegistryError::Duplicate {
-                    kind: d.kind.name(),
+                    kind: kind.name(),
                     type_name: key.1,
                     first,
-                    second: module.path.clone(),
+                    second: slot.path,
                 });
             }
             if !claimed.contains(&key) {
@@ -242,29 +366,32 @@ impl Registry {
         for key in claimed {
             self.types.insert(key, index);
         }
-        self.modules.push(module);
+        self.slots.push(slot);
         Ok(())
     }
 
-    /// Every known type, sorted by kind then name.
+    /// Every known type, sorted by kind then name (from the section for files not loaded yet;
+    /// files that failed to load are left out).
     pub fn list(&self) -> Vec<PluginInfo> {
         self.types
             .iter()
             .filter_map(|((kind, name), &i)| {
-                let m = self.modules.get(i)?;
+                let slot = self.slots.get(i)?;
+                let (package, version, sdk_version) = slot.describe()?;
                 Some(PluginInfo {
                     type_name: name.clone(),
                     kind: PluginKind(*kind),
-                    package: m.manifest.package.to_string(),
-                    version: m.manifest.version.to_string(),
-                    sdk_version: m.manifest.sdk_version.to_string(),
-                    file: m.path.clone(),
+                    package,
+                    version,
+                    sdk_version,
+                    file: slot.path.clone(),
                 })
             })
             .collect()
     }
 
-    /// Files skipped while loading.
+    /// Files skipped while indexing (and by [`Registry::load_all`]). A file that fails when
+    /// first used is reported by the instantiation error instead.
     pub fn skipped(&self) -> &[SkippedFile] {
         &self.skipped
     }
@@ -274,10 +401,29 @@ impl Registry {
         &self.searched
     }
 
-    /// The module providing (kind, `@type`).
+    /// The files `dlopen`ed so far (successfully), in registration order.
+    pub fn loaded_files(&self) -> Vec<&Path> {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.loaded.get(), Some(Ok(_))))
+            .map(|s| s.path.as_path())
+            .collect()
+    }
+
+    /// Whether some file claims (kind, `@type`), without loading anything.
+    pub fn knows(&self, kind: PluginKind, type_name: &str) -> bool {
+        self.types.contains_key(&(kind.0, type_name.to_owned()))
+    }
+
+    /// The module providing (kind, `@type`), loading its file on first use; `None` when no
+    /// file claims the type or its file failed to load.
     pub fn provider(&self, kind: PluginKind, type_name: &str) -> Option<&LoadedModule> {
+        self.slot(kind, type_name)?.module().ok()
+    }
+
+    fn slot(&self, kind: PluginKind, type_name: &str) -> Option<&Slot> {
         let i = *self.types.get(&(kind.0, type_name.to_owned()))?;
-        self.modules.get(i)
+        self.slots.get(i)
     }
 
     /// The metrics every instance built through [`Registry::host_for`] records into.
@@ -299,10 +445,10 @@ impl Registry {
         host: HostBox,
         ctor: impl FnOnce(&LoadedModule, InstanceInfo<'_>, HostBox) -> NewResult<T>,
     ) -> Result<T, InstantiateError> {
-        let Some(module) = self.provider(kind, type_name) else {
+        let Some(slot) = self.slot(kind, type_name) else {
             let other_kinds = [PluginKind::INPUT, PluginKind::FILTER, PluginKind::OUTPUT]
                 .into_iter()
-                .filter(|k| *k != kind && self.provider(*k, type_name).is_some())
+                .filter(|k| *k != kind && self.knows(*k, type_name))
                 .map(PluginKind::name)
                 .collect();
             let loaded = self
@@ -325,6 +471,7 @@ impl Registry {
                 searched: self.searched.clone(),
             })));
         };
+        let module = slot.module().map_err(InstantiateError::Load)?;
         let info = InstanceInfo {
             plugin_id: RStr::from(plugin_id),
             type_name: RStr::from(type_name),
@@ -618,7 +765,11 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::loader::tests::{built_plugin, copy_into, private_dir};
+    use crate::loader::MANIFEST_SECTION;
+    use crate::loader::tests::{
+        built_plugin, copy_into, elf, patch_file, private_dir, section_blob, sectioned_plugin,
+        set_mode,
+    };
 
     fn node(name: &str, location: &str, attrs: &[(&str, &str)]) -> ConfigNode {
         ConfigNode {
@@ -883,5 +1034,193 @@ mod tests {
                 dir.path().join("b_null.so").display()
             ))
         );
+    }
+
+    /// The lines of `/proc/self/maps` naming a file under `dir`.
+    fn mapped_under(dir: &Path) -> Vec<String> {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let prefix = dir.display().to_string();
+        let mut files: Vec<String> = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .filter(|p| p.starts_with(&prefix))
+            .filter_map(|p| Some(Path::new(p).file_name()?.to_str()?.to_owned()))
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
+    fn names(paths: Vec<&Path>) -> Vec<String> {
+        paths
+            .iter()
+            .filter_map(|p| Some(p.file_name()?.to_str()?.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn only_the_plugins_a_config_uses_are_mapped() {
+        let dir = private_dir();
+        for file in [
+            "libnagare_out_null.so",
+            "libnagare_out_stdout.so",
+            "libnagare_test_panic.so",
+        ] {
+            if sectioned_plugin(dir.path(), file).is_none() {
+                return;
+            }
+        }
+        let mut reg = load_dirs(&[dir.path().to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
+        // Indexed from the sections: every type is known and listed, nothing is mapped.
+        assert!(reg.loaded_files().is_empty(), "{reg:?}");
+        assert_eq!(mapped_under(dir.path()), Vec::<String>::new());
+        let listed: Vec<_> = reg
+            .list()
+            .iter()
+            .map(|p| format!("{}:{} {}", p.kind.name(), p.type_name, p.package))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "filter:test_panic nagare-test-panic",
+                "output:null nagare-out-null",
+                "output:stdout nagare-out-stdout",
+                "output:test_panic nagare-test-panic",
+            ]
+        );
+        // A wrong-kind lookup answers from the index without loading anything.
+        let err = reg
+            .new_input(
+                "null",
+                "i1",
+                &node("source", "fluent.conf:1", &[]),
+                reg.host_for("i1", "null"),
+            )
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err,
+            Some(format!(
+                "fluent.conf:1: unknown @type 'null' for <source>: it is a output plugin; loaded types: (none); searched: {}",
+                dir.path().display()
+            ))
+        );
+        assert_eq!(mapped_under(dir.path()), Vec::<String>::new());
+
+        // A config that uses only `null` maps only out_null.
+        let conf = node("match", "fluent.conf:9", &[("@type", "null")]);
+        let mut null = reg
+            .new_output("null", "n1", &conf, reg.host_for("n1", "null"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(null.start().is_ok());
+        assert_eq!(mapped_under(dir.path()), ["libnagare_out_null.so"]);
+        assert_eq!(names(reg.loaded_files()), ["libnagare_out_null.so"]);
+        // A second instance reuses the module.
+        assert!(
+            reg.new_output("null", "n2", &conf, reg.host_for("n2", "null"))
+                .is_ok()
+        );
+        assert_eq!(mapped_under(dir.path()), ["libnagare_out_null.so"]);
+        assert!(null.stop().is_ok());
+
+        // `nagare plugins` loads and checks the rest.
+        reg.load_all();
+        assert!(reg.skipped().is_empty());
+        assert_eq!(
+            mapped_under(dir.path()),
+            [
+                "libnagare_out_null.so",
+                "libnagare_out_stdout.so",
+                "libnagare_test_panic.so"
+            ]
+        );
+        assert_eq!(reg.list().len(), 4);
+    }
+
+    #[test]
+    fn duplicates_are_found_from_sections_without_loading() {
+        let dir = private_dir();
+        let Some(first) = sectioned_plugin(dir.path(), "libnagare_out_null.so") else {
+            return;
+        };
+        copy_into(&first, dir.path(), "libnagare_zz_null.so");
+        let err = load_dirs(&[dir.path().to_path_buf()])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err,
+            Some(format!(
+                "output plugin 'null' is provided twice: by {} and by {}; remove one of them",
+                first.display(),
+                dir.path().join("libnagare_zz_null.so").display()
+            ))
+        );
+        assert_eq!(mapped_under(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_lazy_file_that_fails_to_load_is_reported_on_use() {
+        let dir = private_dir();
+        // A file whose section is fine but which is no loadable library.
+        let blob = section_blob(
+            nagare_plugin_api::ABI_EPOCH,
+            "package:nagare-fake\nversion:1.0.0\nsdk:0.1.0\noutput:fake\n",
+        );
+        let fake = dir.path().join("libnagare_fake.so");
+        std::fs::write(&fake, elf(&[(MANIFEST_SECTION, 1, &blob)], false))
+            .unwrap_or_else(|e| panic!("{e}"));
+        set_mode(&fake, 0o755);
+        // A plugin whose section was altered after the build (the type renamed).
+        let altered = sectioned_plugin(dir.path(), "libnagare_out_null.so");
+        if let Some(altered) = &altered {
+            patch_file(altered, b"output:null\n", b"output:nulx\n");
+        }
+        let mut reg = load_dirs(&[dir.path().to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(reg.skipped().is_empty());
+        assert!(reg.list().iter().any(|p| p.type_name == "fake"));
+        let conf = node("match", "fluent.conf:4", &[("@type", "fake")]);
+        let err = reg
+            .new_output("fake", "f1", &conf, reg.host_for("f1", "fake"))
+            .err();
+        match &err {
+            Some(InstantiateError::Load(e)) => {
+                assert!(matches!(**e, LoadError::Open { .. }), "{e}");
+                assert!(
+                    e.to_string()
+                        .starts_with(&format!("{}: cannot load: ", fake.display())),
+                    "{e}"
+                );
+            }
+            other => panic!("expected a load error, got {other:?}"),
+        }
+        // The failure is remembered: the same error, and the type is no longer listed.
+        let again = reg
+            .new_output("fake", "f2", &conf, reg.host_for("f2", "fake"))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(again, err.map(|e| e.to_string()));
+        assert!(!reg.list().iter().any(|p| p.type_name == "fake"));
+        assert!(reg.provider(PluginKind::OUTPUT, "fake").is_none());
+        if let Some(altered) = &altered {
+            let err = reg
+                .new_output("nulx", "x1", &conf, reg.host_for("x1", "nulx"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.starts_with(&format!(
+                    "{}: the module's manifest (nagare-out-null ",
+                    altered.display()
+                )) && err.contains("output:null) differs from its .nagare_manifest section")
+                    && err.contains("output:nulx)"),
+                "{err}"
+            );
+        }
+        // load_all reports what failed and forgets its types.
+        reg.load_all();
+        assert!(!reg.knows(PluginKind::OUTPUT, "fake"));
+        assert_eq!(reg.skipped().len(), 1 + usize::from(altered.is_some()));
+        reg.load_all();
+        assert_eq!(reg.skipped().len(), 1 + usize::from(altered.is_some()));
     }
 }
