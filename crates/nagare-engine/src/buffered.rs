@@ -98,8 +98,10 @@ pub struct BufferPlan {
     pub origin: BufferOrigin,
     /// Whether `tag` was added to the configured chunk keys.
     pub tag_added: bool,
-    /// Flat parameters the host consumed; they are not handed to the plugin (so it does not
-    /// warn that they are unused).
+    /// Flat buffer parameters the host consumed; they are not handed to the plugin (so it
+    /// does not warn that they are unused). The time-sliced ones (`time_slice_format`,
+    /// `time_slice_wait`, `timezone`, `localtime`, `utc`) stay: plugins such as out_file read
+    /// them too.
     pub consumed: Vec<String>,
     /// Messages to log at start-up (Fluentd's configure-time warnings and notes).
     pub notes: Vec<String>,
@@ -260,8 +262,9 @@ pub fn plan_buffer(
                     _ => v.to_string(),
                 };
                 params.push(((*new).to_string(), v));
-                // `timezone` also configures formatters and inject: leave it to the plugin.
-                if *old != "timezone" {
+                // The time-sliced parameters also shape file names (out_file's
+                // `time_slice_format`), formatters and inject: leave them to the plugin.
+                if !matches!(*old, "timezone" | "time_slice_wait") {
                     consumed.push((*old).to_string());
                 }
             }
@@ -269,7 +272,6 @@ pub fn plan_buffer(
         if let Some(f) = attr_str(element, "time_slice_format") {
             arg = "time".to_string();
             params.push(("timekey".into(), timekey_of_slice_format(f)?.into()));
-            consumed.push("time_slice_format".into());
             match (attr_str(element, "localtime"), attr_str(element, "utc")) {
                 (Some(_), Some(_)) => {
                     return Err(ConfigError {
@@ -1409,8 +1411,8 @@ mod tests {
             ("forward", "  buffer_type file\n  buffer_path /var/buf/fwd\n  flush_interval 10s\n  num_threads 2\n  buffer_chunk_limit 1m\n  buffer_queue_limit 4\n  buffer_queue_full_action exception\n  retry_limit 5\n  max_retry_wait 30s\n  disable_retry_limit false\n  flush_at_shutdown true", false,
                 "Compat file buffer chunk keys [tag] interval every 10s path=/var/buf/fwd threads=2 chunk=1048576 total=4194304 ThrowException retry(forever=false max_times=Some(5) max_interval=Some(30.0)) consumed=buffer_type,buffer_path,num_threads,flush_interval,disable_retry_limit,retry_limit,max_retry_wait,buffer_chunk_limit,buffer_queue_limit,buffer_queue_full_action,flush_at_shutdown".to_string()),
             ("test", "  buffer_queue_full_action drop_oldest_chunk\n  disable_retry_limit true", false, format!("Compat memory buffer chunk keys [tag] interval every 60s threads=1 chunk={m8} total={m512} DropOldestChunk retry(forever=true max_times=None max_interval=None) +tag consumed=disable_retry_limit,buffer_queue_full_action")),
-            ("test", "  time_slice_format %Y%m%d%H\n  time_slice_wait 10m\n  utc", false, format!("Compat memory buffer chunk keys [tag,time] lazy timekey=3600 wait=600 utc=true threads=1 chunk={m8} total={m512} ThrowException +tag consumed=time_slice_wait,time_slice_format")),
-            ("file", "  path /out/x\n  time_slice_format %Y%m%d%H%M\n  localtime false\n  timezone +0900", false, format!("Compat file buffer chunk keys [tag,time] lazy timekey=60 wait=600 utc=true path=/out/x threads=1 chunk={} total={} ThrowException no-flush-at-shutdown +tag consumed=time_slice_format", 256 * MIB, 64 * 1024 * MIB)),
+            ("test", "  time_slice_format %Y%m%d%H\n  time_slice_wait 10m\n  utc", false, format!("Compat memory buffer chunk keys [tag,time] lazy timekey=3600 wait=600 utc=true threads=1 chunk={m8} total={m512} ThrowException +tag")),
+            ("file", "  path /out/x\n  time_slice_format %Y%m%d%H%M\n  localtime false\n  timezone +0900", false, format!("Compat file buffer chunk keys [tag,time] lazy timekey=60 wait=600 utc=true path=/out/x threads=1 chunk={} total={} ThrowException no-flush-at-shutdown +tag", 256 * MIB, 64 * 1024 * MIB)),
             ("file", "  path /out/y\n  flush_interval 30s", false, format!("Compat file buffer chunk keys [tag,time] interval every 30s timekey=86400 wait=600 utc=false path=/out/y threads=1 chunk={} total={} ThrowException no-flush-at-shutdown +tag consumed=flush_interval", 256 * MIB, 64 * 1024 * MIB)),
         ];
         for (t, body, root, expect) in cases {

@@ -466,3 +466,53 @@ impl Emitter for HostEmitter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn keys_handed_to_the_plugin(body: &str) -> Vec<String> {
+        let text = format!("<match **>\n  @type file\n  path /out/a\n{body}</match>\n");
+        let root = nagare_config::parse_str(&text, Path::new("t.conf")).expect("parses");
+        let e = &root.elements[0];
+        let plan = plan_buffer("file", e, false).expect("plan");
+        plugin_element(e, &plan)
+            .attrs
+            .iter()
+            .map(|a| a.key.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_plugin_does_not_see_the_flat_buffer_params_the_host_consumed() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &["@type", "path"]),
+            (
+                "  buffer_path /b\n  flush_interval 5s\n  time_slice_format %Y%m%d%H\n  utc\n",
+                &["@type", "path", "time_slice_format", "utc"],
+            ),
+            (
+                "  flush_interval 5s\n  <buffer time>\n    timekey 1h\n  </buffer>\n",
+                &["@type", "path"],
+            ),
+        ];
+        for (body, expect) in cases {
+            assert_eq!(keys_handed_to_the_plugin(body), *expect, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn file_buffer_dirs_come_from_path_or_root_dir() {
+        let text =
+            "<match **>\n  @type forward\n  <buffer>\n    @type file\n  </buffer>\n</match>\n";
+        let root = nagare_config::parse_str(text, Path::new("t.conf")).expect("parses");
+        let plan = plan_buffer("forward", &root.elements[0], true).expect("plan");
+        let r = PathBuf::from("/var/lib/nagare");
+        assert_eq!(
+            file_buffer_dir(&plan, Some(&r), "fwd"),
+            Some(PathBuf::from("/var/lib/nagare/worker0/fwd/buffer"))
+        );
+        assert_eq!(file_buffer_dir(&plan, None, "fwd"), None);
+    }
+}
