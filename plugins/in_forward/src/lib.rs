@@ -13,7 +13,18 @@
 //! `linger_timeout`, `decompression_size_limit` (256m), and `<security>` with
 //! `self_hostname`, `shared_key`, `user_auth`, `allow_anonymous_source`, `<user>`,
 //! `<client>`.
+//!
+//! nagare addition, the resend window ([`dedupe`]): `dedupe_path` (a directory; unset means
+//! disabled, with an info log), `dedupe_window_size` (65536 ids), `dedupe_window_age` (1h).
+//! When set, a request whose `chunk` option and tag were already accepted is acked again
+//! without being emitted, so a client resending after a lost ack (out_forward with
+//! `require_ack_response`) creates no duplicate downstream. **Guarantee:** every request this
+//! instance acked is recognised as a resend for as long as it is in the window, across
+//! crashes and restarts (the id is fsynced after `emit` returned `Ok` and before the ack is
+//! written); a crash between `emit` and that fsync can still yield one duplicate, of a request
+//! that was never acked. See [`dedupe`] for the details.
 
+pub mod dedupe;
 pub mod limiter;
 pub mod rdns;
 pub mod server;
@@ -24,7 +35,7 @@ use std::time::Duration;
 
 use nagare_forward::DecoderConfig;
 use nagare_forward::handshake::{ClientRule, Network, Security, User};
-use nagare_plugin_sdk::config::Size;
+use nagare_plugin_sdk::config::{Interval, Size};
 use nagare_plugin_sdk::runtime::PluginRuntime;
 use nagare_plugin_sdk::{ConfigNode, Emitter, Input, PluginContext, Result, error, export_plugins};
 use serde::Deserialize;
@@ -93,6 +104,23 @@ pub struct ForwardConfig {
     /// The handshake section.
     #[serde(default)]
     pub security: Option<SecurityConfig>,
+    /// Directory of the resend window (see [`dedupe`]); unset: resends are not detected.
+    #[serde(default)]
+    pub dedupe_path: Option<String>,
+    /// Most request ids the resend window keeps.
+    #[serde(default = "default_dedupe_window_size")]
+    pub dedupe_window_size: usize,
+    /// Oldest request id the resend window keeps.
+    #[serde(default = "default_dedupe_window_age")]
+    pub dedupe_window_age: Interval,
+}
+
+fn default_dedupe_window_size() -> usize {
+    65_536
+}
+
+fn default_dedupe_window_age() -> Interval {
+    Interval(Duration::from_secs(3600))
 }
 
 /// `<security>`.
@@ -273,6 +301,32 @@ impl Input for Forward {
             self.conf.port,
             self.conf.bind
         );
+        let dedupe = match &self.conf.dedupe_path {
+            Some(dir) => {
+                let w = dedupe::Window::open(
+                    std::path::Path::new(dir),
+                    self.conf.dedupe_window_size,
+                    self.conf.dedupe_window_age.0,
+                )
+                .map_err(|e| error::config_error(format!("forward: {e}")))?;
+                nagare_plugin_sdk::info!(
+                    self.ctx,
+                    "resend window {} holds {} ids (size {}, age {:?})",
+                    w.path().display(),
+                    w.len(),
+                    w.capacity(),
+                    w.max_age()
+                );
+                Some(Arc::new(w))
+            }
+            None => {
+                nagare_plugin_sdk::info!(
+                    self.ctx,
+                    "resend dedupe is disabled: set dedupe_path to ack exact resends without emitting them twice"
+                );
+                None
+            }
+        };
         let shared = Arc::new(Shared {
             settings: self.settings(),
             emitter,
@@ -285,7 +339,11 @@ impl Input for Forward {
                 dropped: self
                     .ctx
                     .counter("dropped_requests", "requests dropped (oversized or broken)"),
+                resends: self
+                    .ctx
+                    .counter("resends", "exact resends acked again without emitting"),
             },
+            dedupe,
         });
         let (tx, rx) = watch::channel(false);
         let tasks = vec![

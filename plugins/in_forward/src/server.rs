@@ -52,6 +52,8 @@ pub struct Metrics {
     pub invalid: Counter,
     /// Requests dropped (oversized, broken).
     pub dropped: Counter,
+    /// Exact resends acked again without emitting.
+    pub resends: Counter,
 }
 
 /// State shared by every connection of one instance.
@@ -66,6 +68,8 @@ pub struct Shared {
     pub limiter: LogLimiter,
     /// Metrics.
     pub metrics: Metrics,
+    /// The resend window (`dedupe_path`), if enabled.
+    pub dedupe: Option<Arc<crate::dedupe::Window>>,
 }
 
 impl Shared {
@@ -355,17 +359,44 @@ impl Connection {
             let data = batch.chunk.into_owned();
             let fields = self.source_fields().await;
             let emitter = shared.emitter.clone();
+            let window = shared.dedupe.clone();
+            let key = ack.as_ref().and_then(|id| crate::dedupe::key(&tag, &id.0));
             let emitted = tokio::task::spawn_blocking(move || {
+                // Resend check, emit, then the id made durable — all before the ack.
+                let pending = match (&window, key) {
+                    (Some(w), Some(k)) => match w.begin(Some(k)) {
+                        crate::dedupe::Begin::Resend => return Ok(None),
+                        crate::dedupe::Begin::New(p) => Some(p),
+                    },
+                    _ => None,
+                };
                 let (data, records) = match &fields {
                     Some(f) => add_fields(&data, f).unwrap_or((data, records)),
                     None => (data, records),
                 };
-                emitter.emit(&tag, data, records).map(|()| records)
+                emitter
+                    .emit(&tag, data, records)
+                    .map_err(|e| e.to_string())?;
+                if let Some(p) = pending {
+                    p.commit().map_err(|e| {
+                        format!("emitted, but the resend window could not record the id: {e}")
+                    })?;
+                }
+                Ok(Some(records))
             })
             .await;
             match emitted {
-                Ok(Ok(n)) => shared.metrics.events.add(f64::from(n)),
-                Ok(Err(e)) => return Err(Close::Emit(e.to_string())),
+                Ok(Ok(Some(n))) => shared.metrics.events.add(f64::from(n)),
+                Ok(Ok(None)) => {
+                    shared.metrics.resends.inc();
+                    nagare_plugin_sdk::debug!(
+                        shared.log,
+                        "forward: resend of an accepted chunk {} from {}: acked again, not emitted",
+                        ack.as_ref().map(ToString::to_string).unwrap_or_default(),
+                        self.peer
+                    );
+                }
+                Ok(Err(e)) => return Err(Close::Emit(e)),
                 Err(e) => return Err(Close::Emit(format!("emit task failed: {e}"))),
             }
         }

@@ -266,3 +266,65 @@ fn config_table() {
         Err("self_hostname"),
     );
 }
+
+#[test]
+fn exact_resend_is_acked_without_emitting_also_after_a_restart() {
+    let dir = std::env::temp_dir().join(format!("nagare-in-forward-dedupe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let conf = format!("dedupe_path {}", dir.display());
+    let send = |addr: SocketAddr, tag: &str, id: &str| -> Option<String> {
+        let mut s = connect(addr);
+        let mut req = Vec::new();
+        encode_packed_forward(&mut req, tag, &chunk(2), 2, Compression::Text, Some(id));
+        s.write_all(&req).ok()?;
+        read_value(&mut s)
+            .and_then(|v| decode_ack(&v).ok())
+            .and_then(|a| a.as_str().map(str::to_owned))
+    };
+    let kit = TestKit::new(nagare_plugin_module());
+    let (mut input, addr) = start(&kit, &conf);
+    // (tag, id, acked, emitted batches so far)
+    let check = |input: &TestInput, addr, tag: &str, id: &str, batches: usize| {
+        assert_eq!(
+            send(addr, tag, id).as_deref(),
+            Some(id),
+            "{tag} {id}: acked"
+        );
+        assert_eq!(input.emitter().batches().len(), batches, "{tag} {id}");
+    };
+    check(&input, addr, "a", "id1\n", 1);
+    check(&input, addr, "a", "id1\n", 1); // resend: acked, not emitted
+    check(&input, addr, "b", "id1\n", 2); // same id under another tag is another request
+    check(&input, addr, "a", "id2\n", 3);
+    // A failed emit is not recorded: the resend is emitted.
+    input.emitter().set_full(true);
+    assert_eq!(send(addr, "a", "id3\n"), None, "no ack when emit fails");
+    input.emitter().set_full(false);
+    check(&input, addr, "a", "id3\n", 4);
+    assert_eq!(kit.host().metric("resends"), Some(1.0));
+    input.stop().unwrap_or_default();
+
+    // A new instance on the same directory (a restart) still knows the accepted ids.
+    let kit2 = TestKit::new(nagare_plugin_module());
+    let (mut again, addr2) = start(&kit2, &conf);
+    check(&again, addr2, "a", "id1\n", 0);
+    check(&again, addr2, "a", "id3\n", 0);
+    check(&again, addr2, "a", "id4\n", 1);
+    again.stop().unwrap_or_default();
+    let infos = kit2.host().messages(LogLevel::INFO);
+    assert!(infos.iter().any(|m| m.contains("holds 4 ids")), "{infos:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Without dedupe_path the feature is off, and says so.
+    let kit3 = TestKit::new(nagare_plugin_module());
+    let (mut plain, addr3) = start(&kit3, "");
+    check(&plain, addr3, "a", "x\n", 1);
+    check(&plain, addr3, "a", "x\n", 2);
+    plain.stop().unwrap_or_default();
+    assert!(
+        kit3.host()
+            .messages(LogLevel::INFO)
+            .iter()
+            .any(|m| m.contains("dedupe is disabled"))
+    );
+}
