@@ -8,5 +8,5 @@ mod harness;
 mod buffer;
 mod cli;
 mod fluent_log;
-mod routing;
 mod out_file;
+mod routing;

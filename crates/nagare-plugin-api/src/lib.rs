@@ -82,7 +82,11 @@ pub struct PluginError {
 impl PluginError {
     /// Builds an error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<RString>) -> Self {
-        PluginError { kind, retry_after_ms: 0, message: message.into() }
+        PluginError {
+            kind,
+            retry_after_ms: 0,
+            message: message.into(),
+        }
     }
 }
 
