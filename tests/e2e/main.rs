@@ -7,6 +7,8 @@ mod harness;
 
 mod buffer;
 mod cli;
+mod errors;
 mod fluent_log;
+mod forward;
 mod out_file;
 mod routing;

@@ -10,7 +10,8 @@
 //! gives the input a retryable error, so it does not ack and the client retries.
 //!
 //! Errors follow Fluentd: a filter that rejects events sends them to the `@ERROR` label when
-//! the configuration has one, otherwise the error goes back to the input. Records a buffer
+//! the configuration has one; without it they are logged and dropped, except a retryable
+//! filter error, which goes back to the input (no ack, so the client resends). Records a buffer
 //! refuses for being larger than a whole chunk go to `@ERROR` too (or are logged as dropped).
 //! An output's failed writes are the buffer's business: retries, `<secondary>`, backup.
 //!
@@ -175,7 +176,11 @@ impl Pipeline {
                         "filter {} failed on {records} events tagged '{tag}': {e}",
                         f.type_name
                     );
-                    return self.to_error_label(tag, data, records, &e, depth, Some(e.clone()));
+                    // A retryable failure goes back to the input (no ack: the client resends);
+                    // anything else is about these events and would fail again: @ERROR, or
+                    // Fluentd's "dump an error event" and drop.
+                    let propagate = (e.kind == ErrorKind::RETRYABLE).then(|| e.clone());
+                    return self.to_error_label(tag, data, records, &e, depth, propagate);
                 }
             }
         }
