@@ -11,4 +11,5 @@ mod errors;
 mod fluent_log;
 mod forward;
 mod out_file;
+mod relay;
 mod routing;

@@ -1,0 +1,227 @@
+//! At-least-once across a relay: sender (acks) → relay (in_forward → file buffer →
+//! out_forward with `require_ack_response`) → receiver (in_forward → file buffer → stdout),
+//! with `kill -9` of the relay and of the receiver mid-stream, and the receiver down for 10 s.
+//! Both in_forwards keep a resend window (`dedupe_path`), so chunks resent after a lost ack
+//! are not duplicated.
+
+use crate::harness::{self, Nagare, free_port};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const EVENTS_PER_BATCH: usize = 10;
+
+/// `[tag, [[time, {"msg": "b<batch>-<i>"}]...], {"chunk": id}]`.
+fn forward(tag: &str, batch: usize, chunk: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmp::encode::write_array_len(&mut out, 3).expect("encode");
+    rmp::encode::write_str(&mut out, tag).expect("encode");
+    rmp::encode::write_array_len(&mut out, EVENTS_PER_BATCH as u32).expect("encode");
+    for i in 0..EVENTS_PER_BATCH {
+        rmp::encode::write_array_len(&mut out, 2).expect("encode");
+        rmp::encode::write_uint(&mut out, 1_700_000_000 + i as u64).expect("encode");
+        rmp::encode::write_map_len(&mut out, 1).expect("encode");
+        rmp::encode::write_str(&mut out, "msg").expect("encode");
+        rmp::encode::write_str(&mut out, &format!("b{batch:04}-{i:02}")).expect("encode");
+    }
+    rmp::encode::write_map_len(&mut out, 1).expect("encode");
+    rmp::encode::write_str(&mut out, "chunk").expect("encode");
+    rmp::encode::write_str(&mut out, chunk).expect("encode");
+    out
+}
+
+/// One attempt: `true` when the matching ack came back.
+fn try_send(port: u16, bytes: &[u8], chunk: &str) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    if s.write_all(bytes).is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; 512];
+    match s.read(&mut buf) {
+        Ok(n) if n > 0 => {
+            let Ok(v) = rmpv::decode::read_value(&mut &buf[..n]) else {
+                return false;
+            };
+            v.as_map()
+                .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("ack")))
+                .and_then(|(_, v)| v.as_str())
+                == Some(chunk)
+        }
+        // Closed without an ack, or no ack within the timeout: resend.
+        Ok(_) | Err(_) => false,
+    }
+}
+
+/// Sends batches `0..n`, each resent (same chunk id) until acked. Returns the acked batches.
+fn sender(port: u16, n: usize, sent: Arc<AtomicUsize>, stop: Arc<AtomicBool>) -> Vec<usize> {
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for b in 0..n {
+        let chunk = format!("sender-chunk-{b:04}");
+        let bytes = forward("relay.app", b, &chunk);
+        while !try_send(port, &bytes, &chunk) {
+            if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                return acked;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        acked.push(b);
+        sent.fetch_add(1, Ordering::SeqCst);
+    }
+    acked
+}
+
+fn receiver_conf(port: u16) -> String {
+    format!(
+        "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n  dedupe_path {{dir}}/dedupe\n</source>\n\
+         <match relay.**>\n  @type stdout\n  <buffer tag>\n    @type file\n    path {{dir}}/buf\n    flush_interval 0.2s\n  </buffer>\n</match>\n"
+    )
+}
+
+fn relay_conf(port: u16, upstream: u16) -> String {
+    format!(
+        "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n  dedupe_path {{dir}}/dedupe\n</source>\n\
+         <match relay.**>\n  @type forward\n  require_ack_response true\n  ack_response_timeout 2\n  heartbeat_type none\n  connect_timeout 1\n  send_timeout 2\n\
+         <server>\n    host 127.0.0.1\n    port {upstream}\n  </server>\n\
+         <buffer tag>\n    @type file\n    path {{dir}}/buf\n    flush_interval 0.2s\n    retry_wait 0.2s\n    retry_max_interval 1s\n    retry_forever true\n  </buffer>\n</match>\n"
+    )
+}
+
+/// Restarts in the same directory (buffers and the resend window survive).
+fn restart(n: &mut Nagare, conf: &str, port: u16) -> Nagare {
+    let dir = std::mem::replace(&mut n.dir, harness::tempdir());
+    let path = dir.path().join("fluent.conf");
+    std::fs::write(
+        &path,
+        conf.replace("{dir}", &dir.path().display().to_string()),
+    )
+    .expect("write config");
+    let mut next = Nagare::start_in(dir, path, &[]);
+    next.wait_port(port);
+    next
+}
+
+/// Every `"msg":"..."` printed so far, with its count.
+fn delivered(outputs: &[String]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for text in outputs {
+        for line in text.lines() {
+            if let Some(rest) = line.split("\"msg\":\"").nth(1)
+                && let Some(msg) = rest.split('"').next()
+            {
+                *m.entry(msg.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}
+
+fn expected(acked: &[usize]) -> BTreeSet<String> {
+    acked
+        .iter()
+        .flat_map(|b| (0..EVENTS_PER_BATCH).map(move |i| format!("b{b:04}-{i:02}")))
+        .collect()
+}
+
+/// Waits until every acked event reached the receiver; returns (missing, duplicated).
+fn settle(receiver: &mut Nagare, earlier: &[String], acked: &[usize]) -> (usize, usize) {
+    let want = expected(acked);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = earlier.to_vec();
+        all.push(receiver.stdout());
+        let got = delivered(&all);
+        let missing = want.iter().filter(|m| !got.contains_key(*m)).count();
+        let dups: usize = got.values().map(|c| c - 1).sum();
+        if missing == 0 || Instant::now() > deadline {
+            return (missing, dups);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kill_9_of_relay_and_receiver_loses_no_acked_event_and_duplicates_none() {
+    let (rport, mport) = (free_port(), free_port());
+    let rconf = receiver_conf(rport);
+    let mconf = relay_conf(mport, rport);
+    let mut receiver = Nagare::start(&rconf);
+    receiver.wait_port(rport);
+    let mut relay = Nagare::start(&mconf);
+    relay.wait_port(mport);
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = 120;
+    let worker = {
+        let (sent, stop) = (sent.clone(), stop.clone());
+        std::thread::spawn(move || sender(mport, total, sent, stop))
+    };
+    let mut receiver_out = Vec::new();
+    // kill -9 the relay three times, then the receiver twice, each mid-stream.
+    for (round, target) in ["relay", "relay", "relay", "receiver", "receiver"]
+        .iter()
+        .enumerate()
+    {
+        let at = (round + 1) * total / 6;
+        let wait = Instant::now() + Duration::from_secs(30);
+        while sent.load(Ordering::SeqCst) < at && Instant::now() < wait {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if *target == "relay" {
+            relay.signal(libc::SIGKILL);
+            relay = restart(&mut relay, &mconf, mport);
+        } else {
+            receiver.signal(libc::SIGKILL);
+            receiver_out.push(receiver.stdout());
+            receiver = restart(&mut receiver, &rconf, rport);
+        }
+    }
+    let acked = worker.join().expect("sender");
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(acked.len(), total, "every batch was eventually acked");
+    let (missing, dups) = settle(&mut receiver, &receiver_out, &acked);
+    eprintln!(
+        "relay e2e: {} events acked, {missing} missing, {dups} duplicates",
+        acked.len() * EVENTS_PER_BATCH
+    );
+    assert_eq!(
+        missing,
+        0,
+        "acked events lost; relay log:\n{}",
+        relay.stderr()
+    );
+    assert_eq!(dups, 0, "duplicates reached the receiver");
+    relay.stop();
+    receiver.stop();
+}
+
+#[test]
+fn receiver_down_for_10_s_the_relay_buffers_then_delivers_everything() {
+    let (rport, mport) = (free_port(), free_port());
+    let rconf = receiver_conf(rport);
+    let mconf = relay_conf(mport, rport);
+    let mut receiver = Nagare::start(&rconf);
+    receiver.wait_port(rport);
+    let mut relay = Nagare::start(&mconf);
+    relay.wait_port(mport);
+    let mut earlier = Vec::new();
+    receiver.signal(libc::SIGKILL);
+    earlier.push(receiver.stdout());
+    let down = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = sender(mport, 30, Arc::new(AtomicUsize::new(0)), stop);
+    assert_eq!(acked.len(), 30, "the relay acks while the receiver is down");
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(down.elapsed()));
+    assert!(relay.stdout().is_empty());
+    let mut receiver = restart(&mut receiver, &rconf, rport);
+    let (missing, dups) = settle(&mut receiver, &earlier, &acked);
+    assert_eq!((missing, dups), (0, 0), "relay log:\n{}", relay.stderr());
+    relay.stop();
+    receiver.stop();
+}
