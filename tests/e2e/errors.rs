@@ -46,3 +46,33 @@ fn unparsable_records_without_error_label_are_dropped_and_acked() {
     );
     assert_eq!(n.stop(), 0);
 }
+
+/// The host hands `<secondary>` the primary's `<buffer>`, so a placeholder the primary's chunk
+/// keys cannot fill is refused when the config loads (Fluentd's start-up check).
+#[test]
+fn secondary_placeholders_are_checked_against_the_primary_chunk_keys() {
+    let d = harness::tempdir();
+    let conf = |keys: &str, path: &str| {
+        format!(
+            "<source>\n  @type forward\n  port 0\n</source>\n<match **>\n  @type file\n  path {dir}/out/{path}\n\
+             <buffer {keys}>\n    timekey 1h\n    path {dir}/buf\n  </buffer>\n\
+             <secondary>\n    @type secondary_file\n    directory {dir}/dump\n    basename ${{tag}}\n  </secondary>\n</match>\n",
+            dir = d.path().display()
+        )
+    };
+    let path = d.path().join("fluent.conf");
+    std::fs::write(&path, conf("time", "all")).expect("write config");
+    let out = harness::run(&["--dry-run", "-c", path.to_str().expect("path")], d.path());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("incompatible placeholder tag"), "{err}");
+
+    std::fs::write(&path, conf("tag,time", "${tag}")).expect("write config");
+    let out = harness::run(&["--dry-run", "-c", path.to_str().expect("path")], d.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -201,11 +201,18 @@ impl Engine {
                         .id()
                         .map(str::to_string)
                         .unwrap_or_else(|| format!("{id}.secondary"));
+                    // A <secondary> may not contain <buffer> in a config file; the host hands
+                    // it the primary's, so placeholders can be checked against the primary's
+                    // chunk keys at start-up as Fluentd does.
+                    let mut sec_node = to_config_node(sec);
+                    if let Some(b) = d.element.children("buffer").last() {
+                        sec_node.children.push(to_config_node(b));
+                    }
                     let output = registry
                         .new_output(
                             &sec_type,
                             &sec_id,
-                            &to_config_node(sec),
+                            &sec_node,
                             registry.host_for(&sec_id, &sec_type),
                         )
                         .map_err(|e| {
@@ -217,7 +224,9 @@ impl Engine {
                                 e,
                             )
                         })?;
-                    if sec_type != d.type_name {
+                    // secondary_file is made to be a secondary of anything (Fluentd's
+                    // `acts_as_secondary`); another type should be the primary's.
+                    if sec_type != d.type_name && sec_type != "secondary_file" {
                         tracing::warn!(plugin_id = %id, primary = %d.type_name, secondary = %sec_type, "secondary type should be same with primary one");
                     }
                     Some(SecondaryOutput {
