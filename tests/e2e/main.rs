@@ -9,7 +9,6 @@ mod buffer;
 mod cli;
 mod errors;
 mod fluent_log;
-mod forward;
 mod out_file;
 mod relay;
 mod routing;
