@@ -124,10 +124,11 @@ impl Engine {
         table: RoutingTable,
         registry: &Registry,
     ) -> Result<Engine, EngineError> {
+        let root_dir = crate::buffered::root_dir(root);
         let mut filters = Vec::new();
         for (i, d) in table.filters().enumerate() {
             let id = d.id.clone().unwrap_or_else(|| generated_id("filter", i));
-            let node = to_config_node(&d.element);
+            let node = with_system(to_config_node(&d.element), root_dir.as_deref());
             let f = registry
                 .new_filter(
                     &d.type_name,
@@ -146,7 +147,6 @@ impl Engine {
         // Output runners report rejected batches to the pipeline, which owns them: the cell
         // is filled once the pipeline exists.
         let cell: Arc<OnceLock<Weak<Pipeline>>> = Arc::new(OnceLock::new());
-        let root_dir = crate::buffered::root_dir(root);
         let mut buffer_dirs: HashMap<PathBuf, String> = HashMap::new();
         let mut outputs = Vec::new();
         for (i, d) in table.outputs().enumerate() {
@@ -181,7 +181,10 @@ impl Engine {
                 tracing::warn!(plugin_id = %id, "{}: {note}", d.location());
             }
             tracing::debug!(plugin_id = %id, "{}", crate::buffered::describe(&plan.config));
-            let node = to_config_node(&plugin_element(&d.element, &plan));
+            let node = with_system(
+                to_config_node(&plugin_element(&d.element, &plan)),
+                root_dir.as_deref(),
+            );
             let o = registry
                 .new_output(
                     &d.type_name,
@@ -263,7 +266,7 @@ impl Engine {
         let mut inputs = Vec::new();
         for (i, s) in table.sources().iter().enumerate() {
             let id = s.id.clone().unwrap_or_else(|| generated_id("input", i));
-            let node = to_config_node(&s.element);
+            let node = with_system(to_config_node(&s.element), root_dir.as_deref());
             let input = registry
                 .new_input(
                     &s.type_name,
@@ -370,6 +373,21 @@ impl Running {
         self.stop_inputs(n);
         self.stop_outputs();
     }
+}
+
+/// Hands a plugin the `<system>` settings it may need as reserved params: `@root_dir` (where
+/// Fluentd plugins keep their state: buffers, storage, nagare's resend window).
+fn with_system(
+    mut node: nagare_plugin_api::ConfigNode,
+    root_dir: Option<&std::path::Path>,
+) -> nagare_plugin_api::ConfigNode {
+    if let Some(dir) = root_dir {
+        node.attrs.push(abi_stable::std_types::Tuple2(
+            "@root_dir".into(),
+            abi_stable::std_types::ROption::RSome(dir.display().to_string().into()),
+        ));
+    }
+    node
 }
 
 fn plugin_error(

@@ -104,9 +104,13 @@ pub struct ForwardConfig {
     /// The handshake section.
     #[serde(default)]
     pub security: Option<SecurityConfig>,
-    /// Directory of the resend window (see [`dedupe`]); unset: resends are not detected.
+    /// Directory of the resend window (see [`dedupe`]); unset: `<system> root_dir`'s
+    /// `worker0/<@id>/dedupe` when a root_dir is set, else resends are not detected.
     #[serde(default)]
     pub dedupe_path: Option<String>,
+    /// `<system> root_dir`, handed over by the host.
+    #[serde(rename = "@root_dir", default)]
+    pub root_dir: Option<String>,
     /// Most request ids the resend window keeps.
     #[serde(default = "default_dedupe_window_size")]
     pub dedupe_window_size: usize,
@@ -301,7 +305,17 @@ impl Input for Forward {
             self.conf.port,
             self.conf.bind
         );
-        let dedupe = match &self.conf.dedupe_path {
+        let dedupe_dir = self.conf.dedupe_path.clone().or_else(|| {
+            self.conf.root_dir.as_ref().map(|r| {
+                std::path::Path::new(r)
+                    .join("worker0")
+                    .join(self.ctx.plugin_id().replace(['/', '\\'], "_"))
+                    .join("dedupe")
+                    .display()
+                    .to_string()
+            })
+        });
+        let dedupe = match &dedupe_dir {
             Some(dir) => {
                 let w = dedupe::Window::open(
                     std::path::Path::new(dir),
@@ -322,7 +336,7 @@ impl Input for Forward {
             None => {
                 nagare_plugin_sdk::info!(
                     self.ctx,
-                    "resend dedupe is disabled: set dedupe_path to ack exact resends without emitting them twice"
+                    "resend dedupe is disabled: set dedupe_path (or <system> root_dir) to ack exact resends without emitting them twice"
                 );
                 None
             }

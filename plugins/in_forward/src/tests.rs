@@ -328,3 +328,23 @@ fn exact_resend_is_acked_without_emitting_also_after_a_restart() {
             .any(|m| m.contains("dedupe is disabled"))
     );
 }
+
+#[test]
+fn the_resend_window_defaults_to_the_hosts_root_dir() {
+    let root = std::env::temp_dir().join(format!("nagare-in-forward-root-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let kit = TestKit::new(nagare_plugin_module());
+    let (mut input, _addr) = start(&kit, &format!("@root_dir {}", root.display()));
+    input.stop().unwrap_or_default();
+    let infos = kit.host().messages(LogLevel::INFO);
+    let line = infos
+        .iter()
+        .find(|m| m.contains("resend window"))
+        .unwrap_or_else(|| panic!("dedupe should be on: {infos:?}"));
+    assert!(
+        line.contains(&root.join("worker0").display().to_string()),
+        "{line}"
+    );
+    assert!(line.contains("dedupe"), "{line}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -22,9 +22,11 @@ use serde::de::{
 
 use super::types;
 
-/// Reserved params Fluentd handles itself (with their legacy spellings).
+/// Reserved params Fluentd handles itself (with their legacy spellings), and `@root_dir`,
+/// the host's `<system> root_dir` handed to every plugin.
 const RESERVED: &[&str] = &[
     "@type",
+    "@root_dir",
     "@id",
     "@label",
     "@log_level",
