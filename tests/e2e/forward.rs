@@ -14,16 +14,16 @@ use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
 /// 2026-11-26 12:00:00 UTC.
-const T0: u32 = 1_795_694_400;
+pub(crate) const T0: u32 = 1_795_694_400;
 
 /// The record `{"k":"v"}`.
-const KV: &[u8] = &[0x81, 0xa1, b'k', 0xa1, b'v'];
+pub(crate) const KV: &[u8] = &[0x81, 0xa1, b'k', 0xa1, b'v'];
 
 /// A catch-all stdout `<match>`.
 const STDOUT: &str = "<match **>\n  @type stdout\n</match>\n";
 
 /// Raw msgpack pieces, written from the format spec (no encoder library on the sending side).
-mod mp {
+pub(crate) mod mp {
     /// Concatenates pieces.
     pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
         parts.concat()
@@ -128,12 +128,12 @@ fn at(sec: u32, nsec: u32) -> String {
 }
 
 /// One expected stdout line.
-fn line(sec: u32, nsec: u32, tag: &str, json: &str) -> String {
+pub(crate) fn line(sec: u32, nsec: u32, tag: &str, json: &str) -> String {
     format!("{} {tag}: {json}", at(sec, nsec))
 }
 
 /// Starts nagare with one forward source on a free port (`source` adds params) and `matches`.
-fn start(source: &str, matches: &str) -> (Nagare, u16) {
+pub(crate) fn start(source: &str, matches: &str) -> (Nagare, u16) {
     let port = harness::free_port();
     let conf = format!(
         "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n{source}</source>\n{matches}"
@@ -156,29 +156,29 @@ fn start_without_probe(source: &str, matches: &str) -> (Nagare, u16) {
 }
 
 /// A raw Forward client: writes bytes, reads whole msgpack (or JSON) replies.
-struct Client {
+pub(crate) struct Client {
     s: TcpStream,
     pending: Vec<u8>,
 }
 
 impl Client {
-    fn connect(port: u16) -> Client {
+    pub(crate) fn connect(port: u16) -> Client {
         Client {
             s: harness::connect(port),
             pending: Vec::new(),
         }
     }
 
-    fn local_port(&self) -> u16 {
+    pub(crate) fn local_port(&self) -> u16 {
         self.s.local_addr().expect("local addr").port()
     }
 
-    fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).expect("write to nagare");
     }
 
     /// Reads more bytes into `pending`; `false` at end of stream (or a reset).
-    fn fill(&mut self) -> bool {
+    pub(crate) fn fill(&mut self) -> bool {
         let mut buf = [0u8; 4096];
         match self.s.read(&mut buf) {
             Ok(0) => false,
@@ -195,7 +195,7 @@ impl Client {
     }
 
     /// The next complete msgpack reply as its raw bytes; `None` when the server closed.
-    fn read_raw(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn read_raw(&mut self) -> Option<Vec<u8>> {
         loop {
             let mut cur = std::io::Cursor::new(&self.pending[..]);
             if rmpv::decode::read_value(&mut cur).is_ok() {
@@ -215,7 +215,7 @@ impl Client {
 
     /// Reads one msgpack ack and returns its id's bytes; checks the reply is exactly the
     /// minimal encoding of `{"ack": id}` (what Fluentd's msgpack writer produces).
-    fn ack(&mut self) -> Vec<u8> {
+    pub(crate) fn ack(&mut self) -> Vec<u8> {
         let raw = self.read_raw().expect("an ack, but the connection closed");
         let v = rmpv::decode::read_value(&mut &raw[..]).expect("msgpack");
         let id = match &v {
@@ -235,7 +235,7 @@ impl Client {
     }
 
     /// The next JSON reply, as its raw bytes.
-    fn read_json(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn read_json(&mut self) -> Option<Vec<u8>> {
         loop {
             let mut it = serde_json::Deserializer::from_slice(&self.pending)
                 .into_iter::<serde_json::Value>();
@@ -254,14 +254,14 @@ impl Client {
     }
 
     /// Waits until the server closes the connection (EOF or reset), bounded.
-    fn expect_closed(&mut self) {
+    pub(crate) fn expect_closed(&mut self) {
         while self.fill() {}
     }
 
     /// Sends `["sync.end", T0, {"end": id}, {"chunk": id}]`, checks its ack and waits for its
     /// line: everything sent before on this connection is then on stdout. Returns stdout's
     /// lines without the sync line.
-    fn sync(&mut self, n: &mut Nagare, id: &str) -> Vec<String> {
+    pub(crate) fn sync(&mut self, n: &mut Nagare, id: &str) -> Vec<String> {
         let rec = mp::cat(&[&mp::map(1), &mp::s("end"), &mp::s(id)]);
         self.send(&mp::cat(&[
             &mp::arr(4),
@@ -290,7 +290,7 @@ impl Client {
 }
 
 /// A Message-mode request `[tag, T0, {"k":"v"}, {"chunk": id}]`.
-fn message_with_chunk(tag: &str, id: &str) -> Vec<u8> {
+pub(crate) fn message_with_chunk(tag: &str, id: &str) -> Vec<u8> {
     mp::cat(&[
         &mp::arr(4),
         &mp::s(tag),
@@ -418,7 +418,7 @@ fn forward_mode_entries_with_mixed_times() {
 }
 
 /// The concatenated `[time, record]` entries `{"n": first..first+count}` at `T0 + i`.
-fn packed_entries(first: u32, count: u32) -> Vec<u8> {
+pub(crate) fn packed_entries(first: u32, count: u32) -> Vec<u8> {
     let mut out = Vec::new();
     for i in 0..count {
         out.extend(mp::arr(2));

@@ -9,6 +9,8 @@ mod buffer;
 mod cli;
 mod errors;
 mod fluent_log;
+mod forward;
 mod out_file;
+mod plugins;
 mod relay;
 mod routing;
