@@ -907,6 +907,34 @@ fn sigterm_drains_every_acked_event_before_exiting_zero() {
     assert!(!log.contains("lost"), "{log}");
 }
 
+/// The same drain, deterministic: a 1 h flush interval keeps every acked event in the buffer
+/// (stdout stays empty) until SIGTERM flushes it (`flush_at_shutdown`, out_stdout's default).
+#[test]
+fn sigterm_flushes_events_held_in_an_interval_buffer() {
+    let matches = "<match **>\n  @type stdout\n  <buffer>\n    flush_mode interval\n    \
+                   flush_interval 1h\n  </buffer>\n</match>\n";
+    let (mut n, port) = start("", matches);
+    let mut c = Client::connect(port);
+    for r in 0..5u32 {
+        let e = packed_entries(r * 10, 10);
+        let id = format!("h{r}");
+        c.send(&mp::cat(&[
+            &mp::arr(3),
+            &mp::s("held"),
+            &mp::bin(&e),
+            &mp::chunk_opt(&id),
+        ]));
+        assert_eq!(c.ack(), id.as_bytes());
+    }
+    assert_eq!(n.stdout(), "", "nothing is flushed before the interval");
+    assert_eq!(n.stop(), 0, "stderr:\n{}", n.stderr());
+    let lines: Vec<String> = n.stdout().lines().map(str::to_string).collect();
+    let expect: Vec<String> = (0..5)
+        .flat_map(|r| packed_lines("held", r * 10, 10))
+        .collect();
+    assert_eq!(lines, expect);
+}
+
 // ---------------------------------------------------------------------------------------
 // <security>
 // ---------------------------------------------------------------------------------------
