@@ -736,7 +736,10 @@ fn a_request_that_is_not_an_array_is_ignored_and_the_connection_stays_open() {
 
 #[test]
 fn chunk_size_limit_drops_an_oversized_request_without_an_ack() {
-    let (mut n, port) = start("  chunk_size_limit 200\n", STDOUT);
+    let (mut n, port) = start(
+        "  chunk_size_limit 200\n  chunk_size_warn_limit 100\n",
+        STDOUT,
+    );
     let mut c = Client::connect(port);
     let big = packed_entries(0, 40);
     assert!(big.len() > 200);
@@ -748,12 +751,60 @@ fn chunk_size_limit_drops_an_oversized_request_without_an_ack() {
     ]));
     c.send(&message_with_chunk("small", "fits"));
     assert_eq!(c.ack(), b"fits", "the oversized request is dropped unacked");
-    assert_eq!(
-        c.sync(&mut n, "s10"),
-        vec![line(0, 0, "small", r#"{"k":"v"}"#)]
-    );
-    let log = n.wait_stderr("chunk_size_limit");
-    assert!(log.contains("dropped"), "{log}");
+    // Between the warn limit and the limit: only a warning.
+    let medium = mp::cat(&[
+        &mp::arr(3),
+        &mp::s("medium"),
+        &mp::bin(&packed_entries(0, 6)),
+        &mp::chunk_opt("warned"),
+    ]);
+    assert!((101..200).contains(&medium.len()), "{}", medium.len());
+    c.send(&medium);
+    assert_eq!(c.ack(), b"warned");
+    let mut expect = vec![line(0, 0, "small", r#"{"k":"v"}"#)];
+    expect.extend(packed_lines("medium", 0, 6));
+    assert_eq!(c.sync(&mut n, "s10"), expect);
+    let log = n.wait_stderr("larger than 'chunk_size_limit', dropped");
+    assert!(log.contains("tag=\"big\""), "{log}");
+    let log = n.wait_stderr("larger than 'chunk_size_warn_limit'");
+    assert!(log.contains("tag=\"medium\""), "{log}");
+}
+
+/// The streaming decoder: a request written one byte per write (with TCP_NODELAY) is the same
+/// request; so are two requests in a single write.
+#[test]
+fn requests_split_into_single_bytes_or_joined_in_one_write() {
+    let (mut n, port) = start("", STDOUT);
+    let mut c = Client::connect(port);
+    c.s.set_nodelay(true).expect("nodelay");
+    let opt = mp::cat(&[
+        &mp::map(2),
+        &mp::s("size"),
+        &[0x03],
+        &mp::s("chunk"),
+        &mp::s("bytewise"),
+    ]);
+    let req = mp::cat(&[
+        &[0x93],
+        &mp::s("split"),
+        &mp::str32(&packed_entries(0, 3)),
+        &opt,
+    ]);
+    for b in &req {
+        c.send(std::slice::from_ref(b));
+    }
+    assert_eq!(c.ack(), b"bytewise");
+    let joined = mp::cat(&[
+        &message_with_chunk("joined.a", "j-a"),
+        &message_with_chunk("joined.b", "j-b"),
+    ]);
+    c.send(&joined);
+    assert_eq!(c.ack(), b"j-a");
+    assert_eq!(c.ack(), b"j-b");
+    let mut expect = packed_lines("split", 0, 3);
+    expect.push(line(0, 0, "joined.a", r#"{"k":"v"}"#));
+    expect.push(line(0, 0, "joined.b", r#"{"k":"v"}"#));
+    assert_eq!(c.sync(&mut n, "s13"), expect);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -941,6 +992,11 @@ fn sigterm_flushes_events_held_in_an_interval_buffer() {
 
 /// A Python client doing HELO/PING/PONG with hashlib, then sending one event when allowed.
 fn handshake_client(port: u16, key: &str) -> serde_json::Value {
+    handshake_user(port, key, "", "")
+}
+
+/// [`handshake_client`] with `<user>` credentials (digested with HELO's auth salt).
+fn handshake_user(port: u16, key: &str, user: &str, password: &str) -> serde_json::Value {
     let out = harness::python(&format!(
         r#"
 import socket, msgpack, hashlib, json
@@ -960,10 +1016,16 @@ nonce = helo[1]["nonce"]
 salt = "0123456789abcdef0123456789abcdef"
 me = "client.example"
 digest = hashlib.sha512((salt + me).encode() + nonce + {key:?}.encode()).hexdigest()
-s.sendall(msgpack.packb(["PING", me, salt, digest, "", ""]))
+auth = helo[1]["auth"]
+user, pw = {user:?}, ""
+if auth:
+    pw = hashlib.sha512(auth + user.encode() + {password:?}.encode()).hexdigest()
+else:
+    user = ""
+s.sendall(msgpack.packb(["PING", me, salt, digest, user, pw]))
 pong = read()
 out = {{"helo": helo[0], "helo_keys": sorted(helo[1].keys()), "nonce_len": len(nonce),
-       "auth": helo[1]["auth"] if isinstance(helo[1]["auth"], str) else helo[1]["auth"].hex(),
+       "auth_len": len(auth),
        "keepalive": helo[1]["keepalive"], "pong": pong[:4]}}
 if pong[1]:
     out["pong_digest_ok"] = pong[4] == hashlib.sha512((salt + pong[3]).encode() + nonce + {key:?}.encode()).hexdigest()
@@ -992,7 +1054,7 @@ fn security_handshake_with_the_right_and_a_wrong_shared_key() {
         serde_json::json!(["auth", "keepalive", "nonce"])
     );
     assert_eq!(ok["nonce_len"], 16);
-    assert_eq!(ok["auth"], "", "no user_auth: empty auth");
+    assert_eq!(ok["auth_len"], 0, "no user_auth: empty auth");
     assert_eq!(ok["keepalive"], true);
     assert_eq!(
         ok["pong"],
@@ -1040,4 +1102,31 @@ fn a_handshake_reset_does_not_silence_a_later_shared_key_mismatch() {
     let bad = handshake_client(port, "wrong");
     assert_eq!(bad["closed"], true, "{bad}");
     n.wait_stderr("shared_key mismatch");
+}
+
+#[test]
+fn security_user_auth_checks_the_password_digest() {
+    let security = "  <security>\n    self_hostname server.example\n    shared_key s3cr3t\n    \
+                    user_auth true\n    <user>\n      username alice\n      password pw1\n    \
+                    </user>\n  </security>\n";
+    let (mut n, port) = start_without_probe(security, STDOUT);
+    let ok = handshake_user(port, "s3cr3t", "alice", "pw1");
+    assert_eq!(ok["auth_len"], 16, "a 16-byte auth salt: {ok}");
+    assert_eq!(
+        ok["pong"],
+        serde_json::json!(["PONG", true, "", "server.example"])
+    );
+    assert_eq!(ok["pong_digest_ok"], true, "{ok}");
+    assert_eq!(ok["ack"], serde_json::json!({"ack": "sec1"}));
+
+    let bad = handshake_user(port, "s3cr3t", "alice", "nope");
+    assert_eq!(
+        bad["pong"],
+        serde_json::json!(["PONG", false, "username/password mismatch", ""])
+    );
+    assert_eq!(bad["closed"], true, "{bad}");
+    assert_eq!(
+        n.wait_stdout_lines(1),
+        vec![line(0, 0, "sec.app", r#"{"k":"v"}"#)]
+    );
 }
