@@ -807,6 +807,93 @@ fn requests_split_into_single_bytes_or_joined_in_one_write() {
     assert_eq!(c.sync(&mut n, "s13"), expect);
 }
 
+#[test]
+fn broken_gzip_closes_the_connection_without_an_ack() {
+    let (mut n, port) = start("", STDOUT);
+    let mut c = Client::connect(port);
+    let port_c = c.local_port();
+    let mut blob = gzip(&packed_entries(0, 3));
+    // Damage the deflate stream (past the 10-byte header) and the CRC.
+    for b in blob.iter_mut().skip(10) {
+        *b ^= 0x5a;
+    }
+    let opt = mp::cat(&[
+        &mp::map(2),
+        &mp::s("compressed"),
+        &mp::s("gzip"),
+        &mp::s("chunk"),
+        &mp::s("bad-gz"),
+    ]);
+    c.send(&mp::cat(&[
+        &mp::arr(3),
+        &mp::s("gz.bad"),
+        &mp::bin(&blob),
+        &opt,
+    ]));
+    assert_eq!(
+        c.read_raw(),
+        None,
+        "closed without an ack: the client retries"
+    );
+    n.wait_stderr(&format!("127.0.0.1:{port_c}"));
+    let mut other = Client::connect(port);
+    assert_eq!(other.sync(&mut n, "s14"), Vec::<String>::new());
+}
+
+#[test]
+fn time_zero_means_now_and_a_nil_record_is_skipped() {
+    let (mut n, port) = start("", STDOUT);
+    let mut c = Client::connect(port);
+    // Message mode with time 0, and Forward mode with an EventTime of zero.
+    c.send(&mp::cat(&[&mp::arr(3), &mp::s("zero.int"), &[0x00], KV]));
+    let fw = mp::cat(&[&mp::arr(1), &mp::arr(2), &mp::et_fixext8(0, 0), KV]);
+    c.send(&mp::cat(&[&mp::arr(2), &mp::s("zero.et"), &fw]));
+    // [tag, time, nil]: nothing to emit.
+    c.send(&mp::cat(&[
+        &mp::arr(3),
+        &mp::s("nil.rec"),
+        &mp::u32(T0),
+        &[0xc0],
+    ]));
+    let lines = c.sync(&mut n, "s15");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let this_year = {
+        // Seconds since the epoch now, as the printed date must be close to it.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
+        1970 + now / 31_556_952
+    };
+    for (l, tag) in lines.iter().zip(["zero.int", "zero.et"]) {
+        assert!(l.ends_with(&format!(" {tag}: {{\"k\":\"v\"}}")), "{l}");
+        let year: u64 = l.get(..4).and_then(|y| y.parse().ok()).unwrap_or(0);
+        assert!(year.abs_diff(this_year) <= 1, "time 0 became now: {l}");
+    }
+}
+
+#[test]
+fn source_hostname_key_adds_the_resolved_peer_name() {
+    let (mut n, port) = start("  source_hostname_key host\n", STDOUT);
+    let mut c = Client::connect(port);
+    c.send(&mp::cat(&[&mp::arr(3), &mp::s("named"), &mp::u32(T0), KV]));
+    let lines = c.sync(&mut n, "s16");
+    // What the system resolver says for 127.0.0.1 (the address itself when it has no name).
+    let name = harness::python(
+        "import socket\ntry:\n    print(socket.gethostbyaddr('127.0.0.1')[0])\nexcept OSError:\n    print('127.0.0.1')\n",
+    );
+    let name = name.trim();
+    assert_eq!(
+        lines,
+        vec![line(
+            0,
+            0,
+            "named",
+            &format!(r#"{{"k":"v","host":"{name}"}}"#)
+        )]
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Source parameters
 // ---------------------------------------------------------------------------------------
