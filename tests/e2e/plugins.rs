@@ -261,6 +261,40 @@ fn panic_on_new_fails_the_dry_run_with_a_clear_message() {
     assert!(err.contains("test_panic: deliberate panic"), "{err}");
 }
 
+/// A panic in `start` stops the collector from starting (exit 1, the plugin named); a panic
+/// in `stop` is logged and the shutdown still completes (exit 0).
+#[test]
+fn panics_in_start_and_stop() {
+    let conf = |on: &str, port: u16| {
+        format!(
+            "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n</source>\n\
+             <match **>\n  @type test_panic\n  @id boom\n  panic_on {on}\n</match>\n"
+        )
+    };
+    let d = harness::tempdir();
+    let path = d.path().join("fluent.conf");
+    std::fs::write(&path, conf("start", harness::free_port())).expect("write config");
+    let out = run_env(&["-c", path.to_str().expect("path")], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("plugin boom (test_panic) failed to start")
+            && err.contains("test_panic: deliberate panic"),
+        "{err}"
+    );
+
+    let port = harness::free_port();
+    let mut n = Nagare::start(&conf("stop", port));
+    n.wait_port(port);
+    assert_eq!(n.stop(), 0, "{}", n.stderr());
+    let log = n.stderr();
+    assert!(
+        log.contains("boom (test_panic): stop failed: panic error: test_panic: deliberate panic"),
+        "{log}"
+    );
+    assert!(log.contains("shutdown complete"), "{log}");
+}
+
 /// The system's libm, a shared library that is not a nagare plugin.
 fn libm() -> PathBuf {
     let out = Command::new("ldconfig")
