@@ -3,8 +3,12 @@
 //!
 //! Parsing rules follow Ruby's `Time.strptime`/the strptime gem that Fluentd uses:
 //! - a space in the format matches any run of whitespace (including none);
-//! - `%d %e %H %k %I %l %m %M %S` read one or two digits and skip one leading space;
-//! - `%L`/`%N` read any number of fraction digits (a width such as `%3N` limits them);
+//! - field widths are those of Ruby's `Date._strptime`: `%m %d %e %H %k %I %l %M %S %y`
+//!   read at most two digits (`%d %e %H %k %I %l` also take one leading space as padding,
+//!   then one digit), `%j` three; `%Y` reads every digit unless the format goes on with a
+//!   numeric field (a digit or `%m`, `%d`, `%H`...), then four, so `%Y%m%d%H%M%S` reads
+//!   `20120402182059`; `%C`, `%L` and `%N` likewise stop at 2, 3 and 9 digits before a
+//!   numeric field; an explicit width such as `%3N` (a nagare extension) wins;
 //! - fields missing before the first given date field are taken from "now" in the zone
 //!   (so `%b %d %H:%M:%S` gets the current year), later ones default to 1/0;
 //! - without `%z`/`%Z`/`%s` in the text, the wall time is read in the configured zone
@@ -219,7 +223,14 @@ fn parse_numeric_offset(s: &str, allow_seconds: bool) -> Option<i32> {
 enum PItem {
     Lit(char),
     Space,
-    Dir { conv: char, width: Option<usize> },
+    /// A conversion; `width` is an explicit field width (a nagare extension: Ruby's
+    /// `Date._strptime` has none), `next_num` whether the format goes on with a number
+    /// (Ruby's `num_pattern_p`), which bounds `%Y %C %G %L %N`.
+    Dir {
+        conv: char,
+        width: Option<usize>,
+        next_num: bool,
+    },
 }
 
 /// A compiled `strptime` format.
@@ -331,7 +342,11 @@ fn compile_into(format: &str, items: &mut Vec<PItem>, depth: u8) -> Result<(), S
             } else if conv == '%' {
                 items.push(PItem::Lit('%'));
             } else {
-                items.push(PItem::Dir { conv, width });
+                items.push(PItem::Dir {
+                    conv,
+                    width,
+                    next_num: num_pattern_follows(chars.clone()),
+                });
             }
         } else if c.is_whitespace() {
             if items.last() != Some(&PItem::Space) {
@@ -342,6 +357,22 @@ fn compile_into(format: &str, items: &mut Vec<PItem>, depth: u8) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// Ruby's `num_pattern_p` (`date_strptime.c`) on the rest of the format: a digit, or a
+/// `%` (optionally `E`/`O`) followed by a numeric conversion or a digit.
+fn num_pattern_follows(mut rest: impl Iterator<Item = char>) -> bool {
+    match rest.next() {
+        Some(c) if c.is_ascii_digit() => true,
+        Some('%') => {
+            let mut c = rest.next();
+            if matches!(c, Some('E' | 'O')) {
+                c = rest.next();
+            }
+            c.is_some_and(|c| c.is_ascii_digit() || "CDdeFGgHIjkLlMmNQRrSsTUuVvWwXxYy".contains(c))
+        }
+        _ => false,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -425,10 +456,6 @@ fn take_name<'a>(s: &'a str, names: &[&str]) -> Option<(usize, &'a str)> {
     None
 }
 
-fn skip_one_space(s: &str) -> &str {
-    s.strip_prefix(' ').unwrap_or(s)
-}
-
 fn zone_abbrev_offset(name: &str) -> Option<i32> {
     let h = match name.to_ascii_uppercase().as_str() {
         "UTC" | "GMT" | "UT" | "Z" => 0,
@@ -500,28 +527,43 @@ fn run_items<'a>(items: &[PItem], mut s: &'a str, st: &mut State) -> Result<&'a 
                     .ok_or_else(|| format!("expected {c:?} at {s:?}"))?;
             }
             PItem::Space => s = s.trim_start(),
-            PItem::Dir { conv, width } => {
+            PItem::Dir {
+                conv,
+                width,
+                next_num,
+            } => {
                 let bad = || format!("%{conv} does not match at {s:?}");
-                let w2 = width.unwrap_or(2);
+                // Field widths as Ruby's `Date._strptime` reads them: `%Y` (and `%C`, `%L`,
+                // `%N`) read every digit unless a numeric field follows, then 4 (2, 3, 9);
+                // the others have fixed maxima. An explicit width (`%3N`) wins.
+                let bounded = |n: usize| width.unwrap_or(if *next_num { n } else { usize::MAX });
                 match conv {
                     'Y' => {
-                        let (v, r) = take_signed(s, width.unwrap_or(5)).ok_or_else(bad)?;
+                        let (v, r) = take_signed(s, bounded(4)).ok_or_else(bad)?;
                         st.year = Some(i32::try_from(v).map_err(|_| bad())?);
                         s = r;
                     }
                     'C' => {
-                        let (v, r) = take_signed(s, w2).ok_or_else(bad)?;
-                        st.century = Some(v as i32);
+                        let (v, r) = take_signed(s, bounded(2)).ok_or_else(bad)?;
+                        st.century = Some(i32::try_from(v).map_err(|_| bad())?);
                         s = r;
                     }
                     'y' => {
-                        let (v, r) = take_digits(s, w2).ok_or_else(bad)?;
+                        let (v, r) = take_digits(s, width.unwrap_or(2)).ok_or_else(bad)?;
                         st.yy = Some(v as i32);
                         s = r;
                     }
                     'm' | 'd' | 'e' | 'H' | 'k' | 'I' | 'l' | 'M' | 'S' => {
-                        let (v, r) = take_digits(skip_one_space(s), w2).ok_or_else(bad)?;
-                        let v = v as u32;
+                        // `%d %e %H %k %I %l` take a leading space as padding, then 1 digit.
+                        let padded =
+                            matches!(conv, 'd' | 'e' | 'H' | 'k' | 'I' | 'l') && s.starts_with(' ');
+                        let (v, r) = if padded {
+                            take_digits(&s[1..], width.map_or(1, |w| w.saturating_sub(1)))
+                        } else {
+                            take_digits(s, width.unwrap_or(2))
+                        }
+                        .ok_or_else(bad)?;
+                        let v = u32::try_from(v).map_err(|_| bad())?;
                         match conv {
                             'm' if (1..=12).contains(&v) => st.month = Some(v),
                             'd' | 'e' if (1..=31).contains(&v) => st.day = Some(v),
@@ -542,7 +584,7 @@ fn run_items<'a>(items: &[PItem], mut s: &'a str, st: &mut State) -> Result<&'a 
                         s = r;
                     }
                     'L' | 'N' => {
-                        let max = width.unwrap_or(usize::MAX);
+                        let max = bounded(if *conv == 'L' { 3 } else { 9 });
                         let n = s
                             .bytes()
                             .take(max)
@@ -716,6 +758,7 @@ fn parse_iso8601(text: &str, zone: &Zone) -> Result<EventTime, String> {
                 &[PItem::Dir {
                     conv: 'N',
                     width: None,
+                    next_num: false,
                 }],
                 frac,
                 &mut st,
@@ -1580,6 +1623,43 @@ mod tests {
                 "Feb  8 12:00:00 2013",
                 Some((1360324800, 0)),
             ),
+            // Ruby's `Date._strptime` widths: `%Y` stops at 4 digits before a numeric field
+            (
+                "%Y%m%d%H%M%S",
+                utc(),
+                "20120402182059",
+                Some((1333390859, 0)),
+            ),
+            ("%Y%m%d", utc(), "20130228", Some((1362009600, 0))),
+            ("%Y%j", utc(), "2013059", Some((1362009600, 0))),
+            ("%y%m%d", utc(), "130228", Some((1362009600, 0))),
+            ("%d%m%Y", utc(), "28022013", Some((1362009600, 0))),
+            ("%H%M%S", utc(), "010203", Some((1465952523, 0))),
+            (
+                "%Y%m%d%H%M%S%L",
+                utc(),
+                "20130228120000123",
+                Some((1362052800, 123_000_000)),
+            ),
+            (
+                "%Y%m%d%H%M%S%N",
+                utc(),
+                "20130228120000123456789",
+                Some((1362052800, 123_456_789)),
+            ),
+            (
+                "%Y%m%dT%H%M%S%z",
+                utc(),
+                "20130228T210000+0900",
+                Some((1362052800, 0)),
+            ),
+            // ... and reads every digit when no numeric field follows
+            ("%Y-%m-%d", utc(), "02013-02-28", Some((1362009600, 0))),
+            ("%Y%m", utc(), "2013123", None),
+            // `%e`/`%d`/`%H` take one space as padding then one digit; `%m` does not
+            ("%Y-%m-%e", utc(), "2013-02- 8", Some((1360281600, 0))),
+            ("%Y-%m-%d", utc(), "2013-02- 8", Some((1360281600, 0))),
+            ("%Y-%m-%d", utc(), "2013- 2-08", None),
             ("%Y-%m-%d", utc(), "2013-02-30", None),
             ("%Y-%m-%d", utc(), "2013-02-28x", None),
             ("%Y-%m-%d", utc(), "garbage", None),
@@ -1958,6 +2038,37 @@ mod tests {
                 ],
                 "2021-01-01T12:00:00+0900",
                 Some((1609470000, 0)),
+            ),
+            // test_filter_parser.rb CONFIG: `time_format %Y%m%d%H%M%S`
+            (
+                &[("time_format", "%Y%m%d%H%M%S"), ("utc", "true")],
+                "20120402182059",
+                Some((1333390859, 0)),
+            ),
+            (
+                &[("time_format", "%Y%m%d%H%M%S"), ("utc", "true")],
+                "20120402182100",
+                Some((1333390860, 0)),
+            ),
+            (
+                &[("time_format", "%Y%m%d%H%M%S"), ("utc", "true")],
+                "20120402182101",
+                Some((1333390861, 0)),
+            ),
+            (
+                &[("time_format", "%Y%m%d%H%M%S"), ("timezone", "+09:00")],
+                "20120403032059",
+                Some((1333390859, 0)),
+            ),
+            (
+                &[("time_format", "%Y%m%d%H%M%S"), ("utc", "true")],
+                "2012040218205", // Ruby reads `%S` as one digit: 18:20:05
+                Some((1333390805, 0)),
+            ),
+            (
+                &[("time_format", "%Y%m%d%H%M%S"), ("utc", "true")],
+                "20120402182",
+                None,
             ),
             // issue 3195: a literal Z with utc
             (

@@ -390,6 +390,26 @@ mod tests {
             NOEST,
         ]);
         check(&*p, "first\nyy", Some((None, rec(&[("a", s("yy"))]))));
+        // test_filter_parser.rb's CONFIG: a compact `%Y%m%d%H%M%S` time
+        let p = parser(&[
+            ("@type", "regexp"),
+            ("expression", "/^(?<x>.)(?<y>.) (?<time>.+)$/"),
+            ("time_format", "%Y%m%d%H%M%S"),
+            ("utc", "true"),
+        ]);
+        for (line, time, x, y) in [
+            ("12 20120402182059", 1333390859, "1", "2"),
+            ("34 20120402182100", 1333390860, "3", "4"),
+            ("56 20120402182100", 1333390860, "5", "6"),
+            ("78 20120402182101", 1333390861, "7", "8"),
+            ("90 20120402182100", 1333390860, "9", "0"),
+        ] {
+            check(
+                &*p,
+                line,
+                Some((Some(time), rec(&[("x", s(x)), ("y", s(y))]))),
+            );
+        }
         // bad time → error
         let p = parser(&[
             ("@type", "regexp"),
