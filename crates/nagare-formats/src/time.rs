@@ -1429,19 +1429,18 @@ pub struct TimeFormatter {
 }
 
 impl TimeFormatter {
-    /// Fluentd's rules: with `timezone`, `format` (default `%Y-%m-%dT%H:%M:%S%z`) in that zone;
-    /// else `format` in local time or UTC; else ISO 8601 (`+09:00` local, `Z` for UTC).
+    /// Fluentd's rules (`time.rb` `TimeFormatter`, `timezone.rb` `formatter`): `format` in
+    /// the zone when given; else ISO 8601 (`Time#iso8601`) in the zone: `2013-02-28T12:00:00`
+    /// then the offset with a colon (`+09:00`) for `timezone` and for local time, `Z` only
+    /// for UTC chosen by `utc true`/`localtime false` (`Time#utc.iso8601`).
     pub fn new(
         format: Option<&str>,
         zone: Zone,
         timezone_given: bool,
     ) -> Result<TimeFormatter, String> {
-        let format = match (format, timezone_given) {
-            (Some(f), _) => Some(Strftime::new(f)?),
-            (None, true) => Some(Strftime::new("%Y-%m-%dT%H:%M:%S%z")?),
-            (None, false) => None,
-        };
-        let utc_z = format.is_none() && zone == Zone::Utc;
+        let format = format.map(Strftime::new).transpose()?;
+        // `timezone UTC`/`+00:00` is `Time#localtime(0)`, which iso8601 prints as `+00:00`.
+        let utc_z = format.is_none() && zone == Zone::Utc && !timezone_given;
         Ok(TimeFormatter {
             format,
             zone,
@@ -1844,7 +1843,15 @@ mod tests {
         let cases: &[(Option<&str>, Zone, bool, &str)] = &[
             (None, utc(), false, "2013-02-28T03:00:00Z"),
             (None, fixed(9), false, "2013-02-28T12:00:00+09:00"),
-            (None, fixed(9), true, "2013-02-28T12:00:00+0900"),
+            (None, fixed(9), true, "2013-02-28T12:00:00+09:00"),
+            (None, fixed(-3), true, "2013-02-28T00:00:00-03:00"),
+            (None, utc(), true, "2013-02-28T03:00:00+00:00"),
+            (
+                None,
+                Zone::parse("Asia/Taipei").unwrap_or(utc()),
+                true,
+                "2013-02-28T11:00:00+08:00",
+            ),
             (
                 Some("%Y-%m-%d %H:%M:%S.%N %z"),
                 utc(),
@@ -1892,6 +1899,17 @@ mod tests {
         for (f, z, g, e) in cases {
             check_fmt(*f, *z, *g, t, e);
         }
+    }
+
+    #[test]
+    fn local_time_default_is_iso8601_with_a_colon_offset() {
+        // Whatever TZ the test runs under: `Time.at(t).iso8601` prints `+HH:MM`, never `Z`.
+        let f = TimeFormatter::new(None, Zone::Local, false).unwrap_or_else(|e| panic!("{e}"));
+        let s = f.format(EventTime::new(1362020400, 5)).unwrap_or_default();
+        let b = s.as_bytes();
+        assert_eq!(b.len(), 25, "{s}");
+        assert!(matches!(b.get(19), Some(b'+' | b'-')), "{s}");
+        assert_eq!(b.get(22), Some(&b':'), "{s}");
     }
 
     #[test]

@@ -234,8 +234,6 @@ fn fluentd_format_cases() -> R {
 }
 
 #[test]
-#[ignore = "nagare-formats renders `timezone` without time_format as %z (+0800); Fluentd's \
-            test_out_file.rb expects +08:00 (fix in nagare-formats TimeFormatter::new)"]
 fn fluentd_timezone_cases() -> R {
     for (tz, line) in [
         ("-03:30", "2011-01-02T09:44:15-03:30\ttest\t{\"a\":1}\n"),

@@ -611,7 +611,16 @@ mod tests {
             ),
             (
                 vec![("@type", "out_file"), ("timezone", "+09:00")],
-                format!("2016-04-01T21:34:56+0900\ttag\t{json}\n"),
+                format!("2016-04-01T21:34:56+09:00\ttag\t{json}\n"),
+            ),
+            (
+                // test_out_file.rb: iso8601 in the zone, offset with a colon
+                vec![("@type", "out_file"), ("timezone", "-03:30")],
+                format!("2016-04-01T09:04:56-03:30\ttag\t{json}\n"),
+            ),
+            (
+                vec![("@type", "out_file"), ("timezone", "Asia/Taipei")],
+                format!("2016-04-01T20:34:56+08:00\ttag\t{json}\n"),
             ),
             (
                 vec![
