@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use crate::msgpack::{Head, MsgpackError, Skipper, read_head, value_len_with};
+use crate::msgpack::{Head, MAX_DEPTH, MsgpackError, Skipper, read_head, value_len_with};
 use crate::time::{EventTime, TimeError, type_name};
 
 /// Why one entry of a chunk is not a valid event. Such entries can be skipped
@@ -108,14 +108,33 @@ pub struct Entry<'a> {
 }
 
 /// What one step of parsing found.
-enum Parsed<'a> {
+#[derive(Debug)]
+pub(crate) enum Parsed<'a> {
     Valid { entry: Entry<'a>, canonical: bool },
     Invalid(InvalidReason, &'a [u8]),
 }
 
-/// Parses the entry at `buf[pos..]`, returning it and its length.
+/// Parses the entry at `buf[pos..]`, returning it and its length: one pass of the fast path
+/// ([`crate::fast::entry`]) for the usual shapes, the general path for the rest.
 #[inline]
 fn parse_entry<'a>(
+    buf: &'a [u8],
+    pos: usize,
+    index: u32,
+    sk: &mut Skipper,
+) -> Result<(Parsed<'a>, usize), ChunkError> {
+    if let Some(rest) = buf.get(pos..)
+        && let Ok((entry, canonical)) = crate::fast::entry(rest, 0, MAX_DEPTH)
+    {
+        let len = entry.raw.len();
+        return Ok((Parsed::Valid { entry, canonical }, len));
+    }
+    parse_entry_general(buf, pos, index, sk)
+}
+
+/// [`parse_entry`] without the fast path: frames the entry, then reads its parts.
+#[cold]
+pub(crate) fn parse_entry_general<'a>(
     buf: &'a [u8],
     pos: usize,
     index: u32,

@@ -9,10 +9,13 @@
 //!   [`Skipper`](msgpack::Skipper) and [`read_head`](msgpack::read_head).
 //! * [`time`]: [`EventTime`] (msgpack ext 0).
 //! * [`chunk`]: [`ChunkReader`], [`ChunkWriter`], [`validate_chunk`], [`normalize_chunk`].
+//! * [`fast`]: the one-pass fast path for complete buffers ([`fast::skip`], [`fast::entry`]),
+//!   which the general path above falls back from.
 //! * [`record`]: look-ups in raw maps, conversions from/to `rmpv::Value` and serde.
 //! * [`unique_id`]: [`UniqueId`], Fluentd's 128-bit chunk id.
 
 pub mod chunk;
+pub mod fast;
 pub mod msgpack;
 pub mod record;
 pub mod time;

@@ -208,6 +208,29 @@ impl Skipper {
         self.depth = 0;
     }
 
+    /// Puts the skipper inside containers that a caller walked into itself (e.g. with the
+    /// [`fast`](crate::fast) path): the next item starts at `pos`, and `open` lists, outermost
+    /// first, how many items each open container still holds counting the next one (the
+    /// request array's remaining elements, then an entries array's remaining entries...).
+    ///
+    /// Levels with a count of 0 are left out (they are finished). More levels than the
+    /// skipper's depth limit are an error, as opening them would have been.
+    pub fn resume_in(&mut self, pos: usize, open: &[u64]) -> Result<(), MsgpackError> {
+        self.reset();
+        for &count in open.iter().filter(|&&c| c > 0) {
+            if self.depth >= self.max_depth {
+                return Err(MsgpackError::TooDeep {
+                    offset: pos,
+                    limit: self.max_depth,
+                });
+            }
+            self.remaining[self.depth] = count;
+            self.depth += 1;
+        }
+        self.pos = pos;
+        Ok(())
+    }
+
     /// Offset up to which the value has been scanned.
     pub fn position(&self) -> usize {
         self.pos
@@ -349,14 +372,25 @@ impl Skipper {
 /// Returns the byte length of the complete msgpack value at the start of `buf`.
 ///
 /// Never panics; nesting deeper than [`MAX_DEPTH`] is an error.
+///
+/// Tries the non-streaming [`fast::skip`](crate::fast::skip) first; the streaming
+/// [`Skipper`] only runs when that misses (and words the error).
 pub fn value_len(buf: &[u8]) -> Result<usize, MsgpackError> {
+    if let Ok(n) = crate::fast::skip(buf, 0, 0, MAX_DEPTH) {
+        return Ok(n);
+    }
     let mut s = Skipper::new();
     value_len_with(&mut s, buf)
 }
 
-/// [`value_len`] with a caller-provided (reused) skipper; the skipper is reset first.
+/// [`value_len`] with a caller-provided (reused) skipper and its depth limit; the skipper is
+/// reset first.
 #[inline]
 pub fn value_len_with(s: &mut Skipper, buf: &[u8]) -> Result<usize, MsgpackError> {
+    if let Ok(n) = crate::fast::skip(buf, 0, 0, s.max_depth) {
+        s.reset();
+        return Ok(n);
+    }
     s.reset();
     match s.advance(buf)? {
         Progress::Complete(n) => Ok(n),
@@ -683,6 +717,31 @@ mod tests {
     }
 
     #[test]
+    fn resume_inside_containers() {
+        // [tag, [e1, e2], {}] walked by hand up to e2: the skipper finishes the request.
+        let v = [0x93, 0xa1, b't', 0x92, 0x01, 0x02, 0x80];
+        let mut s = Skipper::new();
+        assert_eq!(s.resume_in(5, &[2, 1]), Ok(()));
+        assert_eq!(s.advance(&v[..6]), Ok(Progress::Incomplete { needed: 7 }));
+        assert_eq!(s.advance(&v), Ok(Progress::Complete(7)));
+        // Finished levels are left out.
+        assert_eq!(s.resume_in(6, &[1, 0]), Ok(()));
+        assert_eq!(s.advance(&v), Ok(Progress::Complete(7)));
+        // Errors keep request offsets.
+        let bad = [0x93, 0xa1, b't', 0x92, 0x01, 0xc1, 0x80];
+        assert_eq!(s.resume_in(5, &[2, 1]), Ok(()));
+        assert!(matches!(
+            s.advance(&bad),
+            Err(MsgpackError::Malformed { offset: 5, .. })
+        ));
+        let mut shallow = Skipper::with_max_depth(1);
+        assert!(matches!(
+            shallow.resume_in(5, &[2, 1]),
+            Err(MsgpackError::TooDeep { limit: 1, .. })
+        ));
+    }
+
+    #[test]
     fn read_head_table() {
         let cases: &[(&[u8], Head<'_>, usize)] = &[
             (&[0x05], Head::Int(5), 1),
@@ -740,7 +799,8 @@ mod tests {
             rmpv::encode::write_value(&mut buf, &v).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let len = buf.len();
             // Every strict prefix is incomplete, with a bound that never overshoots.
-            for cut in 0..len {
+            // Every cut of small values, about 200 cuts of large ones (keeps the suite fast).
+            for cut in (0..len).step_by(len / 200 + 1).chain(len.saturating_sub(3)..len) {
                 match value_len(&buf[..cut]) {
                     Err(MsgpackError::Incomplete { needed, .. }) => prop_assert!(needed as usize <= len && needed as usize > cut),
                     other => prop_assert!(false, "prefix {} gave {:?}", cut, other),
