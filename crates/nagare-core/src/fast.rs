@@ -2,7 +2,7 @@
 //! one-pass entry checker ([`entry`]) specialised for the shapes Fluentd's clients send
 //! (`0x92`, a fixext8 EventTime or an integer, then a map of fixstr/str8/uint keys and values).
 //!
-//! The general path ([`Skipper`](crate::msgpack::Skipper), [`read_head`](crate::msgpack::read_head),
+//! The general path ([`Skipper`](crate::msgpack::Skipper), [`read_head`],
 //! [`EventTime::decode`]) stays the authority: it frames incomplete input incrementally and
 //! words every error. The fast path only ever answers when it is sure, and otherwise says
 //! [`Miss`]: either "the bytes end before the value does" or "ask the general path". Whenever

@@ -5,7 +5,7 @@
 //! entries. Everything here works on those bytes directly: validating or normalizing a chunk
 //! allocates nothing per event and copies nothing when the chunk is already canonical.
 //!
-//! * [`msgpack`]: [`value_len`](msgpack::value_len), the incremental
+//! * [`msgpack`]: [`value_len`], the incremental
 //!   [`Skipper`](msgpack::Skipper) and [`read_head`](msgpack::read_head).
 //! * [`time`]: [`EventTime`] (msgpack ext 0).
 //! * [`chunk`]: [`ChunkReader`], [`ChunkWriter`], [`validate_chunk`], [`normalize_chunk`].
