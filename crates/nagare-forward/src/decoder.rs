@@ -1,19 +1,26 @@
 //! The streaming server-side decoder: bytes in, [`Request`]s out.
 //!
-//! Framing is incremental and linear: the pending request is scanned once (msgpack with
-//! [`nagare_core::msgpack::Skipper`], JSON with a small bracket scanner), its size lower bound
-//! is known before it is buffered completely, and a request larger than `chunk_size_limit` is
-//! skipped without being buffered. Complete requests are decoded into normalized [`Batch`]es.
+//! Framing is incremental and linear: the pending request is scanned once (msgpack by the
+//! `framing` module, JSON with a small bracket scanner), its size lower bound is known
+//! before it is buffered completely, and a request larger than `chunk_size_limit` is skipped
+//! without being buffered. Complete requests are decoded into normalized [`Batch`]es.
+//!
+//! The hot paths walk each byte once: PackedForward entries are checked in one pass by
+//! [`nagare_core::normalize_chunk`]'s fast path; Forward entries are checked while framing
+//! and, when canonical, borrowed as they are; consecutive Message requests are coalesced
+//! into one batch (see [`Decoder::next_request`]). Reads can go straight into the decoder's
+//! buffer ([`Decoder::read_buf`]), which is compacted only when its room runs short.
 
 use std::borrow::Cow;
 
-use nagare_core::msgpack::{Head, MAX_DEPTH, Progress, Skipper, read_head, value_len};
+use nagare_core::msgpack::{Head, MAX_DEPTH, read_head, value_len};
 use nagare_core::record::MapIter;
 use nagare_core::{EventTime, InvalidEntry, InvalidPolicy, NormalizeOptions, TruncatedPolicy};
 
 use crate::ack::AckId;
 use crate::compress;
 use crate::error::ForwardError;
+use crate::framing::{ForwardScan, MsgpackFramer, Step};
 use crate::json::{JsonFramer, json_to_msgpack};
 
 /// Default `decompression_size_limit`: 256 MiB, as Fluentd.
@@ -21,6 +28,21 @@ pub const DEFAULT_DECOMPRESSION_LIMIT: u64 = 256 * 1024 * 1024;
 
 /// Default hard bound of one request when no `chunk_size_limit` is set: 512 MiB.
 pub const DEFAULT_MAX_REQUEST_SIZE: u64 = 512 * 1024 * 1024;
+
+/// A batch of coalesced Message requests stops growing at this many chunk bytes.
+pub const COALESCE_MAX_BYTES: usize = 1024 * 1024;
+
+/// A batch of coalesced Message requests stops growing at this many events.
+pub const COALESCE_MAX_EVENTS: u32 = 4096;
+
+/// Spare room [`Decoder::read_buf`] makes when its caller asks for less.
+pub const DEFAULT_READ_SIZE: usize = 64 * 1024;
+
+/// A buffer grown past this by one large request is given back once it is drained.
+const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
+
+/// Past this size the buffer is compacted rather than grown whenever that makes room.
+const GROW_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Settings of a [`Decoder`]; names follow in_forward's parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +66,10 @@ pub struct DecoderConfig {
     pub add_tag_prefix: Option<String>,
     /// Whether a connection whose first byte is `{` or `[` speaks JSON (not with `<security>`).
     pub allow_json: bool,
+    /// Whether consecutive Message requests already buffered are coalesced into one
+    /// [`Batch`] (see [`Decoder::next_request`]). Turn it off where each request must stand
+    /// alone (`deny_keepalive`, which closes the connection after the first one).
+    pub coalesce_messages: bool,
 }
 
 impl Default for DecoderConfig {
@@ -58,6 +84,7 @@ impl Default for DecoderConfig {
             tag: None,
             add_tag_prefix: None,
             allow_json: true,
+            coalesce_messages: true,
         }
     }
 }
@@ -111,6 +138,8 @@ pub struct Batch<'a> {
     pub over_warn_limit: bool,
     /// The encoding of the request (and of its ack).
     pub encoding: Encoding,
+    /// How many requests the batch holds: 1, or more for coalesced Message requests.
+    pub requests: u32,
 }
 
 impl Batch<'_> {
@@ -165,7 +194,7 @@ pub enum Frame<'a> {
 
 enum Framing {
     Unknown,
-    Msgpack(Box<Skipper>),
+    Msgpack(Box<MsgpackFramer>),
     Json(JsonFramer),
 }
 
@@ -173,6 +202,7 @@ enum Found {
     Value {
         start: usize,
         end: usize,
+        scan: Option<ForwardScan>,
     },
     Oversized {
         size: u64,
@@ -182,11 +212,19 @@ enum Found {
 }
 
 /// Streaming decoder for one connection.
+///
+/// Bytes go in with [`feed`](Self::feed), or are read straight into the decoder's own buffer
+/// with [`read_buf`](Self::read_buf) and [`commit`](Self::commit) (one copy less). The buffer
+/// is compacted only when its spare room runs short, so a request is moved at most once
+/// whatever the number of reads it arrives in.
 pub struct Decoder {
     cfg: DecoderConfig,
+    /// Initialised storage; `buf[start..end]` is pending, `buf[end..]` is spare room.
     buf: Vec<u8>,
     /// Start of the pending value in `buf`.
     start: usize,
+    /// End of the bytes received.
+    end: usize,
     framing: Framing,
     /// Bytes of an oversized value already dropped; `Some` while discarding.
     discarded: Option<u64>,
@@ -213,6 +251,7 @@ impl Decoder {
             cfg,
             buf: Vec::new(),
             start: 0,
+            end: 0,
             framing: Framing::Unknown,
             discarded: None,
             discard_tag: None,
@@ -237,7 +276,7 @@ impl Decoder {
 
     /// Bytes buffered and not yet returned.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// Whether a partial request is pending (or being discarded).
@@ -247,19 +286,73 @@ impl Decoder {
 
     /// Appends bytes read from the connection.
     pub fn feed(&mut self, data: &[u8]) {
-        self.compact();
-        self.buf.extend_from_slice(data);
+        if data.is_empty() {
+            return;
+        }
+        let spare = self.read_buf(data.len());
+        if let Some(dst) = spare.get_mut(..data.len()) {
+            dst.copy_from_slice(data);
+        }
+        self.commit(data.len());
     }
 
-    fn compact(&mut self) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.base += self.start as u64;
-            self.start = 0;
+    /// Spare room of at least `min` bytes (or [`DEFAULT_READ_SIZE`] when `min` is 0) to read
+    /// the connection into; say how much was read with [`commit`](Self::commit).
+    ///
+    /// Makes room by moving the pending bytes to the front when they are few, otherwise by
+    /// growing the buffer (to about four times the largest pending request); fresh memory is
+    /// zeroed once, when the buffer grows.
+    pub fn read_buf(&mut self, min: usize) -> &mut [u8] {
+        let min = if min == 0 { DEFAULT_READ_SIZE } else { min };
+        if self.start == self.end {
+            self.drop_consumed();
+        }
+        if self.buf.len() - self.end < min {
+            // Move the pending bytes when they are few (at most a quarter of the buffer, so
+            // moves cost at most a third of a byte per byte read), else grow the buffer;
+            // past `GROW_LIMIT` memory matters more than moves.
+            let few = self.buffered().saturating_mul(4) <= self.buf.len();
+            if self.start > 0 && (few || self.buf.len() >= GROW_LIMIT) {
+                self.drop_consumed();
+            }
+            if self.buf.len() - self.end < min {
+                let want = (self.end + min).max(self.buf.len().saturating_mul(2));
+                self.buf.resize(want, 0);
+            }
+        }
+        self.buf.get_mut(self.end..).unwrap_or_default()
+    }
+
+    /// Records that the first `n` bytes of [`read_buf`](Self::read_buf) were filled.
+    pub fn commit(&mut self, n: usize) {
+        self.end = self.end.saturating_add(n).min(self.buf.len());
+    }
+
+    /// Moves the pending bytes to the front of the buffer (cheap when there are none), and
+    /// gives back a buffer a huge request left behind.
+    fn drop_consumed(&mut self) {
+        if self.start == 0 {
+            return;
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.base += self.start as u64;
+        self.end -= self.start;
+        self.start = 0;
+        if self.end == 0 && self.buf.len() > SHRINK_ABOVE {
+            self.buf = Vec::new();
         }
     }
 
     /// The next complete request, or `None` when more bytes are needed.
+    ///
+    /// Message requests (`[tag, time, record, option?]`) are coalesced: when one is valid
+    /// and asks for no ack, the complete Message requests buffered right after it with the
+    /// same tag join its [`Batch`] (`requests` counts them), up to [`COALESCE_MAX_BYTES`]
+    /// of chunk or [`COALESCE_MAX_EVENTS`] events. The batch stops before a different tag,
+    /// an incomplete or unusual request (it comes next, on its own), and right after a
+    /// request that asks for an ack: that ack id becomes the batch's `chunk_option`, so the
+    /// ack still goes out only once every earlier event was accepted. Tags, counts and acks
+    /// are the same whatever the reads the stream arrived in.
     ///
     /// An `Err` is fatal: close the connection without acking.
     pub fn next_request(&mut self) -> Result<Option<Request<'_>>, ForwardError> {
@@ -272,17 +365,105 @@ impl Decoder {
             Found::Oversized { size, tag, limit } => {
                 Ok(Some(Request::Oversized { tag, size, limit }))
             }
-            Found::Value { start, end } => {
-                let raw = self.buf.get(start..end).unwrap_or_default();
+            Found::Value { start, end, scan } => {
                 let offset = self.base + start as u64;
-                let res = match encoding {
-                    Some(Encoding::Json) => decode_json_request(raw, &self.cfg, offset).map(Some),
-                    _ => decode_request(raw, &self.cfg, Encoding::Msgpack, offset).map(Some),
+                let message = encoding != Some(Encoding::Json)
+                    && self.cfg.coalesce_messages
+                    && is_message(self.buf.get(start..end).unwrap_or_default());
+                let res = if message {
+                    self.decode_message(start, end, offset)
+                } else {
+                    let raw = self.buf.get(start..end).unwrap_or_default();
+                    match encoding {
+                        Some(Encoding::Json) => decode_json_request(raw, &self.cfg, offset),
+                        _ => decode_msgpack(raw, &self.cfg, Encoding::Msgpack, offset, scan),
+                    }
                 };
                 if res.is_err() {
                     self.poisoned = true;
                 }
-                res
+                res.map(Some)
+            }
+        }
+    }
+
+    /// Decodes the Message request at `buf[start..end]` and coalesces the ones after it.
+    fn decode_message(
+        &mut self,
+        start: usize,
+        end: usize,
+        offset: u64,
+    ) -> Result<Request<'static>, ForwardError> {
+        let raw = self.buf.get(start..end).unwrap_or_default();
+        let tag_raw = message_tag(raw).map(<[u8]>::to_vec);
+        // A Message batch owns its chunk: the conversion copies nothing.
+        let req = owned_request(decode_msgpack(
+            raw,
+            &self.cfg,
+            Encoding::Msgpack,
+            offset,
+            None,
+        )?);
+        Ok(match (req, tag_raw) {
+            (Request::Events(mut b), Some(tag_raw)) if self.coalesces(&b) => {
+                self.coalesce(&mut b, &tag_raw);
+                Request::Events(b)
+            }
+            (req, _) => req,
+        })
+    }
+
+    /// Whether more Message requests may join `b`.
+    fn coalesces(&self, b: &Batch<'_>) -> bool {
+        self.cfg.coalesce_messages
+            && b.mode == Mode::Message
+            && b.encoding == Encoding::Msgpack
+            && b.records == 1
+            && b.invalid == 0
+            && b.chunk_option.is_none()
+            && !b.over_warn_limit
+    }
+
+    /// Appends the buffered Message requests that may join `b` (see
+    /// [`next_request`](Self::next_request)).
+    fn coalesce(&mut self, b: &mut Batch<'static>, tag_raw: &[u8]) {
+        // The largest request that would not be dropped, warned about or refused alone.
+        let limit = [
+            self.cfg.chunk_size_limit,
+            self.cfg.chunk_size_warn_limit,
+            Some(self.cfg.max_request_size),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(u64::MAX);
+        let Cow::Owned(chunk) = &mut b.chunk else {
+            return;
+        };
+        // Room for what is buffered, in one allocation.
+        chunk.reserve(self.buffered().min(COALESCE_MAX_BYTES));
+        while b.records < COALESCE_MAX_EVENTS {
+            let view = self.buf.get(self.start..self.end).unwrap_or_default();
+            let Some(m) = fast_message(view, tag_raw, self.cfg.max_depth) else {
+                break;
+            };
+            if m.len as u64 > limit
+                || chunk.len() + 11 + m.record.len() > COALESCE_MAX_BYTES
+                || m.options.size != b.size_option
+                || m.options.fluent_signal != b.fluent_signal
+            {
+                break;
+            }
+            chunk.push(0x92);
+            m.time.write_to(chunk);
+            chunk.extend_from_slice(m.record);
+            b.records += 1;
+            b.requests += 1;
+            b.request_size += m.len as u64;
+            self.start += m.len;
+            if let Some(ack) = m.options.chunk {
+                b.chunk_option = Some(ack);
+                break;
             }
         }
     }
@@ -292,7 +473,7 @@ impl Decoder {
         Ok(match self.find()? {
             None => None,
             Some(Found::Oversized { size, .. }) => Some(Frame::Oversized { size }),
-            Some(Found::Value { start, end }) => {
+            Some(Found::Value { start, end, .. }) => {
                 Some(Frame::Value(self.buf.get(start..end).unwrap_or_default()))
             }
         })
@@ -301,7 +482,7 @@ impl Decoder {
     /// Forces msgpack framing (a `<security>` session, where JSON is not allowed).
     pub fn force_msgpack(&mut self) {
         if matches!(self.framing, Framing::Unknown) {
-            self.framing = Framing::Msgpack(Box::new(Skipper::with_max_depth(self.cfg.max_depth)));
+            self.framing = Framing::Msgpack(Box::new(MsgpackFramer::new(self.cfg.max_depth)));
         }
     }
 
@@ -317,11 +498,11 @@ impl Decoder {
     }
 
     fn find_inner(&mut self) -> Result<Option<Found>, ForwardError> {
-        if self.start == self.buf.len() && self.start > 0 {
-            self.compact();
+        if self.start == self.end {
+            self.drop_consumed();
         }
         loop {
-            let view = self.buf.get(self.start..).unwrap_or_default();
+            let view = self.buf.get(self.start..self.end).unwrap_or_default();
             let Some(&first) = view.first() else {
                 return Ok(None);
             };
@@ -332,18 +513,19 @@ impl Decoder {
                     }
                     Framing::Json(JsonFramer::new(self.cfg.max_depth))
                 } else {
-                    Framing::Msgpack(Box::new(Skipper::with_max_depth(self.cfg.max_depth)))
+                    Framing::Msgpack(Box::new(MsgpackFramer::new(self.cfg.max_depth)))
                 };
             }
             let offset = self.base + self.start as u64;
             // (complete end, or lower bound of the end and the bytes safe to drop)
+            let mut scan = None;
             let step = match &mut self.framing {
-                Framing::Msgpack(sk) => match sk.advance(view) {
-                    Ok(Progress::Complete(n)) => {
-                        sk.reset();
+                Framing::Msgpack(m) => match m.advance(view) {
+                    Ok(Step::Complete(n)) => {
+                        scan = m.scan();
                         Ok(n)
                     }
-                    Ok(Progress::Incomplete { needed }) => Err((needed, sk.position())),
+                    Ok(Step::Incomplete { needed, scanned }) => Err((needed, scanned)),
                     Err(source) => return Err(ForwardError::Msgpack { offset, source }),
                 },
                 Framing::Json(j) => match j.advance(view) {
@@ -384,6 +566,7 @@ impl Decoder {
                     return Ok(Some(Found::Value {
                         start,
                         end: start + n,
+                        scan,
                     }));
                 }
                 Err((needed, scanned)) => {
@@ -392,7 +575,7 @@ impl Decoder {
                         && let Some(limit) = self.cfg.chunk_size_limit
                         && total > limit
                     {
-                        self.discard_tag = self.peek_tag(self.start, self.buf.len());
+                        self.discard_tag = self.peek_tag(self.start, self.end);
                         self.discarded = Some(0);
                     }
                     if self.discarded.is_none() && total > self.cfg.max_request_size {
@@ -404,11 +587,14 @@ impl Decoder {
                     if let Some(d) = self.discarded.as_mut() {
                         // Drop what was scanned: the scanners never look back.
                         *d += scanned as u64;
-                        let end = self.start + scanned;
-                        self.buf.drain(self.start..end);
+                        let from = self.start + scanned;
+                        self.buf.copy_within(from..self.end, self.start);
+                        self.end -= scanned;
                         self.base += scanned as u64;
                         match &mut self.framing {
-                            Framing::Msgpack(sk) => sk.rebase(scanned),
+                            Framing::Msgpack(m) => m
+                                .rebase(scanned)
+                                .map_err(|source| ForwardError::Msgpack { offset, source })?,
                             Framing::Json(j) => j.rebase(scanned),
                             Framing::Unknown => {}
                         }
@@ -494,6 +680,109 @@ fn elements<const N: usize>(
     Ok(out)
 }
 
+/// Whether a msgpack request is in Message mode (its second element is not a str, bin or
+/// array), judged from its head alone.
+fn is_message(raw: &[u8]) -> bool {
+    let Ok((Head::Array(n), hdr)) = read_head(raw) else {
+        return false;
+    };
+    let Some(tag_end) = raw
+        .get(hdr..)
+        .and_then(|r| value_len(r).ok())
+        .map(|t| hdr + t)
+    else {
+        return false;
+    };
+    n >= 2
+        && !matches!(
+            raw.get(tag_end),
+            Some(0xa0..=0xbf | 0xc4..=0xc6 | 0xd9..=0xdb | 0x90..=0x9f | 0xdc | 0xdd)
+        )
+}
+
+/// A request that owns its data (copies only a borrowed chunk).
+fn owned_request(r: Request<'_>) -> Request<'static> {
+    match r {
+        Request::Events(b) => Request::Events(b.into_owned()),
+        Request::Heartbeat => Request::Heartbeat,
+        Request::Broken { reason, size } => Request::Broken { reason, size },
+        Request::Oversized { tag, size, limit } => Request::Oversized { tag, size, limit },
+    }
+}
+
+/// The raw tag of a request, when it is a string.
+fn message_tag(raw: &[u8]) -> Option<&[u8]> {
+    let (Head::Array(_), n) = read_head(raw).ok()? else {
+        return None;
+    };
+    match read_head(raw.get(n..)?).ok()?.0 {
+        Head::Str(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// A Message request read by [`fast_message`].
+struct FastMessage<'a> {
+    /// Byte size of the request.
+    len: usize,
+    /// Its time (never 0).
+    time: EventTime,
+    /// Its record map.
+    record: &'a [u8],
+    /// Its options.
+    options: Options,
+}
+
+/// Reads the complete Message request `[tag, time, record, option?]` at the start of `view`
+/// when its tag is the string `tag` and its shape is the usual one: an integer or EventTime
+/// time whose second is not 0, a map record. `None` otherwise (including when the request
+/// is incomplete): the general path then decodes it on its own.
+///
+/// Framing follows the decoder's skipper (same depth limit), so the request found is the
+/// one the skipper would frame.
+fn fast_message<'a>(view: &'a [u8], tag: &[u8], max_depth: usize) -> Option<FastMessage<'a>> {
+    let count = match view.first()? {
+        0x93 => 3,
+        0x94 => 4,
+        _ => return None,
+    };
+    // The request array opens at depth 0, its elements sit at depth 1.
+    if max_depth < 1 {
+        return None;
+    }
+    let next = |at: usize| nagare_core::fast::skip(view, at, 1, max_depth).ok();
+    let tag_end = next(1)?;
+    match read_head(view.get(1..tag_end)?).ok()? {
+        (Head::Str(s), _) if s == tag => {}
+        _ => return None,
+    }
+    let time_end = next(tag_end)?;
+    let time_raw = view.get(tag_end..time_end)?;
+    // Integers and ext 0 only: a v1.5 metadata array goes the general way.
+    if !matches!(time_raw.first()?, 0x00..=0x7f | 0xcc..=0xd3 | 0xe0..=0xff | 0xc7..=0xc9 | 0xd4..=0xd8)
+    {
+        return None;
+    }
+    let time = match EventTime::decode(time_raw) {
+        Ok((t, n)) if n == time_raw.len() && !t.is_zero() => t,
+        _ => return None,
+    };
+    let record_end = nagare_core::fast::map(view, time_end, 1, max_depth).ok()?;
+    let record = view.get(time_end..record_end)?;
+    let (len, options) = if count == 4 {
+        let end = next(record_end)?;
+        (end, parse_options(view.get(record_end..end)))
+    } else {
+        (record_end, Options::default())
+    };
+    Some(FastMessage {
+        len,
+        time,
+        record,
+        options,
+    })
+}
+
 /// Decodes one complete msgpack request.
 ///
 /// `offset` is the request's position in the stream, for error messages.
@@ -502,6 +791,18 @@ pub fn decode_request<'a>(
     cfg: &DecoderConfig,
     encoding: Encoding,
     offset: u64,
+) -> Result<Request<'a>, ForwardError> {
+    decode_msgpack(raw, cfg, encoding, offset, None)
+}
+
+/// [`decode_request`], taking the entries of a Forward request as they are when framing
+/// found them all canonical (`scan`), so that they are not walked again.
+fn decode_msgpack<'a>(
+    raw: &'a [u8],
+    cfg: &DecoderConfig,
+    encoding: Encoding,
+    offset: u64,
+    scan: Option<ForwardScan>,
 ) -> Result<Request<'a>, ForwardError> {
     let msgpack_err = |source| ForwardError::Msgpack { offset, source };
     let size = raw.len() as u64;
@@ -519,7 +820,16 @@ pub fn decode_request<'a>(
             });
         }
     };
-    let [e0, e1, e2, e3] = elements::<4>(raw, count, hdr).map_err(msgpack_err)?;
+    let [e0, e1, e2, e3] = match scan {
+        // [tag, [entries], option?], as framing found it.
+        Some(sc) => [
+            raw.get(hdr..sc.tag_end),
+            raw.get(sc.tag_end..sc.end),
+            raw.get(sc.end..).filter(|_| count > 2),
+            None,
+        ],
+        None => elements::<4>(raw, count, hdr).map_err(msgpack_err)?,
+    };
     let incoming_tag = e0.and_then(|t| match read_head(t) {
         Ok((Head::Str(s), _)) => std::str::from_utf8(s).ok(),
         _ => None,
@@ -560,6 +870,7 @@ pub fn decode_request<'a>(
         request_size: size,
         over_warn_limit,
         encoding,
+        requests: 1,
     };
     let Some(tag) = tag else {
         // Fluentd's invalid_event? checks the tag: every event of the request is invalid.
@@ -599,6 +910,11 @@ pub fn decode_request<'a>(
                     (n.records, n.invalid, n.first_invalid);
                 batch.chunk = n.data;
             }
+        }
+        (Mode::Forward, Some((Head::Array(_), _))) if let Some(sc) = scan => {
+            // Every entry was checked canonical while framing: taken as they are.
+            batch.chunk = Cow::Borrowed(raw.get(sc.start..sc.end).unwrap_or_default());
+            batch.records = sc.records;
         }
         (Mode::Forward, Some((Head::Array(_), ahdr))) => {
             let body = e1.and_then(|e| e.get(ahdr..)).unwrap_or_default();

@@ -3,7 +3,8 @@
 //! encoders.
 //!
 //! * [`decoder`]: bytes in, [`Request`]s out; every event mode becomes a canonical
-//!   [`Batch`] (Fluentd's chunk format), borrowed when it arrived canonical.
+//!   [`Batch`] (Fluentd's chunk format), borrowed when it arrived canonical; consecutive
+//!   Message requests already buffered are coalesced into one batch.
 //! * [`ack`]: `{"ack": <chunk option>}` in msgpack or JSON.
 //! * [`handshake`]: HELO / PING / PONG with the spec's digests, server and client side.
 //! * [`client`]: PackedForward (as Fluentd's out_forward writes it), Forward and Message.
@@ -17,6 +18,7 @@ pub mod client;
 pub mod compress;
 pub mod decoder;
 pub mod error;
+mod framing;
 pub mod handshake;
 pub mod json;
 

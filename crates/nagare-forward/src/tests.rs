@@ -46,6 +46,50 @@ fn decode(
     (out, None)
 }
 
+/// What a stream means, whatever the batching: events in order with their tag and mode,
+/// invalid counts, acks where they fall, and the other requests.
+#[derive(Debug, Clone, PartialEq)]
+enum Item {
+    Event(String, Mode, Vec<u8>),
+    Invalid(String, u32),
+    Ack(AckId),
+    Other(Request<'static>),
+}
+
+fn summary(reqs: &[Request<'static>]) -> Vec<Item> {
+    let mut out = Vec::new();
+    for r in reqs {
+        let Request::Events(b) = r else {
+            out.push(Item::Other(r.clone()));
+            continue;
+        };
+        let mut rest = &b.chunk[..];
+        let mut n = 0;
+        while let Ok(len) = nagare_core::value_len(rest) {
+            out.push(Item::Event(b.tag.clone(), b.mode, rest[..len].to_vec()));
+            rest = &rest[len..];
+            n += 1;
+        }
+        assert!(rest.is_empty(), "chunk of {b:?} is not whole entries");
+        assert_eq!(n, b.records, "records of {b:?}");
+        if b.invalid > 0 {
+            out.push(Item::Invalid(b.tag.clone(), b.invalid));
+        }
+        if let Some(a) = &b.chunk_option {
+            out.push(Item::Ack(a.clone()));
+        }
+    }
+    out
+}
+
+/// The events of a canonical chunk as [`Item`]s.
+fn events(tag: &str, mode: Mode, chunk: &[u8]) -> Vec<Item> {
+    nagare_core::ChunkReader::new(chunk)
+        .filter_map(Result::ok)
+        .map(|e| Item::Event(tag.into(), mode, e.raw.to_vec()))
+        .collect()
+}
+
 fn rec(k: &str, v: i64) -> Vec<u8> {
     let mut out = Vec::new();
     write_map_header(&mut out, 1);
@@ -76,6 +120,7 @@ fn batch(mode: Mode, tag: &str, chunk: Vec<u8>, records: u32) -> Batch<'static> 
         request_size: 0,
         over_warn_limit: false,
         encoding: Encoding::Msgpack,
+        requests: 1,
     }
 }
 
@@ -435,6 +480,248 @@ fn json_requests() {
     assert!(err.is_some_and(|e| e.contains("not allowed")));
 }
 
+/// Feeds `input` cut at `cuts`; each batch must be (tag, records, requests, ack).
+fn check_batches(
+    cfg: &DecoderConfig,
+    input: &[u8],
+    cuts: &[usize],
+    expect: &[(&str, u32, u32, Option<&str>)],
+) {
+    let (got, err) = decode(cfg, input, cuts);
+    assert_eq!(err, None);
+    let got: Vec<_> = got
+        .iter()
+        .map(|r| match r {
+            Request::Events(b) => (
+                b.tag.as_str(),
+                b.records,
+                b.requests,
+                b.chunk_option
+                    .as_ref()
+                    .map(|a| String::from_utf8_lossy(&a.0).into_owned()),
+            ),
+            other => panic!("not events: {other:?}"),
+        })
+        .collect();
+    let want: Vec<_> = expect
+        .iter()
+        .map(|&(t, r, q, a)| (t, r, q, a.map(str::to_owned)))
+        .collect();
+    assert_eq!(got, want, "cuts {cuts:?}");
+}
+
+fn messages(spec: &[(&str, u32, Option<&str>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, &(tag, sec, ack)) in spec.iter().enumerate() {
+        encode_message(
+            &mut out,
+            tag,
+            EventTime::new(sec, 0),
+            &rec("i", i as i64),
+            ack,
+        );
+    }
+    out
+}
+
+#[test]
+fn message_coalescing() {
+    let cfg = DecoderConfig::default();
+    // An ack ends the batch, which then carries it.
+    let s = messages(&[
+        ("t", 5, None),
+        ("t", 5, None),
+        ("t", 6, None),
+        ("t", 6, Some("x")),
+        ("t", 7, None),
+    ]);
+    check_batches(&cfg, &s, &[], &[("t", 4, 4, Some("x")), ("t", 1, 1, None)]);
+    let (got, _) = decode(&cfg, &s, &[]);
+    let Some(Request::Events(b)) = got.first() else {
+        panic!("{got:?}")
+    };
+    let last = messages(&[("t", 7, None)]).len();
+    assert_eq!(b.request_size, (s.len() - last) as u64);
+    let times: Vec<u32> = nagare_core::ChunkReader::new(&b.chunk)
+        .filter_map(Result::ok)
+        .map(|e| e.time.sec)
+        .collect();
+    assert_eq!(times, [5, 5, 6, 6]);
+    // A different tag starts a new batch.
+    let s = messages(&[
+        ("a", 5, None),
+        ("a", 5, None),
+        ("b", 5, None),
+        ("a", 5, None),
+    ]);
+    check_batches(
+        &cfg,
+        &s,
+        &[],
+        &[("a", 2, 2, None), ("b", 1, 1, None), ("a", 1, 1, None)],
+    );
+    // Only what is buffered: an incomplete request comes next, on its own.
+    let three = messages(&[("t", 5, None), ("t", 5, None), ("t", 5, None)]);
+    check_batches(
+        &cfg,
+        &three,
+        &[three.len() - 3],
+        &[("t", 2, 2, None), ("t", 1, 1, None)],
+    );
+    // Time 0 (becomes now) is decoded on its own, and may start a batch.
+    let s = messages(&[("t", 5, None), ("t", 0, None), ("t", 5, None)]);
+    check_batches(&cfg, &s, &[], &[("t", 1, 1, None), ("t", 2, 2, None)]);
+    // Turned off: one batch per request.
+    let off = DecoderConfig {
+        coalesce_messages: false,
+        ..DecoderConfig::default()
+    };
+    check_batches(&off, &three, &[], &[("t", 1, 1, None); 3]);
+    // JSON requests are not coalesced.
+    let json = br#"["t", 5, {"a": 1}] ["t", 5, {"a": 2}]"#;
+    let (got, _) = decode(&cfg, json, &[]);
+    assert_eq!(got.len(), 2);
+    // Other modes stop a run of messages.
+    let mut s = messages(&[("t", 5, None), ("t", 5, None)]);
+    encode_forward(&mut s, "t", &chunk_of(&[9]), 1, None);
+    s.extend_from_slice(&messages(&[("t", 5, None)]));
+    check_batches(
+        &cfg,
+        &s,
+        &[],
+        &[("t", 2, 2, None), ("t", 1, 1, None), ("t", 1, 1, None)],
+    );
+    // Different options stop it too (the size option is per batch).
+    let mut s = messages(&[("t", 5, None)]);
+    s.extend_from_slice(&[0x94, 0xa1, b't', 0x05, 0x80, 0x81, 0xa4]);
+    s.extend_from_slice(b"size");
+    s.push(0x01);
+    check_batches(&cfg, &s, &[], &[("t", 1, 1, None), ("t", 1, 1, None)]);
+}
+
+#[test]
+fn message_coalescing_limits() {
+    // At most COALESCE_MAX_EVENTS events...
+    let spec = vec![("t", 5, None); 5000];
+    let s = messages(&spec);
+    check_batches(
+        &DecoderConfig::default(),
+        &s,
+        &[],
+        &[("t", 4096, 4096, None), ("t", 904, 904, None)],
+    );
+    // ... and COALESCE_MAX_BYTES of chunk.
+    let big = rec(&"k".repeat(100_000), 1);
+    let mut s = Vec::new();
+    for _ in 0..25 {
+        encode_message(&mut s, "t", EventTime::new(5, 0), &big, None);
+    }
+    let (got, err) = decode(&DecoderConfig::default(), &s, &[]);
+    assert_eq!(err, None);
+    let sizes: Vec<(u32, bool)> = got
+        .iter()
+        .filter_map(|r| match r {
+            Request::Events(b) => Some((
+                b.records,
+                b.chunk.len() <= crate::decoder::COALESCE_MAX_BYTES,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, [(10, true), (10, true), (5, true)]);
+    // A request over chunk_size_warn_limit is not coalesced (its warning names its size);
+    // one over chunk_size_limit is dropped as before.
+    let small = messages(&[("t", 5, None)]);
+    let mut large = Vec::new();
+    encode_message(
+        &mut large,
+        "t",
+        EventTime::new(5, 0),
+        &rec(&"k".repeat(200), 1),
+        None,
+    );
+    let mut huge = Vec::new();
+    encode_message(
+        &mut huge,
+        "t",
+        EventTime::new(5, 0),
+        &rec(&"k".repeat(900), 1),
+        None,
+    );
+    let s = [
+        small.clone(),
+        small.clone(),
+        large,
+        small.clone(),
+        huge,
+        small,
+    ]
+    .concat();
+    let cfg = DecoderConfig {
+        chunk_size_warn_limit: Some(100),
+        chunk_size_limit: Some(500),
+        ..DecoderConfig::default()
+    };
+    let (got, err) = decode(&cfg, &s, &[]);
+    assert_eq!(err, None);
+    let shape: Vec<String> = got
+        .iter()
+        .map(|r| match r {
+            Request::Events(b) => {
+                format!("{}{}", b.records, if b.over_warn_limit { "w" } else { "" })
+            }
+            Request::Oversized { .. } => "oversized".into(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(shape, ["2", "1w", "1", "oversized", "1"]);
+}
+
+#[test]
+fn forward_entries_are_borrowed_when_canonical() {
+    let c = chunk_of(&[100, 200, 300]);
+    let mut f = Vec::new();
+    encode_forward(&mut f, "t", &c, 3, Some("id"));
+    let mut d = Decoder::new(DecoderConfig::default());
+    // In pieces, the entries are still checked once and taken as they are.
+    d.feed(&f[..f.len() / 2]);
+    assert_eq!(d.next_request().ok(), Some(None));
+    d.feed(&f[f.len() / 2..]);
+    match d.next_request() {
+        Ok(Some(Request::Events(b))) => {
+            assert!(matches!(b.chunk, Cow::Borrowed(_)));
+            assert_eq!((&*b.chunk, b.records, b.mode), (&c[..], 3, Mode::Forward));
+            assert_eq!(b.chunk_option, Some(AckId(b"id".to_vec())));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn reads_go_straight_into_the_buffer() {
+    let mut stream = Vec::new();
+    for i in 0..50u32 {
+        let c = chunk_of(&vec![i + 1; 300]);
+        encode_packed_forward(&mut stream, "t", &c, 300, Compression::Text, None);
+    }
+    let mut d = Decoder::new(DecoderConfig::default());
+    let (mut records, mut rest) = (0, &stream[..]);
+    while !rest.is_empty() {
+        let spare = d.read_buf(1000);
+        assert!(spare.len() >= 1000);
+        let n = spare.len().min(rest.len()).min(7000);
+        spare[..n].copy_from_slice(&rest[..n]);
+        d.commit(n);
+        rest = &rest[n..];
+        while let Ok(Some(Request::Events(b))) = d.next_request() {
+            records += b.records;
+        }
+    }
+    assert_eq!((records, d.buffered()), (50 * 300, 0));
+    // The buffer stays a small multiple of a request (about 7 KiB here).
+    assert!(d.read_buf(0).len() <= 64 * 1024 + 4 * stream.len() / 50);
+}
+
 #[test]
 fn poisoned_after_error() {
     let mut d = Decoder::new(DecoderConfig::default());
@@ -448,7 +735,7 @@ fn poisoned_after_error() {
 fn arb_request() -> impl Strategy<Value = (u8, String, Vec<u32>, Option<String>)> {
     (
         0u8..5,
-        "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}",
+        prop_oneof!["[a-z]{1,8}(\\.[a-z]{1,8}){0,2}", Just("same".to_string())],
         proptest::collection::vec(1u32..u32::MAX, 1..6),
         proptest::option::of("[A-Za-z0-9+/]{4,24}\n?"),
     )
@@ -515,35 +802,99 @@ proptest! {
         let mut stream = Vec::new();
         let mut want = Vec::new();
         for (mode, tag, times, ack) in &reqs {
-            want.push((encode_request(*mode, tag, times, ack.as_deref(), &mut stream), tag.clone(), ack.clone()));
+            let (mode, chunk, _) = encode_request(*mode, tag, times, ack.as_deref(), &mut stream);
+            want.extend(events(tag, mode, &chunk));
+            want.extend(ack.clone().map(|a| Item::Ack(AckId(a.into_bytes()))));
         }
         let (got, err) = decode(&DecoderConfig::default(), &stream, &cuts);
         prop_assert_eq!(err, None);
-        prop_assert_eq!(got.len(), want.len());
-        for (g, ((mode, chunk, n), tag, ack)) in got.iter().zip(want) {
-            let Request::Events(b) = g else { return Err(TestCaseError::fail(format!("{g:?}"))) };
-            prop_assert_eq!(b.mode, mode);
-            prop_assert_eq!(&b.tag, &tag);
-            prop_assert_eq!(&*b.chunk, &chunk[..]);
-            prop_assert_eq!(b.records, n);
-            prop_assert_eq!(b.chunk_option.clone(), ack.map(|a| AckId(a.into_bytes())));
-        }
+        prop_assert_eq!(summary(&got), want);
+        // Without coalescing, one batch per request.
+        let cfg = DecoderConfig { coalesce_messages: false, ..DecoderConfig::default() };
+        let (got, _) = decode(&cfg, &stream, &cuts);
+        prop_assert_eq!(got.len(), reqs.len());
     }
 
     #[test]
-    fn every_split_gives_the_same_requests(reqs in proptest::collection::vec(arb_request(), 1..3), junk in proptest::collection::vec(any::<u8>(), 0..4)) {
+    fn every_split_gives_the_same_requests(reqs in proptest::collection::vec(arb_request(), 1..4), junk in proptest::collection::vec(any::<u8>(), 0..4)) {
         let mut stream = vec![0xc0, 0x05];
         for (mode, tag, times, ack) in &reqs {
             encode_request(*mode, tag, times, ack.as_deref(), &mut stream);
         }
         stream.extend_from_slice(&junk);
-        let cfg = DecoderConfig { chunk_size_limit: Some(300), ..DecoderConfig::default() };
-        let whole = decode(&cfg, &stream, &[]);
+        let exact = DecoderConfig { chunk_size_limit: Some(300), coalesce_messages: false, ..DecoderConfig::default() };
+        let cfg = DecoderConfig { coalesce_messages: true, ..exact.clone() };
+        let whole = decode(&exact, &stream, &[]);
+        let meaning = |(reqs, err): (Vec<Request<'static>>, Option<String>)| (summary(&reqs), err);
+        let whole_meaning = meaning(decode(&cfg, &stream, &[]));
+        prop_assert_eq!(&whole_meaning, &meaning(whole.clone()));
         for cut in 0..stream.len() {
-            prop_assert_eq!(&decode(&cfg, &stream, &[cut]), &whole, "cut at {}", cut);
+            prop_assert_eq!(&decode(&exact, &stream, &[cut]), &whole, "cut at {}", cut);
+            prop_assert_eq!(&meaning(decode(&cfg, &stream, &[cut])), &whole_meaning, "cut at {}", cut);
         }
         let bytewise: Vec<usize> = (0..stream.len()).collect();
-        prop_assert_eq!(&decode(&cfg, &stream, &bytewise), &whole);
+        prop_assert_eq!(&decode(&exact, &stream, &bytewise), &whole);
+        prop_assert_eq!(&meaning(decode(&cfg, &stream, &bytewise)), &whole_meaning);
+    }
+
+    /// Runs of Message requests with two tags, acks here and there, odd ones in between:
+    /// whatever the reads, the same events, tags and acks in the same order, and every batch
+    /// one tag with its ack (if any) last.
+    #[test]
+    fn coalesced_messages_keep_tags_counts_and_acks(
+        msgs in proptest::collection::vec((0u8..8, 0u32..3, any::<bool>()), 1..40),
+        cuts in proptest::collection::vec(0usize..4000, 0..6),
+    ) {
+        let mut stream = Vec::new();
+        let mut want = Vec::new();
+        for (i, (kind, t, ack)) in msgs.iter().enumerate() {
+            let tag = if kind % 2 == 0 { "a" } else { "b.c" };
+            let ack_id = ack.then(|| format!("id{i}"));
+            let time = EventTime::new(1 + t, 7);
+            let record = rec("i", i as i64);
+            match kind {
+                // An invalid event (the record is not a map), acked all the same.
+                6 => {
+                    write_array_header(&mut stream, if ack_id.is_some() { 4 } else { 3 });
+                    write_str(&mut stream, tag.as_bytes());
+                    time.write_to(&mut stream);
+                    write_int(&mut stream, 5);
+                    if let Some(a) = &ack_id {
+                        write_map_header(&mut stream, 1);
+                        write_str(&mut stream, b"chunk");
+                        write_str(&mut stream, a.as_bytes());
+                    }
+                    want.push(Item::Invalid(tag.into(), 1));
+                }
+                // Integer time.
+                7 => {
+                    write_array_header(&mut stream, 3);
+                    write_str(&mut stream, tag.as_bytes());
+                    write_int(&mut stream, i64::from(1 + t));
+                    stream.extend_from_slice(&record);
+                    let mut w = ChunkWriter::new();
+                    let _ = w.append_raw_unchecked(EventTime::new(1 + t, 0), &record);
+                    want.extend(events(tag, Mode::Message, w.as_bytes()));
+                    continue;
+                }
+                _ => {
+                    encode_message(&mut stream, tag, time, &record, ack_id.as_deref());
+                    let mut w = ChunkWriter::new();
+                    let _ = w.append_raw_unchecked(time, &record);
+                    want.extend(events(tag, Mode::Message, w.as_bytes()));
+                }
+            }
+            want.extend(ack_id.map(|a| Item::Ack(AckId(a.into_bytes()))));
+        }
+        for cuts in [vec![], cuts, (0..stream.len()).step_by(37).collect()] {
+            let (got, err) = decode(&DecoderConfig::default(), &stream, &cuts);
+            prop_assert_eq!(err, None);
+            prop_assert_eq!(summary(&got), want.clone());
+            for r in &got {
+                let Request::Events(b) = r else { continue };
+                prop_assert_eq!(b.requests as usize, if b.invalid > 0 { 1 } else { b.records as usize });
+            }
+        }
     }
 
     #[test]
