@@ -1,7 +1,8 @@
 //! Value renderings the way Fluentd (Ruby) produces them:
 //! - [`write_json`]: `record.to_json` / `Yajl.dump` of a msgpack value;
 //! - [`json_to_value`]: a parsed JSON document as a msgpack value (what `Oj.load` yields);
-//! - [`write_inspect`]: Ruby's `Hash#inspect` (`{"k"=>"v"}`), used by the `hash` formatter;
+//! - [`write_inspect`]: Ruby 3.4's `Hash#inspect` (`{"k" => "v"}`), used by the `hash`
+//!   formatter, out_stdout's `output_type hash`, and wherever a hash is turned into text;
 //! - [`write_to_s`]: Ruby's `to_s` of a value, used where values are joined into text
 //!   (ltsv, csv, tsv, single_value).
 //!
@@ -116,7 +117,7 @@ pub fn ext_event_time(v: &Value) -> Option<(u32, u32)> {
 
 fn ext_to_s(ty: i8, data: &[u8]) -> String {
     let mut s = format!("#<struct MessagePack::ExtensionValue type={ty}, payload=");
-    write_inspect_bytes(data, &mut s);
+    write_inspect_bytes(data, false, &mut s);
     s.push('>');
     s
 }
@@ -208,19 +209,32 @@ pub fn json_to_value(j: serde_json::Value) -> Value {
     }
 }
 
-fn write_inspect_bytes(b: &[u8], out: &mut String) {
+/// Appends Ruby's `String#inspect` of `b`.
+///
+/// `utf8` is a msgpack `str` (a UTF-8 Ruby string): printable characters stay, other
+/// control characters become `\u0001`, bytes that are not UTF-8 become `\xFF`. Otherwise
+/// `b` is a msgpack `bin`, which msgpack-ruby unpacks as an ASCII-8BIT string: every byte
+/// outside printable ASCII becomes `\xNN`.
+fn write_inspect_bytes(b: &[u8], utf8: bool, out: &mut String) {
     out.push('"');
     let mut i = 0;
-    while i < b.len() {
-        // Decode one UTF-8 char if valid, else escape the byte as \xNN.
-        let rest = &b[i..];
-        let n = utf8_len(rest);
-        let Some(ch) = n.and_then(|n| std::str::from_utf8(&rest[..n]).ok()) else {
-            let _ = write!(out, "\\x{:02X}", rest[0]);
+    while let Some(rest) = b.get(i..) {
+        let Some(&first) = rest.first() else {
+            break;
+        };
+        let decoded = if utf8 {
+            utf8_len(rest)
+                .and_then(|n| rest.get(..n))
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| c.chars().next())
+        } else {
+            first.is_ascii().then_some(char::from(first))
+        };
+        let Some(c) = decoded else {
+            let _ = write!(out, "\\x{first:02X}");
             i += 1;
             continue;
         };
-        let c = ch.chars().next().unwrap_or('\u{fffd}');
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -240,11 +254,15 @@ fn write_inspect_bytes(b: &[u8], out: &mut String) {
                 }
             }
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02X}", c as u32);
+                if utf8 {
+                    let _ = write!(out, "\\u{:04X}", c as u32);
+                } else {
+                    let _ = write!(out, "\\x{:02X}", c as u32);
+                }
             }
             c => out.push(c),
         }
-        i += ch.len();
+        i += c.len_utf8();
     }
     out.push('"');
 }
@@ -264,7 +282,8 @@ fn utf8_len(b: &[u8]) -> Option<usize> {
     Some(n)
 }
 
-/// Appends Ruby's `inspect` of `v` (`{"k"=>"v", "n"=>1, "x"=>nil}`).
+/// Appends Ruby 3.4's `inspect` of `v` (`{"k" => "v", "n" => 1, "x" => nil}`), which is
+/// also `Hash#to_s` and `Array#to_s`.
 pub fn write_inspect(v: &Value, out: &mut String) {
     match v {
         Value::Nil => out.push_str("nil"),
@@ -274,8 +293,8 @@ pub fn write_inspect(v: &Value, out: &mut String) {
         }
         Value::F32(f) => write_ruby_float(f64::from(*f), out),
         Value::F64(f) => write_ruby_float(*f, out),
-        Value::String(s) => write_inspect_bytes(s.as_bytes(), out),
-        Value::Binary(b) => write_inspect_bytes(b, out),
+        Value::String(s) => write_inspect_bytes(s.as_bytes(), true, out),
+        Value::Binary(b) => write_inspect_bytes(b, false, out),
         Value::Array(a) => {
             out.push('[');
             for (i, x) in a.iter().enumerate() {
@@ -293,7 +312,7 @@ pub fn write_inspect(v: &Value, out: &mut String) {
                     out.push_str(", ");
                 }
                 write_inspect(k, out);
-                out.push_str("=>");
+                out.push_str(" => ");
                 write_inspect(x, out);
             }
             out.push('}');
@@ -357,6 +376,12 @@ mod tests {
             (1e15, "1000000000000000.0"),
             (1e16, "1.0e+16"),
             (1.5e300, "1.5e+300"),
+            (1.5e-7, "1.5e-07"),
+            (1.2345e20, "1.2345e+20"),
+            (1e100, "1.0e+100"),
+            (-0.0, "-0.0"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
             (123456.789, "123456.789"),
             (1362020400.5, "1362020400.5"),
             (0.0, "0.0"),
@@ -433,11 +458,87 @@ mod tests {
         ]);
         assert_eq!(
             inspect(&v),
-            r#"{"k"=>"v", "n"=>1, "x"=>nil, "f"=>1.5, "a"=>[1, true], "h"=>{"q"=>"a\"b\#{c}\t"}, "bin"=>"\xFFa"}"#
+            r#"{"k" => "v", "n" => 1, "x" => nil, "f" => 1.5, "a" => [1, true], "h" => {"q" => "a\"b\#{c}\t"}, "bin" => "\xFFa"}"#
         );
         assert_eq!(to_s(&Value::Nil), "");
         assert_eq!(to_s(&Value::from("plain")), "plain");
         assert_eq!(to_s(&Value::F64(3.0)), "3.0");
+        assert_eq!(
+            to_s(&map(vec![("a", Value::from(1)), ("b", Value::from(2))])),
+            r#"{"a" => 1, "b" => 2}"#
+        );
+    }
+
+    /// A record with every msgpack type (ported from out_stdout's renderer tests).
+    fn every_type() -> Value {
+        Value::Map(vec![
+            (Value::from("s"), Value::from("a\"b\\c\n\u{1}é")),
+            (Value::from("i"), Value::from(-3)),
+            (Value::from("u"), Value::from(u64::MAX)),
+            (Value::from("f"), Value::from(2.5)),
+            (Value::from("n"), Value::Nil),
+            (Value::from("b"), Value::from(true)),
+            (Value::from("bin"), Value::Binary(b"raw\xff".to_vec())),
+            (
+                Value::from("a"),
+                Value::Array(vec![Value::from(1), Value::Map(vec![])]),
+            ),
+            (Value::from(7), Value::from("int key")),
+            (
+                Value::from("t"),
+                Value::Ext(0, vec![0, 0, 0, 10, 0, 0, 0, 1]),
+            ),
+            (Value::from("#{x}"), Value::from("#@y")),
+        ])
+    }
+
+    #[test]
+    fn json_and_inspect_of_every_type() {
+        assert_eq!(
+            to_json(&every_type()),
+            concat!(
+                r#"{"s":"a\"b\\c\n\u0001é","i":-3,"u":18446744073709551615,"f":2.5,"n":null,"#,
+                r##""b":true,"bin":"raw�","a":[1,{}],"7":"int key","t":10,"#{x}":"#@y"}"##
+            )
+        );
+        assert_eq!(
+            to_json(&Value::Map(vec![(Value::Nil, Value::from(1))])),
+            r#"{"":1}"#
+        );
+        // Ruby 3.4 `Hash#inspect`: a msgpack str is a UTF-8 string (`\u0001`), a bin an
+        // ASCII-8BIT one (`\xFF`).
+        assert_eq!(
+            inspect(&every_type()),
+            concat!(
+                r#"{"s" => "a\"b\\c\n\u0001é", "i" => -3, "u" => 18446744073709551615, "f" => 2.5, "#,
+                r#""n" => nil, "b" => true, "bin" => "raw\xFF", "a" => [1, {}], 7 => "int key", "#,
+                r##""t" => 10, "\#{x}" => "\#@y"}"##
+            )
+        );
+    }
+
+    #[test]
+    fn inspect_escapes() {
+        for (v, expect) in [
+            (Value::from("\u{7f}\u{1b}\u{7}"), r#""\u007F\e\a""#),
+            (Value::from("日本"), r#""日本""#),
+            (Value::Binary("é".as_bytes().to_vec()), r#""\xC3\xA9""#),
+            (Value::Binary(vec![1, b'\n']), r#""\x01\n""#),
+            (
+                // a msgpack str holding invalid UTF-8
+                rmpv::decode::read_value(&mut &[0xa2, b'a', 0xc3][..]).unwrap_or(Value::Nil),
+                r#""a\xC3""#,
+            ),
+            (Value::from("#a #{ #$ #@"), r##""#a \#{ \#$ \#@""##),
+            (Value::Array(vec![]), "[]"),
+            (Value::Map(vec![]), "{}"),
+            (
+                Value::Map(vec![(Value::Nil, Value::from(false))]),
+                "{nil => false}",
+            ),
+        ] {
+            assert_eq!(inspect(&v), expect, "{v:?}");
+        }
     }
 
     #[test]

@@ -379,7 +379,7 @@ fn non_string_values_match_their_to_s() {
         (json!(0.1), "regexp1 message 0", true),
         (json!(true), "regexp1 message true", true),
         (json!(["0"]), "regexp1 message ^\\[\"0\"\\]$", true),
-        (json!({"k": 1}), "regexp1 message ^\\{\"k\"=>1\\}$", true),
+        (json!({"k": 1}), "regexp1 message ^\\{\"k\" => 1\\}$", true),
         (json!(1.0e20), "regexp1 message ^1\\.0e\\+20$", true),
         (json!(12), "regexp1 message ^12$", true),
         (json!(false), "regexp1 message ^false$", true),

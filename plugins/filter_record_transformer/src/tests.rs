@@ -404,8 +404,8 @@ fn typecasting() {
         json!({"a": 1, "b": 2}),
         json!(null),
     ];
-    // Ruby's to_s of each source
-    let texts = ["string", "123", "[1, 2]", "{\"a\"=>1, \"b\"=>2}", ""];
+    // Ruby 3.4's to_s of each source
+    let texts = ["string", "123", "[1, 2]", "{\"a\" => 1, \"b\" => 2}", ""];
     for (auto, conf) in [(false, "auto_typecast false"), (true, "auto_typecast yes")] {
         for (src, text) in sources.iter().zip(texts) {
             let single = if auto { src.clone() } else { json!(text) };

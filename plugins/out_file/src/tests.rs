@@ -204,8 +204,8 @@ fn fluentd_format_cases() -> R {
         ),
         (
             "<format>\n @type hash\n</format>".to_owned(),
-            // nagare-formats renders Ruby < 3.4's Hash#inspect
-            "{\"a\"=>1}\n{\"a\"=>2}\n".to_owned(),
+            // nagare-formats renders Ruby 3.4's Hash#inspect
+            "{\"a\" => 1}\n{\"a\" => 2}\n".to_owned(),
         ),
         (
             "<format>\n @type out_file\n output_tag false\n delimiter SPACE\n utc true\n</format>"

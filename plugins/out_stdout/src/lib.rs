@@ -4,17 +4,17 @@
 //! `2026-11-26 12:00:00.123456789 +0000 tag: {"k":"v"}`, the time in the local zone
 //! (honouring `TZ`) unless `<format>` says `utc true` or `timezone +09:00`.
 //! Other formats: `<format> @type json` (one JSON object per line), `@type hash` and
-//! `output_type hash` (Ruby's `Hash#inspect`), `@type single_value` (`message_key`).
-//! The flat v0.12 parameter `output_type` is accepted too. Each chunk is rendered completely,
-//! then written to stdout under its lock and flushed: lines of concurrent chunks never mix.
+//! `output_type hash` (Ruby 3.4's `Hash#inspect`, `{"k" => "v"}`), `@type single_value`
+//! (`message_key`). The flat v0.12 parameter `output_type` is accepted too. Every rendering is
+//! `nagare-formats`' formatter of that name; this plugin only checks its parameters.
+//! Each chunk is rendered completely, then written to stdout under its lock and flushed:
+//! lines of concurrent chunks never mix.
 
-pub mod format;
-
+use nagare_formats::time::Zone;
+use nagare_formats::{Formatter, Params, build_formatter};
 use nagare_plugin_sdk::rmpv::Value;
 use nagare_plugin_sdk::{Chunk, ConfigNode, Output, PluginContext, Result, error, export_plugins};
 use serde::Deserialize;
-
-use crate::format::{Zone, parse_offset, write_json, write_ruby_inspect, write_time};
 
 /// The formatter `@type`s this plugin renders.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -87,80 +87,81 @@ pub struct StdoutConfig {
     pub format: Option<FormatConfig>,
 }
 
-/// The resolved rendering settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl FormatType {
+    /// The `nagare-formats` formatter name.
+    fn name(self) -> &'static str {
+        match self {
+            FormatType::Stdout => "stdout",
+            FormatType::Json => "json",
+            FormatType::Hash => "hash",
+            FormatType::SingleValue => "single_value",
+        }
+    }
+}
+
+impl OutputType {
+    /// The `nagare-formats` sub-formatter name.
+    fn name(self) -> &'static str {
+        match self {
+            OutputType::Json => "json",
+            OutputType::Hash => "hash",
+        }
+    }
+}
+
+/// The resolved rendering: the `nagare-formats` formatter the config names.
+#[derive(Debug)]
 struct Render {
-    kind: FormatType,
-    output_type: OutputType,
-    zone: Zone,
-    message_key: String,
-    add_newline: bool,
+    formatter: Box<dyn Formatter>,
 }
 
 impl Render {
     fn from_config(conf: StdoutConfig, location: &str) -> Result<Self> {
         let format = conf.format.unwrap_or_default();
-        let zone = match (&format.timezone, format.utc, format.localtime) {
-            (Some(tz), _, _) => Zone::Fixed(parse_offset(tz).ok_or_else(|| {
-                error::config_error(format!(
+        let mut params = Params::new()
+            .with("@type", format.kind.name())
+            .with(
+                "output_type",
+                format
+                    .output_type
+                    .or(conf.output_type)
+                    .unwrap_or_default()
+                    .name(),
+            )
+            .with("message_key", format.message_key.as_str())
+            .with(
+                "add_newline",
+                if format.add_newline { "true" } else { "false" },
+            );
+        if let Some(tz) = &format.timezone {
+            if Zone::parse(tz).is_none() {
+                return Err(error::config_error(format!(
                     "{location}: invalid value for timezone: '{tz}' (expected an offset like +09:00 or UTC)"
-                ))
-            })?),
-            (None, true, _) | (None, false, Some(false)) => {
-                Zone::Fixed(parse_offset("UTC").ok_or_else(|| error::internal("UTC offset"))?)
+                )));
             }
-            _ => Zone::Local,
-        };
-        Ok(Render {
-            kind: format.kind,
-            output_type: format.output_type.or(conf.output_type).unwrap_or_default(),
-            zone,
-            message_key: format.message_key,
-            add_newline: format.add_newline,
-        })
+            params = params.with("timezone", tz.as_str());
+        }
+        if format.utc {
+            params = params.with("utc", "true");
+        }
+        if let Some(localtime) = format.localtime {
+            params = params.with("localtime", if localtime { "true" } else { "false" });
+        }
+        let formatter = build_formatter(&params)
+            .map_err(|e| error::config_error(format!("{location}: {e}")))?;
+        Ok(Render { formatter })
     }
 
     /// Appends one event.
     fn event(
         &self,
-        out: &mut String,
+        out: &mut Vec<u8>,
         tag: &str,
         time: nagare_plugin_sdk::EventTime,
         record: &Value,
-    ) {
-        let record_text = |out: &mut String, ty: OutputType| match ty {
-            OutputType::Json => write_json(out, record),
-            OutputType::Hash => write_ruby_inspect(out, record),
-        };
-        match self.kind {
-            FormatType::Stdout => {
-                write_time(out, time, self.zone);
-                out.push(' ');
-                out.push_str(tag);
-                out.push_str(": ");
-                record_text(out, self.output_type);
-                out.push('\n');
-                return;
-            }
-            FormatType::Json => record_text(out, OutputType::Json),
-            FormatType::Hash => record_text(out, OutputType::Hash),
-            FormatType::SingleValue => {
-                let field = match record {
-                    Value::Map(m) => m
-                        .iter()
-                        .find(|(k, _)| k.as_str() == Some(&self.message_key)),
-                    _ => None,
-                };
-                match field.map(|(_, v)| v) {
-                    Some(Value::String(s)) => out.push_str(&String::from_utf8_lossy(s.as_bytes())),
-                    Some(Value::Nil) | None => {}
-                    Some(other) => write_json(out, other),
-                }
-            }
-        }
-        if self.add_newline {
-            out.push('\n');
-        }
+    ) -> std::result::Result<(), nagare_formats::FormatError> {
+        let time = nagare_formats::EventTime::new(time.sec, time.nsec);
+        self.formatter.format(tag, time, record, out)
     }
 }
 
@@ -179,7 +180,7 @@ impl Output for Stdout {
 
     fn write(&self, chunk: Chunk<'_>) -> Result<()> {
         let text = self.render_chunk(&chunk)?;
-        sink::write(text.as_bytes()).map_err(|e| {
+        sink::write(&text).map_err(|e| {
             error::retryable(format!(
                 "stdout: cannot write chunk {}: {e}",
                 chunk.id_hex()
@@ -190,20 +191,21 @@ impl Output for Stdout {
 
 impl Stdout {
     /// Renders every event of `chunk`; a malformed chunk is unrecoverable (nothing printed).
-    fn render_chunk(&self, chunk: &Chunk<'_>) -> Result<String> {
-        let bad = |e: nagare_plugin_sdk::chunk::ChunkError| {
+    fn render_chunk(&self, chunk: &Chunk<'_>) -> Result<Vec<u8>> {
+        let bad = |e: &dyn std::fmt::Display| {
             error::unrecoverable(format!(
                 "stdout: chunk {} (tag {}): {e}",
                 chunk.id_hex(),
                 chunk.tag()
             ))
         };
-        let mut out = String::with_capacity(chunk.bytes().len() * 2);
-        for entry in chunk.entries().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
-            let record = entry.value().map_err(bad)?;
+        let mut out = Vec::with_capacity(chunk.bytes().len() * 2);
+        for entry in chunk.entries().map_err(|e| bad(&e))? {
+            let entry = entry.map_err(|e| bad(&e))?;
+            let record = entry.value().map_err(|e| bad(&e))?;
             self.render
-                .event(&mut out, chunk.tag(), entry.time, &record);
+                .event(&mut out, chunk.tag(), entry.time, &record)
+                .map_err(|e| bad(&e))?;
         }
         Ok(out)
     }

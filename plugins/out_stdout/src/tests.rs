@@ -73,6 +73,15 @@ fn formats() {
         "v\n\n",
     );
     check(
+        "<format>\n timezone Asia/Tokyo\n</format>",
+        "2026-11-26 21:00:00.123456789 +0900 app.x: {\"k\":\"v\"}\n\
+         2026-11-26 21:00:01.000000000 +0900 app.x: {\"n\":1,\"f\":0.5,\"a\":[null]}\n",
+    );
+    check(
+        "<format>\n @type single_value\n message_key a\n add_newline false\n</format>",
+        "[nil]",
+    );
+    check(
         "<format>\n @type json\n add_newline false\n</format>",
         "{\"k\":\"v\"}{\"n\":1,\"f\":0.5,\"a\":[null]}",
     );
@@ -95,6 +104,14 @@ fn config_errors() {
             "test.conf:1: invalid value for output_type: 'yaml' (valid options are json,hash)"
                 .into()
         ))
+    );
+    let both = err("<format>\n utc true\n localtime true\n</format>");
+    assert_eq!(both.as_ref().map(|e| e.0), Some(ErrorKind::CONFIG));
+    assert!(
+        both.as_ref()
+            .is_some_and(|e| e.1.starts_with("test.conf:1: ")
+                && e.1.contains("both of utc and localtime are specified")),
+        "{both:?}"
     );
     assert_eq!(
         err("<format>\n timezone Mars/Olympus\n</format>"),

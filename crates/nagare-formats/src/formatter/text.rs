@@ -459,7 +459,7 @@ impl Formatter for MsgpackFormatter {
     }
 }
 
-/// `hash`: Ruby `Hash#to_s` (`{"k"=>"v"}`).
+/// `hash`: Ruby 3.4's `Hash#to_s` (`{"k" => "v"}`).
 #[derive(Debug)]
 pub(crate) struct HashFormatter {
     newline: &'static str,
@@ -848,7 +848,7 @@ mod tests {
                 ("force_quotes", "false"),
             ],
             &nested,
-            "deep,1,\"{\"\"b\"\"=>\"\"deep\"\"}\"\n",
+            "deep,1,\"{\"\"b\"\" => \"\"deep\"\"}\"\n",
         );
     }
 
@@ -888,12 +888,12 @@ mod tests {
         check(
             &[("@type", "hash")],
             &r,
-            "{\"message\"=>\"awesome\", \"greeting\"=>\"hello\"}\n",
+            "{\"message\" => \"awesome\", \"greeting\" => \"hello\"}\n",
         );
         check(
             &[("@type", "hash"), ("add_newline", "false")],
             &rec(&[("n", Value::Nil)]),
-            "{\"n\"=>nil}",
+            "{\"n\" => nil}",
         );
         let f = fmt(&[("@type", "msgpack")]);
         let bytes = f.format_to_vec(TAG, TIME, &r).unwrap_or_default();
@@ -922,7 +922,7 @@ mod tests {
                 ("output_type", "hash"),
             ],
             &r,
-            "2016-04-01 12:34:56.123456789 +0000 tag: {\"message\"=>\"awesome\", \"greeting\"=>\"hello\"}\n",
+            "2016-04-01 12:34:56.123456789 +0000 tag: {\"message\" => \"awesome\", \"greeting\" => \"hello\"}\n",
         );
         check(
             &[
