@@ -70,6 +70,11 @@ pub struct DecoderConfig {
     /// [`Batch`] (see [`Decoder::next_request`]). Turn it off where each request must stand
     /// alone (`deny_keepalive`, which closes the connection after the first one).
     pub coalesce_messages: bool,
+    /// Whether a coalesced batch may end with a request that asks for an ack (default true;
+    /// the batch then carries that ack). Turn it off where an acked request must be judged
+    /// alone — e.g. a resend window that would skip a whole batch for a resent ack id: such
+    /// a request is then decoded on its own.
+    pub coalesce_acked: bool,
 }
 
 impl Default for DecoderConfig {
@@ -85,6 +90,7 @@ impl Default for DecoderConfig {
             add_tag_prefix: None,
             allow_json: true,
             coalesce_messages: true,
+            coalesce_acked: true,
         }
     }
 }
@@ -351,8 +357,9 @@ impl Decoder {
     /// of chunk or [`COALESCE_MAX_EVENTS`] events. The batch stops before a different tag,
     /// an incomplete or unusual request (it comes next, on its own), and right after a
     /// request that asks for an ack: that ack id becomes the batch's `chunk_option`, so the
-    /// ack still goes out only once every earlier event was accepted. Tags, counts and acks
-    /// are the same whatever the reads the stream arrived in.
+    /// ack still goes out only once every earlier event was accepted (with
+    /// `coalesce_acked` off, the batch stops before it instead and the acked request comes
+    /// alone). Tags, counts and acks are the same whatever the reads the stream arrived in.
     ///
     /// An `Err` is fatal: close the connection without acking.
     pub fn next_request(&mut self) -> Result<Option<Request<'_>>, ForwardError> {
@@ -448,6 +455,7 @@ impl Decoder {
                 break;
             };
             if m.len as u64 > limit
+                || (m.options.chunk.is_some() && !self.cfg.coalesce_acked)
                 || chunk.len() + 11 + m.record.len() > COALESCE_MAX_BYTES
                 || m.options.size != b.size_option
                 || m.options.fluent_signal != b.fluent_signal

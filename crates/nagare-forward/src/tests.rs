@@ -577,6 +577,23 @@ fn message_coalescing() {
         ..DecoderConfig::default()
     };
     check_batches(&off, &three, &[], &[("t", 1, 1, None); 3]);
+    // Acked requests alone, when asked.
+    let alone = DecoderConfig {
+        coalesce_acked: false,
+        ..DecoderConfig::default()
+    };
+    let s = messages(&[
+        ("t", 5, None),
+        ("t", 5, None),
+        ("t", 5, Some("x")),
+        ("t", 5, None),
+    ]);
+    check_batches(
+        &alone,
+        &s,
+        &[],
+        &[("t", 2, 2, None), ("t", 1, 1, Some("x")), ("t", 1, 1, None)],
+    );
     // JSON requests are not coalesced.
     let json = br#"["t", 5, {"a": 1}] ["t", 5, {"a": 2}]"#;
     let (got, _) = decode(&cfg, json, &[]);
@@ -886,13 +903,22 @@ proptest! {
             }
             want.extend(ack_id.map(|a| Item::Ack(AckId(a.into_bytes()))));
         }
-        for cuts in [vec![], cuts, (0..stream.len()).step_by(37).collect()] {
-            let (got, err) = decode(&DecoderConfig::default(), &stream, &cuts);
+        let alone = DecoderConfig { coalesce_acked: false, ..DecoderConfig::default() };
+        for (cfg, cuts) in [
+            (DecoderConfig::default(), vec![]),
+            (DecoderConfig::default(), cuts.clone()),
+            (DecoderConfig::default(), (0..stream.len()).step_by(37).collect()),
+            (alone, cuts),
+        ] {
+            let (got, err) = decode(&cfg, &stream, &cuts);
             prop_assert_eq!(err, None);
             prop_assert_eq!(summary(&got), want.clone());
             for r in &got {
                 let Request::Events(b) = r else { continue };
                 prop_assert_eq!(b.requests as usize, if b.invalid > 0 { 1 } else { b.records as usize });
+                if !cfg.coalesce_acked && b.chunk_option.is_some() {
+                    prop_assert_eq!(b.requests, 1);
+                }
             }
         }
     }
