@@ -206,19 +206,14 @@ struct Connection {
 }
 
 impl Connection {
-    /// Reads into the decoder; `false` at end of stream or shutdown.
-    async fn fill(
-        &mut self,
-        stream: &mut TcpStream,
-        decoder: &mut Decoder,
-        buf: &mut [u8],
-    ) -> Result<bool, Close> {
+    /// Reads into the decoder's own buffer; `false` at end of stream or shutdown.
+    async fn fill(&mut self, stream: &mut TcpStream, decoder: &mut Decoder) -> Result<bool, Close> {
         if *self.shutdown.borrow() {
             return Ok(false);
         }
         let n = tokio::select! {
             _ = self.shutdown.changed() => return Ok(false),
-            n = stream.read(buf) => n?,
+            n = stream.read(decoder.read_buf(READ_SIZE)) => n?,
         };
         if n == 0 {
             if decoder.in_request() {
@@ -230,16 +225,20 @@ impl Connection {
             }
             return Ok(false);
         }
-        decoder.feed(buf.get(..n).unwrap_or_default());
+        decoder.commit(n);
         Ok(true)
     }
 
     async fn run(&mut self, stream: &mut TcpStream) -> Result<(), Close> {
-        let mut decoder = Decoder::new(self.shared.settings.decoder.clone());
-        let mut buf = vec![0u8; READ_SIZE];
+        let mut cfg = self.shared.settings.decoder.clone();
+        // Coalesced Message batches: never with deny_keepalive (one request, then close); with
+        // the resend window, an acked request comes alone so a resend skips only itself.
+        cfg.coalesce_messages &= !self.shared.settings.deny_keepalive;
+        cfg.coalesce_acked &= self.shared.dedupe.is_none();
+        let mut decoder = Decoder::new(cfg);
         if let Some(sec) = self.shared.settings.security.clone() {
             decoder.force_msgpack();
-            if !self.handshake(stream, &mut decoder, &mut buf, &sec).await? {
+            if !self.handshake(stream, &mut decoder, &sec).await? {
                 return Ok(());
             }
         }
@@ -253,7 +252,7 @@ impl Connection {
                     return Ok(());
                 }
             }
-            if !self.fill(stream, &mut decoder, &mut buf).await? {
+            if !self.fill(stream, &mut decoder).await? {
                 return Ok(());
             }
         }
@@ -264,7 +263,6 @@ impl Connection {
         &mut self,
         stream: &mut TcpStream,
         decoder: &mut Decoder,
-        buf: &mut [u8],
         sec: &Security,
     ) -> Result<bool, Close> {
         let hs = ServerHandshake::new(sec, !self.shared.settings.deny_keepalive);
@@ -276,7 +274,7 @@ impl Connection {
                     return Err(Close::Handshake("PING larger than chunk_size_limit"));
                 }
                 None => {
-                    if !self.fill(stream, decoder, buf).await? {
+                    if !self.fill(stream, decoder).await? {
                         return Ok(false);
                     }
                 }
