@@ -478,9 +478,13 @@ impl Buffer {
             tag: keys.tag.then(|| tag.to_string()),
             variables: Default::default(),
         };
+        let record = data.get(e.record.clone()).unwrap_or_default();
         for k in &keys.keys {
-            let v = match msgpack::lookup(data, e.record.start, &k.path)? {
-                Some(r) => msgpack::render(data, r.start)?,
+            let v = match msgpack::lookup(record, &k.path)
+                .map_err(|err| msgpack::WalkError::in_record(e.record.start, &err))?
+            {
+                Some(v) => msgpack::render(v)
+                    .map_err(|err| msgpack::WalkError::in_record(e.record.start, &err.into()))?,
                 None => None,
             };
             m.variables.insert(k.name.clone(), v);
@@ -971,6 +975,9 @@ impl Buffer {
     }
 
     /// The flush failed; returns what the caller must do next (see [`Decision`]).
+    ///
+    /// The caller reports the failure (it knows the error): the buffer logs its retry
+    /// bookkeeping at `debug` only, so a failed flush is one line in the log, not two.
     pub fn rollback(&self, lease: ChunkLease, failure: Failure) -> Result<Decision, BufferError> {
         let mut st = self.lock();
         let Some(chunk) = st.inflight.remove(&lease.id) else {
@@ -1002,7 +1009,7 @@ impl Buffer {
         if st.retry.as_ref().is_some_and(RetryState::limit) {
             let steps = st.retry.as_ref().map_or(0, RetryState::steps);
             let records: u64 = st.queue.iter().map(|c| c.records).sum();
-            tracing::error!(plugin_id = %self.opts.plugin_id, retry_times = steps, records, "failed to flush the buffer, and hit limit for retries. dropping all chunks in the buffer queue.");
+            tracing::debug!(plugin_id = %self.opts.plugin_id, retry_times = steps, records, "failed to flush the buffer, and hit limit for retries. dropping all chunks in the buffer queue.");
             let dropped: Vec<Chunk> = st.queue.drain(..).collect();
             let chunks = dropped.len();
             st.queue_bytes -= dropped.iter().map(|c| c.bytes).sum::<u64>();
@@ -1020,7 +1027,7 @@ impl Buffer {
         match &mut state.retry {
             None => {
                 let r = RetryState::new(&cfg, has_secondary, now);
-                tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, retry_time = 0, next_retry_seconds = r.next_time(), "failed to flush the buffer.");
+                tracing::debug!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, retry_time = 0, next_retry_seconds = r.next_time(), "failed to flush the buffer.");
                 state.retry = Some(r);
             }
             Some(r) => {
@@ -1030,7 +1037,7 @@ impl Buffer {
                     r.step(now, &mut || rng.r#gen::<f64>());
                     state.counters.retry_count += 1;
                 }
-                tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, retry_time = r.steps(), next_retry_seconds = r.next_time(), secondary = lease.use_secondary(), "failed to flush the buffer.");
+                tracing::debug!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, retry_time = r.steps(), next_retry_seconds = r.next_time(), secondary = lease.use_secondary(), "failed to flush the buffer.");
             }
         }
         if let Some(after) = retry_after {

@@ -867,12 +867,12 @@ mod tests {
         check_err(
             "",
             &[("chunk_limit_size", "lots")],
-            "'chunk_limit_size': invalid size value 'lots'",
+            "'chunk_limit_size': invalid size value \"lots\"",
         );
         check_err(
             "",
             &[("flush_at_shutdown", "TRUE")],
-            "'flush_at_shutdown': invalid bool value 'TRUE'",
+            "'flush_at_shutdown': invalid bool value \"TRUE\"",
         );
         check_err(
             "",

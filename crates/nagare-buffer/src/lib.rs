@@ -6,8 +6,9 @@
 //! flush and retry timing are testable without sleeping.
 //!
 //! Data is Fluentd's chunk format (concatenated msgpack `[time, record]` entries). The
-//! buffer never decodes records except to find entry boundaries and chunk-key values
-//! (with a small bounded walker, [`msgpack`]).
+//! buffer never decodes records except to find entry boundaries and chunk-key values, with
+//! nagare-core's bounded walker (through [`msgpack`]). Parameter values are read by
+//! nagare-config's types in strict mode (through [`values`]).
 //!
 //! # Pieces
 //! - [`BufferConfig::from_params`] reads a `<buffer CHUNK_KEYS>` section (Fluentd's
