@@ -132,8 +132,6 @@ fn plugins_lists_the_builtin_plugins_with_kind_version_and_file() {
 
 /// The examples' README and `--help` put the global options first: `nagare -p DIR plugins`.
 #[test]
-#[ignore = "bug: bin/nagare main.rs Cli sets args_conflicts_with_subcommands, so a global \
-            option before the subcommand (nagare -p DIR plugins, nagare -q route) is a usage error"]
 fn global_options_before_the_subcommand() {
     let d = harness::tempdir();
     let dir = plugin_dir(d.path());

@@ -29,8 +29,7 @@ const DEFAULT_CONFIG: &str = "\
 #[command(
     name = "nagare",
     version,
-    about = "A Fluentd-compatible log collector with .so plugins",
-    args_conflicts_with_subcommands = true
+    about = "A Fluentd-compatible log collector with .so plugins"
 )]
 struct Cli {
     #[command(flatten)]
@@ -112,6 +111,10 @@ fn load_config(common: &Common) -> Result<(Element, bool), nagare_config::Config
 }
 
 fn real_main(cli: Cli) -> Result<ExitCode> {
+    if cli.command.is_some() && (cli.dry_run || cli.dump_config) {
+        eprintln!("nagare: --dry-run and --dump-config cannot be combined with a subcommand");
+        return Ok(ExitCode::from(2));
+    }
     if matches!(cli.command, Some(Command::Plugins)) {
         log::init(log::adjust(
             tracing::Level::INFO,

@@ -1573,11 +1573,14 @@ mod tests {
             Some(root.path()),
         );
         r.runner.submit("t", &batch(2, "v"), 2).expect("accepted");
-        wait_until("the backup", || metrics(&r).backup_count == 1);
+        // The runner counts the events after the buffer's rollback returns: wait for both.
+        wait_until("the backup", || {
+            metrics(&r).backup_count == 1
+                && r.runner.stats().error_events.load(Ordering::Relaxed) == 2
+        });
         let dir = root.path().join("backup/worker0/out_test");
         let files: Vec<_> = std::fs::read_dir(&dir).expect("backup dir").collect();
         assert_eq!(files.len(), 1);
-        assert_eq!(r.runner.stats().error_events.load(Ordering::Relaxed), 2);
         r.runner.shutdown().expect("shutdown");
     }
 
@@ -1590,8 +1593,10 @@ mod tests {
             f,
         );
         r.runner.submit("t", &batch(4, "v"), 4).expect("accepted");
-        wait_until("the drop", || metrics(&r).retry_limit_dropped_chunks == 1);
-        assert_eq!(r.runner.stats().error_events.load(Ordering::Relaxed), 4);
+        wait_until("the drop", || {
+            metrics(&r).retry_limit_dropped_chunks == 1
+                && r.runner.stats().error_events.load(Ordering::Relaxed) == 4
+        });
         assert!(!metrics(&r).retrying);
         r.runner.shutdown().expect("shutdown");
     }
