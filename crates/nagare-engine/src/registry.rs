@@ -1138,6 +1138,12 @@ mod tests {
     }
 
     #[test]
+    fn registry_is_shareable_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Registry>();
+    }
+
+    #[test]
     fn duplicates_are_found_from_sections_without_loading() {
         let dir = private_dir();
         let Some(first) = sectioned_plugin(dir.path(), "libnagare_out_null.so") else {
