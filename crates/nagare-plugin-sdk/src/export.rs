@@ -15,7 +15,7 @@
 //! * the abi_stable root-module header static (what `#[export_root_module]` would emit, but
 //!   with paths through this crate so the plugin needs no direct `abi_stable` dependency);
 //! * `pub fn nagare_plugin_module() -> PluginModRef`, the module itself, for in-process tests
-//!   ([`crate::testkit`]);
+//!   (the `testkit` feature);
 //! * a manifest with the crate's `CARGO_PKG_NAME`/`CARGO_PKG_VERSION`, the SDK version, the
 //!   rustc version, and every type;
 //! * the same type list as a small data blob in the ELF section [`SECTION_NAME`]
