@@ -477,6 +477,38 @@ mod tests {
             }
         }
 
+        /// Whole chunks: validation with the fast path equals validation by the general
+        /// path alone, errors included.
+        #[test]
+        fn chunk_validation_agrees(parts in proptest::collection::vec(arb_entryish(), 0..6), junk in proptest::collection::vec(any::<u8>(), 0..4)) {
+            let mut chunk: Vec<u8> = parts.concat();
+            chunk.extend_from_slice(&junk);
+            let fast = crate::validate_chunk(&chunk).map_err(|e| e.to_string());
+            let mut general = crate::ChunkInfo { canonical: true, ..crate::ChunkInfo::default() };
+            let (mut pos, mut index, mut sk) = (0, 0u32, Skipper::new());
+            let general = loop {
+                if pos >= chunk.len() {
+                    break Ok(general);
+                }
+                match crate::chunk::parse_entry_general(&chunk, pos, index, &mut sk) {
+                    Ok((crate::chunk::Parsed::Valid { canonical, .. }, len)) => {
+                        general.records += 1;
+                        general.canonical &= canonical;
+                        pos += len;
+                    }
+                    Ok((crate::chunk::Parsed::Invalid(reason, _), len)) => {
+                        general.canonical = false;
+                        general.invalid += 1;
+                        general.first_invalid.get_or_insert(crate::InvalidEntry { index, offset: pos, reason });
+                        pos += len;
+                    }
+                    Err(e) => break Err(e.to_string()),
+                }
+                index += 1;
+            };
+            prop_assert_eq!(fast, general);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), pos in 0usize..300, depth in 0usize..200) {
             let _ = skip(&bytes, pos, depth, depth.saturating_add(2));

@@ -608,6 +608,21 @@ fn message_coalescing() {
         &[],
         &[("t", 2, 2, None), ("t", 1, 1, None), ("t", 1, 1, None)],
     );
+    // Nesting the framing refuses is not coalesced either: the error comes in its turn.
+    let mut s = messages(&[("t", 5, None)]);
+    s.extend_from_slice(&[0x93, 0xa1, b't', 0x05, 0x81, 0xa1, b'k', 0x81, 0x01, 0x02]);
+    let shallow = DecoderConfig {
+        max_depth: 2,
+        ..DecoderConfig::default()
+    };
+    let (got, err) = decode(&shallow, &s, &[]);
+    assert_eq!(got.len(), 1);
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("nesting")),
+        "{err:?}"
+    );
+    let (got, err) = decode(&DecoderConfig::default(), &s, &[]);
+    assert!(matches!(&got[..], [Request::Events(b)] if b.records == 2) && err.is_none());
     // Different options stop it too (the size option is per batch).
     let mut s = messages(&[("t", 5, None)]);
     s.extend_from_slice(&[0x94, 0xa1, b't', 0x05, 0x80, 0x81, 0xa4]);
