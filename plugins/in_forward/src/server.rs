@@ -87,6 +87,14 @@ impl Shared {
     }
 }
 
+/// What became of an event request.
+enum Emitted {
+    /// Emitted; `interrupted`: an earlier run was emitting the same request when it stopped.
+    Events { records: u32, interrupted: bool },
+    /// An exact resend of an accepted request: not emitted.
+    Resend,
+}
+
 /// Why a connection was closed early.
 #[derive(Debug)]
 enum Close {
@@ -360,14 +368,18 @@ impl Connection {
             let window = shared.dedupe.clone();
             let key = ack.as_ref().and_then(|id| crate::dedupe::key(&tag, &id.0));
             let emitted = tokio::task::spawn_blocking(move || {
-                // Resend check, emit, then the id made durable — all before the ack.
+                // Resend check (the id marked as being emitted), emit, then the id recorded
+                // as accepted and made durable — all before the ack.
                 let pending = match (&window, key) {
-                    (Some(w), Some(k)) => match w.begin(Some(k)) {
-                        crate::dedupe::Begin::Resend => return Ok(None),
+                    (Some(w), Some(k)) => match w.begin(Some(k)).map_err(|e| e.to_string())? {
+                        crate::dedupe::Begin::Resend => return Ok(Emitted::Resend),
                         crate::dedupe::Begin::New(p) => Some(p),
                     },
                     _ => None,
                 };
+                let interrupted = pending
+                    .as_ref()
+                    .is_some_and(crate::dedupe::Pending::interrupted);
                 let (data, records) = match &fields {
                     Some(f) => add_fields(&data, f).unwrap_or((data, records)),
                     None => (data, records),
@@ -380,17 +392,35 @@ impl Connection {
                         format!("emitted, but the resend window could not record the id: {e}")
                     })?;
                 }
-                Ok(Some(records))
+                Ok(Emitted::Events {
+                    records,
+                    interrupted,
+                })
             })
             .await;
+            let chunk_id = || ack.as_ref().map(ToString::to_string).unwrap_or_default();
             match emitted {
-                Ok(Ok(Some(n))) => shared.metrics.events.add(f64::from(n)),
-                Ok(Ok(None)) => {
+                Ok(Ok(Emitted::Events {
+                    records,
+                    interrupted,
+                })) => {
+                    shared.metrics.events.add(f64::from(records));
+                    if interrupted {
+                        // Once per request an earlier run left half done: not rate-limited.
+                        nagare_plugin_sdk::warn!(
+                            shared.log,
+                            "forward: possible duplicate: chunk {} from {} was being emitted when an earlier run stopped, with no record that the emit completed; emitted again (records={records})",
+                            chunk_id(),
+                            self.peer
+                        );
+                    }
+                }
+                Ok(Ok(Emitted::Resend)) => {
                     shared.metrics.resends.inc();
                     nagare_plugin_sdk::debug!(
                         shared.log,
                         "forward: resend of an accepted chunk {} from {}: acked again, not emitted",
-                        ack.as_ref().map(ToString::to_string).unwrap_or_default(),
+                        chunk_id(),
                         self.peer
                     );
                 }
