@@ -86,9 +86,40 @@ impl EventTime {
     }
 }
 
+/// An IANA zone read from the system's zoneinfo (`/usr/share/zoneinfo`) when a config names
+/// it: no compiled-in tables, so plugins that never use a named zone pay nothing for them.
+#[derive(Debug)]
+pub struct NamedZone {
+    name: String,
+    tz: tz::TimeZone,
+}
+
+impl NamedZone {
+    /// The zone's name as written (`Asia/Tokyo`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn local_type(&self, unix: i64) -> Option<&tz::LocalTimeType> {
+        self.tz.find_local_time_type(unix).ok()
+    }
+
+    fn offset_at_unix(&self, unix: i64) -> FixedOffset {
+        self.local_type(unix)
+            .and_then(|t| FixedOffset::east_opt(t.ut_offset()))
+            .unwrap_or_else(utc_fixed)
+    }
+}
+
+impl PartialEq for NamedZone {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
 /// A time zone as Fluentd accepts it: `[+-]HH:MM`, `[+-]HHMM`, `[+-]HH`, `Region/Zone`, plus
 /// UTC and the machine's local zone.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Zone {
     /// UTC (`utc true`, or `localtime false`).
     Utc,
@@ -97,7 +128,7 @@ pub enum Zone {
     /// A fixed offset (`+09:00`).
     Fixed(FixedOffset),
     /// An IANA zone (`Asia/Tokyo`), daylight saving aware.
-    Named(chrono_tz::Tz),
+    Named(std::sync::Arc<NamedZone>),
 }
 
 impl Zone {
@@ -111,7 +142,15 @@ impl Zone {
             return Some(Zone::Utc);
         }
         if s.contains('/') || s == "GMT" {
-            return s.parse::<chrono_tz::Tz>().ok().map(Zone::Named);
+            // Only names from the zoneinfo directory: no path tricks, no POSIX rule strings.
+            if s.starts_with('/') || s.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+                return None;
+            }
+            let tz = tz::TimeZone::from_posix_tz(&format!(":{s}")).ok()?;
+            return Some(Zone::Named(std::sync::Arc::new(NamedZone {
+                name: s.to_string(),
+                tz,
+            })));
         }
         None
     }
@@ -140,13 +179,20 @@ impl Zone {
         }
     }
 
+    /// Seconds east of UTC in force at `unix` (seconds since the epoch).
+    pub fn utc_offset_at(&self, unix: i64) -> i32 {
+        DateTime::<Utc>::from_timestamp(unix, 0)
+            .map(|d| self.offset_at(&d.naive_utc()).local_minus_utc())
+            .unwrap_or(0)
+    }
+
     /// Offset east of UTC (seconds) in force at the UTC instant `utc`.
     fn offset_at(&self, utc: &NaiveDateTime) -> FixedOffset {
         match self {
             Zone::Utc => FixedOffset::east_opt(0).unwrap_or(utc_fixed()),
             Zone::Local => Local.offset_from_utc_datetime(utc).fix(),
             Zone::Fixed(f) => *f,
-            Zone::Named(tz) => tz.offset_from_utc_datetime(utc).fix(),
+            Zone::Named(z) => z.offset_at_unix(utc.and_utc().timestamp()),
         }
     }
 
@@ -162,8 +208,13 @@ impl Zone {
             Zone::Fixed(f) => *f,
             Zone::Local => pick(Local.offset_from_local_datetime(local))
                 .unwrap_or_else(|| self.offset_at(local)),
-            Zone::Named(tz) => pick(tz.offset_from_local_datetime(local).map(|o| o.fix()))
-                .unwrap_or_else(|| self.offset_at(local)),
+            Zone::Named(z) => {
+                // The offset in force at the wall time: try the offset found for the wall
+                // time read as UTC, then the one in force at the instant that gives.
+                let wall = local.and_utc().timestamp();
+                let first = z.offset_at_unix(wall);
+                z.offset_at_unix(wall - i64::from(first.local_minus_utc()))
+            }
         }
     }
 
@@ -178,7 +229,10 @@ impl Zone {
                 }
             }
             Zone::Fixed(_) => String::new(),
-            Zone::Named(tz) => tz.offset_from_utc_datetime(utc).to_string(),
+            Zone::Named(z) => z
+                .local_type(utc.and_utc().timestamp())
+                .map(|t| t.time_zone_designation().to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -955,7 +1009,7 @@ impl TimeParser {
 
     /// The zone wall times are read in.
     pub fn zone(&self) -> Zone {
-        self.zone
+        self.zone.clone()
     }
 
     fn err(&self, value: &str, reason: impl Into<String>) -> ParseError {
@@ -1719,7 +1773,7 @@ mod tests {
             ),
         ];
         for (f, z, i, e) in cases {
-            check_parse(f, *z, i, *e);
+            check_parse(f, z.clone(), i, *e);
         }
     }
 
@@ -1897,7 +1951,7 @@ mod tests {
             ),
         ];
         for (f, z, g, e) in cases {
-            check_fmt(*f, *z, *g, t, e);
+            check_fmt(*f, z.clone(), *g, t, e);
         }
     }
 
@@ -2123,6 +2177,30 @@ mod tests {
             Value::Map(vec![]),
         ] {
             assert!(p.parse_value(&v).is_err(), "{v:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod zone_tests {
+    use super::Zone;
+
+    #[test]
+    fn named_zones_come_from_zoneinfo_and_paths_are_refused() {
+        let tokyo = Zone::parse("Asia/Tokyo").expect("tzdata has Asia/Tokyo");
+        assert_eq!(tokyo.utc_offset_at(1_764_158_400), 9 * 3600);
+        let ny = Zone::parse("America/New_York").expect("tzdata");
+        // January (EST) and July (EDT).
+        assert_eq!(ny.utc_offset_at(1_767_225_600), -5 * 3600);
+        assert_eq!(ny.utc_offset_at(1_783_000_000), -4 * 3600);
+        for bad in [
+            "../etc/passwd",
+            "/etc/localtime",
+            "Asia/../Tokyo",
+            "Asia//Tokyo",
+            "No/Such_Zone",
+        ] {
+            assert!(Zone::parse(bad).is_none(), "{bad}");
         }
     }
 }

@@ -46,7 +46,7 @@ impl Converters {
                 "bool" => Conv::Bool,
                 "array" => Conv::Array(option.unwrap_or(",").to_string()),
                 "time" => {
-                    let mut tz = zone;
+                    let mut tz = zone.clone();
                     let mut format = option;
                     if let Some(o) = option {
                         if let Some((z, f)) = o.split_once(':') {

@@ -274,13 +274,9 @@ pub fn inject_params(node: &ConfigNode) -> std::result::Result<Option<Params>, S
 /// A `timekey_zone` nagare-buffer accepts: named zones (`Asia/Tokyo`) become their offset
 /// now (nagare-buffer aligns slices to fixed offsets).
 fn fixed_zone(z: &str) -> String {
-    use chrono::{Offset as _, TimeZone as _};
     match nagare_formats::time::Zone::parse(z) {
-        Some(nagare_formats::time::Zone::Named(tz)) => {
-            let secs = tz
-                .offset_from_utc_datetime(&chrono::Utc::now().naive_utc())
-                .fix()
-                .local_minus_utc();
+        Some(zone @ nagare_formats::time::Zone::Named(_)) => {
+            let secs = zone.utc_offset_at(chrono::Utc::now().timestamp());
             let sign = if secs < 0 { '-' } else { '+' };
             let a = secs.unsigned_abs();
             format!("{sign}{:02}{:02}", a / 3600, a % 3600 / 60)

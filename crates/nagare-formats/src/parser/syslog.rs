@@ -64,7 +64,7 @@ impl SyslogParser {
         let time_format = p.get("time_format");
         let rfc5424_format = p.str_or("rfc5424_time_format", "%Y-%m-%dT%H:%M:%S.%L%z");
         let tp = |f: &str, key: &str| {
-            TimeParser::new(TimeType::String, Some(f), &[], zone)
+            TimeParser::new(TimeType::String, Some(f), &[], zone.clone())
                 .map_err(|e| ConfigError::invalid(PL, key, f, e))
         };
         let tp3164 = tp(time_format.unwrap_or("%b %d %H:%M:%S"), "time_format")?;
