@@ -718,13 +718,14 @@ fn owned_request(r: Request<'_>) -> Request<'static> {
     }
 }
 
-/// The raw tag of a request, when it is a string.
+/// The encoded tag (header and bytes) of a request, when it is a string.
 fn message_tag(raw: &[u8]) -> Option<&[u8]> {
     let (Head::Array(_), n) = read_head(raw).ok()? else {
         return None;
     };
-    match read_head(raw.get(n..)?).ok()?.0 {
-        Head::Str(s) => Some(s),
+    let rest = raw.get(n..)?;
+    match read_head(rest).ok()? {
+        (Head::Str(_), len) => rest.get(..len),
         _ => None,
     }
 }
@@ -742,7 +743,8 @@ struct FastMessage<'a> {
 }
 
 /// Reads the complete Message request `[tag, time, record, option?]` at the start of `view`
-/// when its tag is the string `tag` and its shape is the usual one: an integer or EventTime
+/// when its tag is encoded as `tag` (header and bytes) and its shape is the usual one: an
+/// integer or EventTime
 /// time whose second is not 0, a map record. `None` otherwise (including when the request
 /// is incomplete): the general path then decodes it on its own.
 ///
@@ -759,22 +761,35 @@ fn fast_message<'a>(view: &'a [u8], tag: &[u8], max_depth: usize) -> Option<Fast
         return None;
     }
     let next = |at: usize| nagare_core::fast::skip(view, at, 1, max_depth).ok();
-    let tag_end = next(1)?;
-    match read_head(view.get(1..tag_end)?).ok()? {
-        (Head::Str(s), _) if s == tag => {}
-        _ => return None,
-    }
-    let time_end = next(tag_end)?;
-    let time_raw = view.get(tag_end..time_end)?;
-    // Integers and ext 0 only: a v1.5 metadata array goes the general way.
-    if !matches!(time_raw.first()?, 0x00..=0x7f | 0xcc..=0xd3 | 0xe0..=0xff | 0xc7..=0xc9 | 0xd4..=0xd8)
-    {
+    let tag_end = 1 + tag.len();
+    if view.get(1..tag_end)? != tag {
         return None;
     }
-    let time = match EventTime::decode(time_raw) {
-        Ok((t, n)) if n == time_raw.len() && !t.is_zero() => t,
-        _ => return None,
+    let (time, time_end) = match view.get(tag_end..tag_end + 10) {
+        Some(&[0xd7, 0x00, s0, s1, s2, s3, n0, n1, n2, n3]) => (
+            EventTime::new(
+                u32::from_be_bytes([s0, s1, s2, s3]),
+                u32::from_be_bytes([n0, n1, n2, n3]),
+            ),
+            tag_end + 10,
+        ),
+        _ => {
+            let time_end = next(tag_end)?;
+            let time_raw = view.get(tag_end..time_end)?;
+            // Integers and ext 0 only: a v1.5 metadata array goes the general way.
+            if !matches!(time_raw.first()?, 0x00..=0x7f | 0xcc..=0xd3 | 0xe0..=0xff | 0xc7..=0xc9 | 0xd4..=0xd8)
+            {
+                return None;
+            }
+            match EventTime::decode(time_raw) {
+                Ok((t, n)) if n == time_raw.len() => (t, time_end),
+                _ => return None,
+            }
+        }
     };
+    if time.is_zero() {
+        return None;
+    }
     let record_end = nagare_core::fast::map(view, time_end, 1, max_depth).ok()?;
     let record = view.get(time_end..record_end)?;
     let (len, options) = if count == 4 {
