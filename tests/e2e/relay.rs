@@ -90,7 +90,7 @@ fn sender(
 fn receiver_conf(port: u16) -> String {
     format!(
         "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n  dedupe_path {{dir}}/dedupe\n</source>\n\
-         <match relay.**>\n  @type stdout\n  <buffer tag>\n    @type file\n    path {{dir}}/buf\n    flush_interval 0.2s\n    flush_thread_interval 0.1\n  </buffer>\n</match>\n"
+         <match relay.**>\n  @type stdout\n  <buffer tag>\n    @type file\n    path {{dir}}/buf\n    flush_interval 0.2\n    flush_thread_interval 0.1\n  </buffer>\n</match>\n"
     )
 }
 
@@ -99,7 +99,7 @@ fn relay_conf(port: u16, upstream: u16) -> String {
         "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n  dedupe_path {{dir}}/dedupe\n</source>\n\
          <match relay.**>\n  @type forward\n  require_ack_response true\n  ack_response_timeout 2\n  heartbeat_type none\n  connect_timeout 1\n  send_timeout 2\n\
          <server>\n    host 127.0.0.1\n    port {upstream}\n  </server>\n\
-         <buffer tag>\n    @type file\n    path {{dir}}/buf\n    flush_interval 0.2s\n    flush_thread_interval 0.1\n    retry_wait 0.2s\n    retry_max_interval 1s\n    retry_forever true\n  </buffer>\n</match>\n"
+         <buffer tag>\n    @type file\n    path {{dir}}/buf\n    flush_interval 0.2\n    flush_thread_interval 0.1\n    retry_wait 0.2\n    retry_max_interval 1s\n    retry_forever true\n  </buffer>\n</match>\n"
     )
 }
 
@@ -259,7 +259,7 @@ fn kill_9_of_relay_and_receiver_loses_no_acked_event_and_duplicates_none() {
     let total = 120;
     // Back to back while the relay is killed: each kill lands a few ms after an ack, i.e.
     // mostly while the next batch is being emitted (the window in_forward reports). Then
-    // paced, so that the relay (flush_interval 0.2s, checked every 0.1s) forwards while each receiver runs.
+    // paced, so that the relay (flush_interval 0.2, checked every 0.1s) forwards while each receiver runs.
     let pause_ms = Arc::new(AtomicU64::new(0));
     let worker = {
         let (pause_ms, sent, stop) = (pause_ms.clone(), sent.clone(), stop.clone());

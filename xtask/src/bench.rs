@@ -593,7 +593,7 @@ fn relay_scenario(bin: &Path, opts: &Options) -> Result<()> {
         &format!(
             "<source>\n  @type forward\n  bind 127.0.0.1\n  port {{port}}\n</source>\n\
              <match **>\n  @type forward\n  require_ack_response true\n  <server>\n    host 127.0.0.1\n    port {}\n  </server>\n\
-               <buffer tag>\n    @type file\n    path {{dir}}/buffer\n    flush_mode interval\n    flush_interval 0.2s\n    chunk_limit_size 4m\n  </buffer>\n</match>\n",
+               <buffer tag>\n    @type file\n    path {{dir}}/buffer\n    flush_mode interval\n    flush_interval 0.2\n    chunk_limit_size 4m\n  </buffer>\n</match>\n",
             receiver.port
         ),
         Stdio::null(),

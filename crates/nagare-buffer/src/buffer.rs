@@ -6,12 +6,12 @@ use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::clock::{Clock, SystemClock, from_secs_f64, to_secs_f64, to_secs_i64};
+use crate::clock::{Clock, SystemClock, from_secs_f64, to_secs_f64};
 use crate::config::{BufferConfig, BufferType, FlushMode, FsyncPolicy, OverflowAction};
 use crate::error::BufferError;
 use crate::file::{self, FileState, Layout, ResumeReport};
@@ -829,28 +829,10 @@ impl Buffer {
     }
 
     fn enqueue_due_locked(&self, st: &mut State, now: SystemTime) -> Result<usize, BufferError> {
-        let now_i = to_secs_i64(now);
-        let interval = i64::try_from(self.cfg.flush_interval.as_secs()).unwrap_or(i64::MAX);
         let mut due: Vec<(SystemTime, ChunkId, Arc<Metadata>)> = st
             .stage
             .iter()
-            .filter(|(m, c)| {
-                let by_interval = self.cfg.flush_mode == FlushMode::Interval
-                    && to_secs_i64(c.created).saturating_add(interval) <= now_i;
-                let by_timekey = match (self.cfg.chunk_keys.time, m.timekey) {
-                    (Some(tk), Some(key)) => {
-                        let unit = i64::try_from(tk.timekey).unwrap_or(i64::MAX);
-                        let current = now_i - now_i.rem_euclid(unit);
-                        key < current
-                            && key
-                                .saturating_add(unit)
-                                .saturating_add(tk.timekey_wait as i64)
-                                <= now_i
-                    }
-                    _ => false,
-                };
-                by_interval || by_timekey
-            })
+            .filter(|(m, c)| self.due_time(m, c.created).is_some_and(|t| t <= now))
             .map(|(m, c)| (c.created, c.id, m.clone()))
             .collect();
         due.sort();
@@ -1115,7 +1097,38 @@ impl Buffer {
         } else {
             self.cfg.flush_thread_burst_interval
         };
-        now.checked_add(pause).unwrap_or(now)
+        let idle = now.checked_add(pause).unwrap_or(now);
+        // A staged chunk coming due earlier than the idle pause wakes the flusher then, so
+        // `flush_interval 0.2` means 0.2 s, not "the next thread tick".
+        st.stage
+            .iter()
+            .filter_map(|(m, c)| self.due_time(m, c.created))
+            .fold(idle, |a, t| a.min(t.max(now)))
+    }
+
+    /// When a staged chunk created at `created` with metadata `m` is due for the queue:
+    /// `created + flush_interval` in interval mode, `timekey + timekey + timekey_wait` for a
+    /// time-keyed chunk (lazy), whichever comes first; `None` when only size or an explicit
+    /// flush enqueues it.
+    fn due_time(&self, m: &Metadata, created: SystemTime) -> Option<SystemTime> {
+        let by_interval = (self.cfg.flush_mode == FlushMode::Interval)
+            .then(|| created.checked_add(self.cfg.flush_interval))
+            .flatten();
+        let by_timekey = match (self.cfg.chunk_keys.time, m.timekey) {
+            (Some(tk), Some(key)) => {
+                let end = key
+                    .saturating_add(i64::try_from(tk.timekey).unwrap_or(i64::MAX))
+                    .saturating_add(i64::try_from(tk.timekey_wait).unwrap_or(i64::MAX));
+                u64::try_from(end)
+                    .ok()
+                    .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+            }
+            _ => None,
+        };
+        match (by_interval, by_timekey) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// True when nothing is staged, queued or leased.

@@ -325,6 +325,30 @@ fn interval_mode_enqueues_after_flush_interval() {
     assert_eq!(f.lease().records(), 1);
 }
 
+/// Sub-second intervals are honoured (`0.2`; note that Fluentd reads `0.2s` as 2 s: its
+/// `\d+s` pattern is unanchored), and the flusher is told to wake when the staged chunk comes
+/// due rather than at its next idle tick.
+#[test]
+fn sub_second_flush_interval_and_the_wake_up_time() {
+    let f = open(
+        "tag",
+        &[("flush_interval", "0.2"), ("flush_thread_interval", "1")],
+        false,
+    );
+    let t0 = f.clock.now();
+    assert_eq!(f.buffer.next_flush_time(t0), t0 + Duration::from_secs(1));
+    f.write("t", &records(1, 10));
+    assert_eq!(
+        f.buffer.next_flush_time(t0),
+        t0 + Duration::from_millis(200),
+        "wake when the chunk is due"
+    );
+    f.clock.advance(Duration::from_millis(150));
+    assert!(f.none_ready());
+    f.clock.advance(Duration::from_millis(50));
+    assert_eq!(f.lease().records(), 1);
+}
+
 #[test]
 fn lazy_mode_waits_for_timekey_and_wait() {
     let f = open(
