@@ -105,6 +105,28 @@ enum Close {
     Handshake(&'static str),
 }
 
+impl Close {
+    /// The rate-limit bucket of this kind of close.
+    fn category(&self) -> &'static str {
+        match self {
+            Close::Io(_) => "close_io",
+            Close::Protocol(_) => "close_protocol",
+            Close::Emit(_) => "close_emit",
+            Close::Auth(_) => "close_auth",
+            Close::Handshake(_) => "close_handshake",
+        }
+    }
+}
+
+/// Whether an I/O error only says the peer left.
+fn is_peer_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+    )
+}
+
 impl std::fmt::Display for Close {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -198,8 +220,14 @@ async fn connection(
     };
     match conn.run(&mut stream).await {
         Ok(()) => nagare_plugin_sdk::trace!(shared.log, "forward: closed connection from {peer}"),
+        // A peer that resets or leaves is ordinary (health checks, probes, clients going
+        // away): debug. Everything else is warned, rate-limited per kind, so one noisy kind
+        // cannot hide another (a reset must not silence a shared_key mismatch).
+        Err(Close::Io(e)) if is_peer_gone(&e) => {
+            nagare_plugin_sdk::debug!(shared.log, "forward: connection from {peer} went away: {e}")
+        }
         Err(e) => shared.warn(
-            "connection",
+            e.category(),
             format_args!("forward: closing connection from {peer}: {e}"),
         ),
     }
