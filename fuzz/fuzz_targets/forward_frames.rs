@@ -36,6 +36,9 @@ fuzz_target!(|input: &[u8]| {
         chunk_size_limit: Some(4096),
         decompression_size_limit: 1 << 20,
         max_request_size: 1 << 20,
+        // Coalescing merges only Message requests already buffered, which depends on the
+        // split; request-by-request decoding must not.
+        coalesce_messages: false,
         ..DecoderConfig::default()
     };
     let whole = run(data, data.len(), &cfg);
