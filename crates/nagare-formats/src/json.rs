@@ -81,26 +81,48 @@ pub fn ruby_float(f: f64) -> String {
 
 fn write_json_str(s: &str, out: &mut String) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+    // Copy runs that need no escaping in one go; only ASCII bytes are ever escaped, so every
+    // cut is on a char boundary.
+    let bytes = s.as_bytes();
+    // Most strings need no escape at all: one branch-free scan, then one copy.
+    if !bytes
+        .iter()
+        .fold(false, |a, &b| a | (b < 0x20) | (b == b'"') | (b == b'\\'))
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
     }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(s.get(start..i).unwrap_or_default());
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
 }
 
 fn write_json_bytes(b: &[u8], out: &mut String) {
-    write_json_str(&String::from_utf8_lossy(b), out);
+    match std::str::from_utf8(b) {
+        Ok(s) => write_json_str(s, out),
+        Err(_) => write_json_str(&String::from_utf8_lossy(b), out),
+    }
 }
 
 /// If `v` is an EventTime ext (type 0, 8 bytes), its seconds and nanoseconds.
@@ -166,6 +188,117 @@ pub fn write_json(v: &Value, out: &mut String) {
             }
             None => write_json_str(&ext_to_s(*ty, data), out),
         },
+    }
+}
+
+/// Appends the JSON text of the msgpack value at the start of `raw` without building an
+/// [`Value`] (the hot path of json and out_file formatting); returns the bytes consumed.
+/// Gives exactly [`write_json`]'s text: floats and ext values are decoded and rendered by it.
+/// `None` when `raw` is malformed or nested deeper than 64 levels (`out` may then hold a
+/// partial rendering: callers truncate and fall back to [`write_json`]).
+pub fn write_json_raw(raw: &[u8], out: &mut String) -> Option<usize> {
+    raw_value(raw, out, 0)
+}
+
+fn be(raw: &[u8], at: usize, n: usize) -> Option<u64> {
+    let b = raw.get(at..at.checked_add(n)?)?;
+    Some(b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+}
+
+fn raw_value(raw: &[u8], out: &mut String, depth: usize) -> Option<usize> {
+    if depth > 64 {
+        return None;
+    }
+    let m = *raw.first()?;
+    let int = |out: &mut String, v: i128, used: usize| {
+        let _ = write!(out, "{v}");
+        Some(used)
+    };
+    match m {
+        0x00..=0x7f => int(out, i128::from(m), 1),
+        0xe0..=0xff => int(out, i128::from(m as i8), 1),
+        0xc0 => {
+            out.push_str("null");
+            Some(1)
+        }
+        0xc2 | 0xc3 => {
+            out.push_str(if m == 0xc3 { "true" } else { "false" });
+            Some(1)
+        }
+        0xcc..=0xcf => {
+            let n = 1usize << (m - 0xcc);
+            int(out, i128::from(be(raw, 1, n)?), 1 + n)
+        }
+        0xd0..=0xd3 => {
+            let n = 1usize << (m - 0xd0);
+            let u = be(raw, 1, n)?;
+            let shift = 64 - 8 * n as u32;
+            int(out, i128::from(((u << shift) as i64) >> shift), 1 + n)
+        }
+        0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => {
+            let (hdr, len): (usize, usize) = match m {
+                0xa0..=0xbf => (1, usize::from(m & 0x1f)),
+                0xd9 | 0xc4 => (2, be(raw, 1, 1)? as usize),
+                0xda | 0xc5 => (3, be(raw, 1, 2)? as usize),
+                _ => (5, be(raw, 1, 4)? as usize),
+            };
+            let body = raw.get(hdr..hdr.checked_add(len)?)?;
+            write_json_bytes(body, out);
+            Some(hdr + len)
+        }
+        0x90..=0x9f | 0xdc | 0xdd => {
+            let (mut at, n) = match m {
+                0x90..=0x9f => (1, usize::from(m & 0x0f)),
+                0xdc => (3, be(raw, 1, 2)? as usize),
+                _ => (5, be(raw, 1, 4)? as usize),
+            };
+            out.push('[');
+            for i in 0..n {
+                if i > 0 {
+                    out.push(',');
+                }
+                at += raw_value(raw.get(at..)?, out, depth + 1)?;
+            }
+            out.push(']');
+            Some(at)
+        }
+        0x80..=0x8f | 0xde | 0xdf => {
+            let (mut at, n) = match m {
+                0x80..=0x8f => (1, usize::from(m & 0x0f)),
+                0xde => (3, be(raw, 1, 2)? as usize),
+                _ => (5, be(raw, 1, 4)? as usize),
+            };
+            out.push('{');
+            for i in 0..n {
+                if i > 0 {
+                    out.push(',');
+                }
+                let key = raw.get(at..)?;
+                match key.first()? {
+                    0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => {
+                        at += raw_value(key, out, depth + 1)?;
+                    }
+                    _ => {
+                        // Non-string keys: Ruby's `to_s`, through the decoded value.
+                        let mut rest = key;
+                        let k = rmpv::decode::read_value(&mut rest).ok()?;
+                        write_json_str(&to_s(&k), out);
+                        at += key.len() - rest.len();
+                    }
+                }
+                out.push(':');
+                at += raw_value(raw.get(at..)?, out, depth + 1)?;
+            }
+            out.push('}');
+            Some(at)
+        }
+        // Floats and ext values (EventTime, …): rare; render through the decoded value.
+        _ => {
+            let mut rest = raw;
+            let v = rmpv::decode::read_value(&mut rest).ok()?;
+            write_json(&v, out);
+            Some(raw.len() - rest.len())
+        }
     }
 }
 

@@ -134,6 +134,26 @@ fn text_value() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
+    /// The raw fast path renders exactly what the general path does, for any value.
+    #[test]
+    fn raw_json_equals_decoded_json(v in value()) {
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &v).expect("encode");
+        let mut fast = String::new();
+        let used = nagare_formats::json::write_json_raw(&bytes, &mut fast);
+        prop_assert_eq!(used, Some(bytes.len()));
+        // What the general path sees: the value decoded from the same bytes.
+        let decoded = rmpv::decode::read_value(&mut bytes.as_slice()).expect("decode");
+        prop_assert_eq!(fast, nagare_formats::json::to_json(&decoded));
+    }
+
+    /// Truncated or garbage bytes never panic the raw path.
+    #[test]
+    fn raw_json_never_panics(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let mut s = String::new();
+        let _ = nagare_formats::json::write_json_raw(&data, &mut s);
+    }
+
     #[test]
     fn parsers_never_panic(data in input()) {
         for p in PARSERS.iter() {

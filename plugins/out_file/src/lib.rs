@@ -535,8 +535,24 @@ impl FileOutput {
         let mut groups: Groups<(Vec<u8>, u32)> = Groups::default();
         for entry in chunk.entries().map_err(|e| bad(&e))? {
             let entry = entry.map_err(|e| bad(&e))?;
-            let mut record = entry.value().map_err(|e| bad(&e))?;
             let time = nagare_formats::EventTime::new(entry.time.sec, entry.time.nsec);
+            // Hot path: one file for the whole chunk and nothing to inject, so formatters that
+            // can render straight from the msgpack bytes skip building a Value.
+            if keyed && self.injector.is_none() {
+                let mark = single.0.len();
+                match self
+                    .formatter
+                    .format_raw(tag, time, entry.record, &mut single.0)
+                {
+                    Some(r) => {
+                        r.map_err(|e| bad(&e))?;
+                        single.1 += 1;
+                        continue;
+                    }
+                    None => single.0.truncate(mark),
+                }
+            }
+            let mut record = entry.value().map_err(|e| bad(&e))?;
             let slot = if keyed {
                 &mut single
             } else {

@@ -29,6 +29,19 @@ pub trait Formatter: Send + Sync + Debug {
     /// The `@type` name.
     fn type_name(&self) -> &'static str;
 
+    /// Formats straight from the record's raw msgpack bytes, when this formatter can (json,
+    /// out_file): the same text as [`Formatter::format`] without building a [`Value`].
+    /// `None`: not supported, or the bytes need the general path — call `format` then.
+    fn format_raw(
+        &self,
+        _tag: &str,
+        _time: EventTime,
+        _raw: &[u8],
+        _out: &mut Vec<u8>,
+    ) -> Option<Result<(), FormatError>> {
+        None
+    }
+
     /// The formatted event as a new buffer.
     fn format_to_vec(
         &self,

@@ -4,7 +4,7 @@ use rmpv::Value;
 
 use super::{Formatter, build_formatter, lookup, newline_param};
 use crate::error::{ConfigError, FormatError};
-use crate::json::{write_inspect, write_json, write_ruby_float, write_to_s};
+use crate::json::{write_inspect, write_json, write_json_raw, write_ruby_float, write_to_s};
 use crate::params::Params;
 use crate::time::{EventTime, TimeFormatter, Zone};
 
@@ -88,18 +88,7 @@ impl Formatter for OutFileFormatter {
         out: &mut Vec<u8>,
     ) -> Result<(), FormatError> {
         let mut s = String::new();
-        if self.output_time {
-            match &self.time {
-                TimeOut::Float => write_ruby_float(time.as_f64(), &mut s),
-                TimeOut::Unixtime => s.push_str(&time.sec.to_string()),
-                TimeOut::Text(f) => f.format_into(time, &mut s)?,
-            }
-            s.push_str(self.delimiter);
-        }
-        if self.output_tag {
-            s.push_str(tag);
-            s.push_str(self.delimiter);
-        }
+        self.prefix(tag, time, &mut s)?;
         write_json(record, &mut s);
         s.push('\n');
         push(out, &s);
@@ -108,6 +97,48 @@ impl Formatter for OutFileFormatter {
 
     fn type_name(&self) -> &'static str {
         "out_file"
+    }
+
+    fn format_raw(
+        &self,
+        tag: &str,
+        time: EventTime,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Result<(), FormatError>> {
+        if raw
+            .first()
+            .is_none_or(|&m| !matches!(m, 0x80..=0x8f | 0xde | 0xdf))
+        {
+            return None;
+        }
+        let mut s = String::with_capacity(raw.len() + 64);
+        if let Err(e) = self.prefix(tag, time, &mut s) {
+            return Some(Err(e));
+        }
+        write_json_raw(raw, &mut s)?;
+        s.push('\n');
+        push(out, &s);
+        Some(Ok(()))
+    }
+}
+
+impl OutFileFormatter {
+    /// `time<delimiter>tag<delimiter>`, as configured.
+    fn prefix(&self, tag: &str, time: EventTime, s: &mut String) -> Result<(), FormatError> {
+        if self.output_time {
+            match &self.time {
+                TimeOut::Float => write_ruby_float(time.as_f64(), s),
+                TimeOut::Unixtime => s.push_str(&time.sec.to_string()),
+                TimeOut::Text(f) => f.format_into(time, s)?,
+            }
+            s.push_str(self.delimiter);
+        }
+        if self.output_tag {
+            s.push_str(tag);
+            s.push_str(self.delimiter);
+        }
+        Ok(())
     }
 }
 
@@ -143,6 +174,20 @@ impl Formatter for JsonFormatter {
 
     fn type_name(&self) -> &'static str {
         "json"
+    }
+
+    fn format_raw(
+        &self,
+        _tag: &str,
+        _time: EventTime,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Result<(), FormatError>> {
+        let mut s = String::with_capacity(raw.len() + 16);
+        write_json_raw(raw, &mut s)?;
+        s.push_str(self.newline);
+        push(out, &s);
+        Some(Ok(()))
     }
 }
 
