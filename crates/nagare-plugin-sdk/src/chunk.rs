@@ -187,15 +187,18 @@ impl Cursor<'_> {
     }
 
     fn byte(&mut self) -> Result<u8, ChunkError> {
-        let b = *self.data.get(self.pos).ok_or(self.truncated())?;
+        let b = *self.data.get(self.pos).ok_or_else(|| self.truncated())?;
         self.pos += 1;
         Ok(b)
     }
 
     fn take(&mut self, n: u64) -> Result<&[u8], ChunkError> {
         let n = usize::try_from(n).map_err(|_| self.truncated())?;
-        let end = self.pos.checked_add(n).ok_or(self.truncated())?;
-        let s = self.data.get(self.pos..end).ok_or(self.truncated())?;
+        let end = self.pos.checked_add(n).ok_or_else(|| self.truncated())?;
+        let s = self
+            .data
+            .get(self.pos..end)
+            .ok_or_else(|| self.truncated())?;
         self.pos = end;
         Ok(s)
     }
@@ -216,7 +219,7 @@ impl Cursor<'_> {
 
     /// Reads a time: int, float, ext 0 (8 bytes), or (when `allow_array`) `[time, meta]`.
     fn time(&mut self, allow_array: bool) -> Result<EventTime, ChunkError> {
-        let marker = *self.data.get(self.pos).ok_or(self.truncated())?;
+        let marker = *self.data.get(self.pos).ok_or_else(|| self.truncated())?;
         let clamp = |v: u64| EventTime::new(u32::try_from(v).unwrap_or(u32::MAX), 0);
         match marker {
             0x00..=0x7f => {
@@ -291,6 +294,15 @@ impl Cursor<'_> {
 
     /// Skips one msgpack value, iteratively, bounded by [`MAX_DEPTH`].
     fn skip_value(&mut self) -> Result<(), ChunkError> {
+        // Fast path: nagare-core's one-pass skipper over a complete value. Anything it does not
+        // accept (truncated, malformed, very deep) takes the walk below, which says what is
+        // wrong and where.
+        if let Some(rest) = self.data.get(self.pos..)
+            && let Ok(n) = nagare_core::msgpack::value_len(rest)
+        {
+            self.pos += n;
+            return Ok(());
+        }
         // Stack of remaining element counts of open containers.
         let mut pending: Vec<u64> = Vec::new();
         let mut remaining: u64 = 1;
