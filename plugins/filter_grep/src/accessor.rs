@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use nagare_core::msgpack::{Head, read_head, value_len};
+use nagare_core::msgpack::{Head, MAX_DEPTH, read_head, value_len};
 use nagare_core::record::MapIter;
 use nagare_plugin_sdk::rmpv::Value;
 
@@ -361,7 +361,58 @@ fn resolve_index(n: i64, len: usize) -> Option<usize> {
         .flatten()
 }
 
+/// Whether a raw map key is the one `step` names: a `str`/`bin` key with the same bytes, or
+/// an integer key equal to the index.
+#[inline]
+fn key_is(key: &[u8], step: &Step) -> bool {
+    match (key.first(), step) {
+        // fixstr, the usual key: compare without decoding the head.
+        (Some(&b), Step::Key(want)) if b & 0xe0 == 0xa0 => key.get(1..) == Some(want.as_bytes()),
+        (_, Step::Key(want)) => {
+            matches!(read_head(key), Ok((head, _)) if head.str_or_bin() == Some(want.as_bytes()))
+        }
+        (_, Step::Index(want)) => {
+            matches!(read_head(key), Ok((Head::Int(n), _)) if n == i128::from(*want))
+        }
+    }
+}
+
+/// [`raw_map_get`] on nagare-core's non-allocating skipper: `None` when it cannot answer
+/// (malformed bytes, nesting at the limit), and then the general path decides and words the
+/// error. Whenever it answers, the general path gives the same answer.
+#[inline]
+fn fast_map_get<'a>(raw: &'a [u8], step: &Step) -> Option<Option<&'a [u8]>> {
+    let be = |at: std::ops::Range<usize>| {
+        raw.get(at)
+            .map(|b| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)))
+    };
+    let (count, mut pos) = match *raw.first()? {
+        b @ 0x80..=0x8f => (usize::from(b & 0x0f), 1),
+        0xde => (be(1..3)?, 3),
+        0xdf => (be(1..5)?, 5),
+        _ => return None,
+    };
+    for _ in 0..count {
+        // Each key and value is skipped as a value of its own, as the general path does.
+        let key_end = nagare_core::fast::skip(raw, pos, 0, MAX_DEPTH).ok()?;
+        let value_end = nagare_core::fast::skip(raw, key_end, 0, MAX_DEPTH).ok()?;
+        if key_is(raw.get(pos..key_end)?, step) {
+            return Some(raw.get(key_end..value_end));
+        }
+        pos = value_end;
+    }
+    Some(None)
+}
+
 fn raw_map_get<'a>(raw: &'a [u8], step: &Step) -> Result<Option<&'a [u8]>, DigError> {
+    match fast_map_get(raw, step) {
+        Some(found) => Ok(found),
+        None => slow_map_get(raw, step),
+    }
+}
+
+/// The general path of [`raw_map_get`] (nagare-core's streaming skipper, worded errors).
+fn slow_map_get<'a>(raw: &'a [u8], step: &Step) -> Result<Option<&'a [u8]>, DigError> {
     let malformed = |e: nagare_core::record::RecordError| DigError::Malformed(e.to_string());
     for pair in MapIter::new(raw).map_err(malformed)? {
         let (k, v) = pair.map_err(malformed)?;
@@ -578,6 +629,62 @@ mod tests {
         let mut out = Vec::new();
         write_value_lossless(&mut out, &v);
         assert_eq!(out, raw);
+    }
+
+    /// The fast map look-up answers as the general one whenever it answers, on whole maps
+    /// and on every truncation of them.
+    #[test]
+    fn fast_map_get_agrees_with_the_general_path() {
+        let mut deep = vec![0x81, 0xa1, b'd'];
+        deep.extend(std::iter::repeat_n(0x91, MAX_DEPTH + 2));
+        deep.push(0x01);
+        let map16 = vec![
+            0xde, 0x00, 0x02, 0xa1, b'x', 0x01, 0xa1, b'k', 0xa2, b'h', b'i',
+        ];
+        let map32 = [0xdf, 0, 0, 0, 1, 0xc4, 1, b'k', 0xc0];
+        let maps: Vec<Vec<u8>> = vec![
+            vec![0x80],
+            vec![0x82, 0xa1, b'a', 0x01, 0xa1, b'k', 0x02],
+            vec![0x82, 0xa1, b'k', 0x01, 0xa1, b'k', 0x02], // duplicate: the first wins
+            vec![0x81, 0xc4, 0x01, b'k', 0x03],             // bin key
+            vec![0x81, 0xd9, 0x01, b'k', 0x04],             // str8 key
+            vec![0x82, 0x07, 0xa1, b'z', 0xd0, 0xff, 0x05], // integer keys
+            vec![0x81, 0xa1, b'q', 0x81, 0xa1, b'k', 0x06], // nested, not looked into
+            vec![0x81, 0xa1, b'k', 0xc1],                   // reserved marker
+            vec![0x81, 0xa1, b'k', 0x92, 0x01],             // truncated array
+            vec![0x91, 0x01],                               // not a map
+            deep,
+            map32.to_vec(),
+        ];
+        let steps = [
+            s("k"),
+            s("x"),
+            s("missing"),
+            Step::Index(7),
+            Step::Index(-1),
+        ];
+        for raw in maps.iter().chain([&map16]) {
+            for end in 0..=raw.len() {
+                let cut = &raw[..end];
+                for step in &steps {
+                    let general = slow_map_get(cut, step);
+                    if let Some(fast) = fast_map_get(cut, step) {
+                        assert_eq!(Ok(fast), general, "{cut:x?} {step:?}");
+                    }
+                }
+            }
+        }
+        // The usual shapes are answered by the fast path.
+        assert_eq!(fast_map_get(&maps[2], &s("k")), Some(Some(&[0x01u8][..])));
+        assert_eq!(
+            fast_map_get(&maps[5], &Step::Index(-1)),
+            Some(Some(&[0x05u8][..]))
+        );
+        assert_eq!(
+            fast_map_get(&map16, &s("k")),
+            Some(Some(&[0xa2, b'h', b'i'][..]))
+        );
+        assert_eq!(fast_map_get(&maps[1], &s("missing")), Some(None));
     }
 
     #[test]
