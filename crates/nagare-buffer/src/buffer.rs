@@ -292,6 +292,17 @@ pub struct Buffer {
     resume: ResumeReport,
 }
 
+/// Entries of one write that go to the same chunk metadata.
+#[derive(Debug)]
+struct Group {
+    meta: Metadata,
+    /// Byte ranges into the batch, in order.
+    ranges: Vec<Range<usize>>,
+    /// `Some(n)`: `ranges` is the whole batch as one range holding `n` entries (the fast
+    /// path); `None`: one entry per range.
+    whole: Option<u64>,
+}
+
 /// Fluentd's plugin-id sanitising for backup paths.
 fn safe_plugin_id(id: &str) -> String {
     id.chars()
@@ -498,17 +509,83 @@ impl Buffer {
     /// `chunk_limit_size` / `chunk_limit_records`. A record larger than a whole chunk is
     /// refused alone and listed in the receipt. When `total_limit_size` is reached,
     /// `overflow_action` applies. On `Ok`, a file buffer's data is on disk per the
-    /// `fsync` policy. `records` is the caller's count, used only as a sizing hint: the
-    /// buffer counts entries itself. Invalid bytes are refused whole, before anything
-    /// is stored.
+    /// `fsync` policy. Invalid bytes are refused whole, before anything is stored.
+    ///
+    /// `records` is the caller's count of entries in `data`. When chunking needs nothing
+    /// from the records (chunk keys `tag` or none), no `chunk_limit_records` is set and the
+    /// whole batch fits the staged chunk (or a fresh one), the batch is appended as is and
+    /// counted as `records` entries after only a cheap shape check (see
+    /// [`Buffer::whole_batch`]); the caller vouches for the bytes and the count (in_forward
+    /// has validated every entry). Every other batch is walked entry by entry, and then
+    /// the buffer counts entries itself and `records` is only a sizing hint.
     pub fn write(&self, tag: &str, data: &[u8], records: u64) -> Result<WriteReceipt, BufferError> {
-        // 1. Walk and group outside the lock.
+        // 1. Group: the whole batch at once when it can be, else walk it outside the lock.
+        let mut receipt = WriteReceipt::default();
+        let groups = match self.whole_batch(tag, data, records) {
+            Some(group) => vec![group],
+            None => self.walk(tag, data, records, &mut receipt)?,
+        };
+        if groups.is_empty() {
+            self.lock().counters.rejected_records += receipt.rejected.len() as u64;
+            return Ok(receipt);
+        }
+        self.store(groups, data, receipt)
+    }
+
+    /// The fast path of [`Buffer::write`]: the batch as one group of one range holding
+    /// `records` entries, when chunking needs no per-record data, no
+    /// `chunk_limit_records` is set, the batch is within the file frame limit and fits the
+    /// staged chunk's room (or a fresh chunk), and it passes a cheap shape check: it starts
+    /// with a 2-array marker and is at least 3 bytes per entry (the smallest
+    /// `[time, {}]`). `None`: walk it.
+    fn whole_batch(&self, tag: &str, data: &[u8], records: u64) -> Option<Group> {
+        let cfg = &self.cfg;
+        let len = data.len() as u64;
+        if !cfg.chunk_keys.is_simple()
+            || cfg.chunk_limit_records.is_some()
+            || records == 0
+            || records > u64::from(u32::MAX)
+            || records.checked_mul(3).is_none_or(|min| min > len)
+            || len > cfg.chunk_limit_size
+            || data.len() > frame::MAX_PAYLOAD
+            || data.first() != Some(&0x92)
+        {
+            return None;
+        }
+        let meta = Metadata {
+            timekey: None,
+            tag: cfg.chunk_keys.tag.then(|| tag.to_string()),
+            variables: Default::default(),
+        };
+        // Splitting across chunks needs entry boundaries: walk when the staged chunk has
+        // no room. (If another writer fills it before `store` takes the lock again, the
+        // batch goes whole into a fresh chunk: still within the limits.)
+        let fits = self
+            .lock()
+            .stage
+            .get(&meta)
+            .is_none_or(|c| c.bytes + len <= cfg.chunk_limit_size);
+        fits.then(|| Group {
+            meta,
+            ranges: std::iter::once(0..data.len()).collect(),
+            whole: Some(records),
+        })
+    }
+
+    /// The slow path of [`Buffer::write`]: checks every entry, refuses records larger
+    /// than a chunk (listed in `receipt`) and groups the rest by chunk keys.
+    fn walk(
+        &self,
+        tag: &str,
+        data: &[u8],
+        records: u64,
+        receipt: &mut WriteReceipt,
+    ) -> Result<Vec<Group>, BufferError> {
         let cap = usize::try_from(records)
             .unwrap_or(0)
             .min(data.len() / 4 + 1);
-        let mut groups: Vec<(Metadata, Vec<Range<usize>>)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         let mut index: HashMap<Metadata, usize> = HashMap::new();
-        let mut receipt = WriteReceipt::default();
         let simple = self.cfg.chunk_keys.is_simple();
         for (i, entry) in msgpack::entries(data).enumerate() {
             let invalid = |source| BufferError::InvalidChunk {
@@ -533,13 +610,17 @@ impl Buffer {
                     Some(slot) => *slot,
                     None => {
                         index.insert(meta.clone(), groups.len());
-                        groups.push((meta, Vec::with_capacity(if simple { cap } else { 4 })));
+                        groups.push(Group {
+                            meta,
+                            ranges: Vec::with_capacity(if simple { cap } else { 4 }),
+                            whole: None,
+                        });
                         groups.len() - 1
                     }
                 }
             };
             if let Some(g) = groups.get_mut(slot) {
-                g.1.push(e.range);
+                g.ranges.push(e.range);
             }
         }
         if !receipt.rejected.is_empty() {
@@ -551,12 +632,17 @@ impl Buffer {
                 "a record is larger than chunk_limit_size; refused (BufferChunkOverflowError), the rest is kept"
             );
         }
+        Ok(groups)
+    }
 
-        if groups.is_empty() {
-            self.lock().counters.rejected_records += receipt.rejected.len() as u64;
-            return Ok(receipt);
-        }
-
+    /// Steps 2-4 of [`Buffer::write`], under the lock: make space per `overflow_action`,
+    /// append the groups, enqueue full chunks, update the counters.
+    fn store(
+        &self,
+        groups: Vec<Group>,
+        data: &[u8],
+        mut receipt: WriteReceipt,
+    ) -> Result<WriteReceipt, BufferError> {
         // 2. Space.
         let mut st = self.lock();
         if st.closed {
@@ -631,16 +717,8 @@ impl Buffer {
         // 3. Append.
         let now = self.opts.clock.now();
         let mut touched: Vec<Arc<Metadata>> = Vec::new();
-        for (meta, ranges) in groups {
-            self.write_group(
-                &mut st,
-                meta,
-                &ranges,
-                data,
-                now,
-                &mut touched,
-                &mut receipt,
-            )?;
+        for group in groups {
+            self.write_group(&mut st, group, data, now, &mut touched, &mut receipt)?;
         }
         // 4. Enqueue full chunks (all of them in immediate mode), make the rest durable.
         for meta in touched {
@@ -668,12 +746,10 @@ impl Buffer {
         Ok(receipt)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn write_group(
         &self,
         st: &mut State,
-        meta: Metadata,
-        ranges: &[Range<usize>],
+        group: Group,
         data: &[u8],
         now: SystemTime,
         touched: &mut Vec<Arc<Metadata>>,
@@ -681,6 +757,13 @@ impl Buffer {
     ) -> Result<(), BufferError> {
         let limit = self.cfg.chunk_limit_size;
         let rlimit = self.cfg.chunk_limit_records.unwrap_or(u64::MAX);
+        let Group {
+            meta,
+            ranges,
+            whole,
+        } = group;
+        // Entries per range: one, or all of them for a whole batch (a single range).
+        let per_range = whole.unwrap_or(1);
         let meta = match st.stage.get_key_value(&meta) {
             Some((k, _)) => k.clone(),
             None => Arc::new(meta),
@@ -696,16 +779,18 @@ impl Buffer {
             };
             let mut take = 0usize;
             let mut take_bytes = 0u64;
+            let mut take_records = 0u64;
             for r in ranges.iter().skip(i) {
                 let len = r.len() as u64;
                 if chunk.bytes + take_bytes + len > limit
-                    || chunk.records + take as u64 + 1 > rlimit
+                    || chunk.records + take_records + per_range > rlimit
                     || take_bytes + len > frame::MAX_PAYLOAD as u64
                 {
                     break;
                 }
                 take += 1;
                 take_bytes += len;
+                take_records += per_range;
             }
             if take == 0 {
                 if chunk.records == 0 {
@@ -740,16 +825,26 @@ impl Buffer {
                             file.insert(opened)
                         }
                     };
-                    let written = file::append_frame(f, &parts, take as u32, *len)
+                    let frame_records = u32::try_from(take_records).map_err(|_| {
+                        self.io_err(
+                            "append to",
+                            path,
+                            std::io::Error::new(
+                                std::io::ErrorKind::InvalidInput,
+                                "more than u32::MAX records in one frame",
+                            ),
+                        )
+                    })?;
+                    let written = file::append_frame(f, &parts, frame_records, *len)
                         .map_err(|e| self.io_err("append to", path, e))?;
                     *len += written;
                 }
             }
             chunk.bytes += take_bytes;
-            chunk.records += take as u64;
+            chunk.records += take_records;
             chunk.modified = now;
             st.stage_bytes += take_bytes;
-            receipt.records += take as u64;
+            receipt.records += take_records;
             receipt.bytes += take_bytes;
             if !touched.contains(&meta) {
                 touched.push(meta.clone());

@@ -91,8 +91,11 @@ impl Fixture {
     fn now(&self) -> SystemTime {
         self.clock.now()
     }
+    /// Writes with the true entry count (0 for bad bytes), as in_forward does, so the
+    /// whole-batch fast path is taken wherever it applies.
     fn write(&self, tag: &str, data: &[u8]) -> crate::WriteReceipt {
-        self.buffer.write(tag, data, 0).expect("write")
+        let n = crate::msgpack::count_entries(data).unwrap_or(0);
+        self.buffer.write(tag, data, n).expect("write")
     }
     fn lease(&self) -> ChunkLease {
         self.buffer
@@ -300,17 +303,119 @@ fn a_single_oversized_record_is_refused_alone() {
 
 #[test]
 fn invalid_bytes_are_refused_whole() {
-    let f = open("tag", &[], false);
-    let mut data = records(2, 10);
-    data.extend_from_slice(&[0x92, 0xc1]);
-    match f.buffer.write("t", &data, 3) {
-        Err(BufferError::InvalidChunk { tag, source, .. }) => {
-            assert_eq!(tag, "t");
-            assert_eq!(source.offset, records(2, 10).len() + 1);
+    // Every case is walked: no count (0), a count that fails the shape check (more
+    // entries than 3 bytes each allow, or not starting with a 2-array), per-record chunk
+    // keys, chunk_limit_records, a batch larger than a chunk.
+    let mut truncated = records(2, 10);
+    truncated.extend_from_slice(&[0x92, 0xc1]);
+    let at = records(2, 10).len() + 1;
+    let mut not_array = vec![0x91];
+    not_array.extend(records(2, 10));
+    let big = (truncated.len() - 1).to_string();
+    #[allow(clippy::type_complexity)]
+    let cases: &[(&str, &[(&str, &str)], &[u8], u64, usize)] = &[
+        ("tag", &[], &truncated, 0, at),
+        ("tag", &[], &truncated, truncated.len() as u64, at),
+        ("tag", &[], &not_array, 2, 0),
+        ("time", &[("timekey", "60")], &truncated, 3, at),
+        ("tag,msg", &[], &truncated, 3, at),
+        ("tag", &[("chunk_limit_records", "10")], &truncated, 3, at),
+        ("tag", &[("chunk_limit_size", &big)], &truncated, 3, at),
+    ];
+    for (arg, extra, data, count, offset) in cases {
+        let f = open(arg, extra, false);
+        match f.buffer.write("t", data, *count) {
+            Err(BufferError::InvalidChunk { tag, source, .. }) => {
+                assert_eq!(tag, "t");
+                assert_eq!(source.offset, *offset, "{arg} {extra:?} count {count}");
+            }
+            other => panic!("{arg} {extra:?} count {count}: {other:?}"),
         }
-        other => panic!("{other:?}"),
+        assert!(f.buffer.is_empty());
     }
-    assert!(f.buffer.is_empty());
+}
+
+/// The whole-batch fast path (true count given) stores exactly what the entry walk
+/// (count 0) stores: same chunks, bytes, records and counters, memory and file.
+#[test]
+fn whole_batch_fast_path_matches_the_walk() {
+    let one = entry_len(100);
+    let limit = (one * 10).to_string();
+    let batches: &[&[usize]] = &[
+        &[1],
+        &[3, 3, 3],
+        &[10],      // exactly a chunk
+        &[4, 4, 4], // the third does not fit the staged chunk: split by the walk
+        &[9, 1, 5, 5],
+        &[7, 3, 2], // fills a chunk exactly, then a fresh one
+    ];
+    let configs: &[(&str, &[(&str, &str)])] = &[
+        ("", &[("chunk_limit_size", &limit)]),
+        ("tag", &[("chunk_limit_size", &limit)]),
+        (
+            "tag",
+            &[("chunk_limit_size", &limit), ("flush_mode", "immediate")],
+        ),
+    ];
+    for file in [false, true] {
+        for (arg, extra) in configs {
+            for sizes in batches {
+                let run = |fast: bool| {
+                    let f = open(arg, extra, file);
+                    let mut receipts = Vec::new();
+                    for (i, n) in sizes.iter().enumerate() {
+                        let tag = if i % 2 == 0 { "a" } else { "b" };
+                        let data = records(*n, 100);
+                        let count = if fast { *n as u64 } else { 0 };
+                        let r = f.buffer.write(tag, &data, count).expect("write");
+                        receipts.push((r.records, r.bytes, r.rejected.len()));
+                    }
+                    let m = f.buffer.metrics();
+                    let counters = (
+                        m.write_count,
+                        m.write_records,
+                        m.stage_length,
+                        m.stage_byte_size,
+                        m.queue_length,
+                        m.queue_byte_size,
+                    );
+                    let chunks: Vec<(Option<String>, u64, Vec<u8>)> = f
+                        .drain()
+                        .iter()
+                        .map(|l| (l.metadata().tag.clone(), l.records(), l.data().to_vec()))
+                        .collect();
+                    (receipts, counters, chunks)
+                };
+                let (fast, slow) = (run(true), run(false));
+                assert_eq!(
+                    fast, slow,
+                    "file {file} {arg:?} {extra:?} batches {sizes:?}"
+                );
+                let total: usize = sizes.iter().sum();
+                assert_eq!(fast.1.1, total as u64, "write_records");
+                assert!(
+                    fast.2.iter().all(|c| c.2.len() <= one * 10),
+                    "chunks stay within chunk_limit_size"
+                );
+            }
+        }
+    }
+}
+
+/// A file buffer's frames carry the caller's count on the fast path: a resumed chunk
+/// has the same records as before the restart.
+#[test]
+fn whole_batch_fast_path_survives_resume() {
+    let f = open("tag", &[], true);
+    f.write("t", &records(5, 20));
+    f.write("t", &records(3, 20));
+    let (dir, clock) = (f.dir, f.clock);
+    drop(f.buffer);
+    let f = open_at("tag", &[], true, dir, clock, false);
+    let leases = f.drain();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].records(), 8);
+    assert_eq!(leases[0].data(), [records(5, 20), records(3, 20)].concat());
 }
 
 // ---------------------------------------------------------------- flush timing
@@ -1259,4 +1364,22 @@ fn concurrent_writers_and_flushers_lose_nothing() {
             assert!(f.chunk_files().is_empty());
         }
     }
+}
+
+/// The fast path does not walk: the caller's count is what is stored (the contract in
+/// `Buffer::write`'s docs; in_forward counts and validates every entry), while the walk
+/// counts entries itself.
+#[test]
+fn whole_batch_fast_path_takes_the_callers_count() {
+    let data = records(4, 10);
+    let check = |arg: &str, extra: &[(&str, &str)], expect: u64| {
+        let f = open(arg, extra, false);
+        let r = f.buffer.write("t", &data, 3).expect("write");
+        assert_eq!(r.records, expect, "{arg} {extra:?}");
+        assert_eq!(f.buffer.metrics().write_records, expect, "{arg} {extra:?}");
+    };
+    check("tag", &[], 3);
+    check("", &[], 3);
+    check("tag,msg", &[], 4);
+    check("tag", &[("chunk_limit_records", "100")], 4);
 }
