@@ -37,7 +37,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 
 use crate::accessor::{RecordAccessor, key_bytes, value_type};
 use crate::limiter::{LogLimiter, suppressed_note};
-use crate::template::{Context, StrTemplate, Template, UnknownSink};
+use crate::template::{Context, Placeholder, StrTemplate, Template, UnknownSink};
 
 /// The text of the `enable_ruby true` configuration error.
 pub const NO_RUBY: &str = "enable_ruby true is not supported: nagare does not run Ruby code. \
@@ -212,6 +212,11 @@ pub struct RecordTransformer {
     renew_time_key: Option<String>,
     auto_typecast: bool,
     uses_time: bool,
+    /// The result is the record with the `<record>` fields set (no renew, no removal, no
+    /// record placeholders): it is built on the raw map, without decoding it.
+    raw_path: bool,
+    /// The expanded fields depend only on the tag and hostname: expanded once per chunk.
+    per_chunk: bool,
     hostname: String,
     time_format: TimeFormatter,
     log: Logger,
@@ -395,10 +400,24 @@ impl Filter for RecordTransformer {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| error::config_error(format!("{loc}: remove_keys: {e}")))?;
         let mut uses_time = false;
+        let (mut uses_record, mut uses_unknown) = (false, false);
         for (k, v) in &map {
-            uses_time |= k.uses_time();
-            v.for_each_str(&mut |s| uses_time |= s.uses_time());
+            let mut visit = |s: &StrTemplate| {
+                uses_time |= s.uses_time();
+                for ph in s.placeholders() {
+                    uses_record |= matches!(ph, Placeholder::Record(_) | Placeholder::Bare(_));
+                    uses_unknown |= matches!(ph, Placeholder::Unknown(_));
+                }
+            };
+            visit(k);
+            v.for_each_str(&mut visit);
         }
+        let raw_path = !conf.renew_record
+            && conf.renew_time_key.is_none()
+            && remove_keys.is_empty()
+            && !uses_record;
+        // Unknown placeholders warn once per event, so they are expanded per event.
+        let per_chunk = raw_path && !uses_time && !uses_unknown;
         let time_format = TimeFormatter::new(Some("%Y-%m-%d %H:%M:%S %z"), Zone::Local, false)
             .map_err(|e| error::internal(format!("time format: {e}")))?;
         Ok(RecordTransformer {
@@ -409,6 +428,8 @@ impl Filter for RecordTransformer {
             renew_time_key: conf.renew_time_key,
             auto_typecast: conf.auto_typecast,
             uses_time,
+            raw_path,
+            per_chunk,
             hostname: nagare_formats::inject::machine_hostname(),
             time_format,
             log,
@@ -433,6 +454,18 @@ impl Filter for RecordTransformer {
         };
         let parts = template::split_tag(tag);
         let (prefix, suffix) = template::prefixes_and_suffixes(&parts);
+        if self.raw_path {
+            let ctx = Context {
+                tag,
+                tag_parts: &parts,
+                tag_prefix: &prefix,
+                tag_suffix: &suffix,
+                hostname: &self.hostname,
+                time: "",
+                record: &Value::Nil,
+            };
+            return self.filter_raw(chunk, &ctx);
+        }
         let mut writer = ChunkWriter::with_capacity(chunk.payload().map_err(bad)?.len() * 2);
         let mut failed: Vec<EventError> = Vec::new();
         let mut time_text = String::new();
@@ -466,6 +499,18 @@ impl Filter for RecordTransformer {
                 Err(e) => failed.push(e),
             }
         }
+        self.finish(tag, writer, &failed)
+    }
+}
+
+impl RecordTransformer {
+    /// Counts the chunk's events and reports the failed ones (see the crate doc).
+    fn finish(
+        &self,
+        tag: &str,
+        writer: ChunkWriter,
+        failed: &[EventError],
+    ) -> Result<FilterOutcome> {
         self.records_out.add(f64::from(writer.records()));
         if let Some(first) = failed.first() {
             self.error_records.add(failed.len() as f64);
@@ -488,6 +533,149 @@ impl Filter for RecordTransformer {
         }
         Ok(FilterOutcome::replaced(writer))
     }
+}
+
+impl RecordTransformer {
+    /// The `<record>` fields expanded for one event (or chunk) without a record: keys and
+    /// encoded values, a key expanded twice keeping its first place and last value (as
+    /// `Hash#merge!` does).
+    fn expand_raw(&self, ctx: &Context<'_>, fields: &mut Vec<(String, Vec<u8>)>) {
+        fields.clear();
+        for (k, v) in &self.map {
+            let key = ctx.expand_text(k, self);
+            let mut value = Vec::new();
+            accessor::write_value_lossless(&mut value, &ctx.expand(v, self.auto_typecast, self));
+            match fields.iter_mut().find(|(fk, _)| *fk == key) {
+                Some(slot) => slot.1 = value,
+                None => fields.push((key, value)),
+            }
+        }
+    }
+
+    /// The filter when [`raw_path`](Self::raw_path) holds: each record map is copied with the
+    /// fields set in place or appended. Events the raw walk cannot handle take the general path.
+    fn filter_raw(&self, chunk: Chunk<'_>, chunk_ctx: &Context<'_>) -> Result<FilterOutcome> {
+        let tag = chunk_ctx.tag;
+        let bad = |e: nagare_plugin_sdk::chunk::ChunkError| {
+            error::unrecoverable(format!("record_transformer: chunk tagged '{tag}': {e}"))
+        };
+        let payload = chunk.payload().map_err(bad)?;
+        let mut writer = ChunkWriter::with_capacity(payload.len() + payload.len() / 2);
+        let mut fields = Vec::new();
+        if self.per_chunk {
+            self.expand_raw(chunk_ctx, &mut fields);
+        }
+        let mut failed: Vec<EventError> = Vec::new();
+        let mut time_text = String::new();
+        let mut out = Vec::new();
+        let mut hits = Vec::new();
+        for entry in nagare_plugin_sdk::ChunkReader::new(payload) {
+            let entry = entry.map_err(bad)?;
+            if !self.per_chunk {
+                time_text.clear();
+                if self.uses_time {
+                    let t = nagare_formats::EventTime::new(entry.time.sec, entry.time.nsec);
+                    if let Err(e) = self.time_format.format_into(t, &mut time_text) {
+                        failed.push(EventError::Record(e.to_string()));
+                        continue;
+                    }
+                }
+                let ctx = Context {
+                    time: &time_text,
+                    ..*chunk_ctx
+                };
+                self.expand_raw(&ctx, &mut fields);
+            }
+            out.clear();
+            if set_raw_fields(entry.record, &fields, &mut hits, &mut out).is_some() {
+                writer.push_raw(entry.time, &out);
+                continue;
+            }
+            // Not a map, or a shape the fast skipper leaves to the general path.
+            let result = entry
+                .value()
+                .map_err(|e| EventError::Record(e.to_string()))
+                .and_then(|record| {
+                    let expanded = fields
+                        .iter()
+                        .map(|(k, v)| {
+                            let mut rd = v.as_slice();
+                            let v = nagare_plugin_sdk::rmpv::decode::read_value(&mut rd)
+                                .unwrap_or(Value::Nil);
+                            (Value::from(k.as_str()), v)
+                        })
+                        .collect();
+                    self.transform(expanded, entry.time, record)
+                });
+            match result {
+                Ok((time, record)) => push_lossless(&mut writer, time, &record),
+                Err(e) => failed.push(e),
+            }
+        }
+        self.finish(tag, writer, &failed)
+    }
+}
+
+/// Writes `record` (a raw map) with `fields` (keys, encoded values) set as `Hash#merge!`
+/// does: the first `str` key equal to a field gets its value in place, the other fields are
+/// appended in order. `None` when the record is not a map or the fast skipper cannot walk it
+/// (the caller then takes the general path); `out` is then unspecified.
+fn set_raw_fields(
+    record: &[u8],
+    fields: &[(String, Vec<u8>)],
+    hits: &mut Vec<(usize, usize, usize)>,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    use nagare_core::msgpack::{Head, MAX_DEPTH, read_head, write_map_header, write_str};
+    let be = |at: std::ops::Range<usize>| {
+        record
+            .get(at)
+            .map(|b| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)))
+    };
+    let (count, body) = match *record.first()? {
+        b @ 0x80..=0x8f => (usize::from(b & 0x0f), 1),
+        0xde => (be(1..3)?, 3),
+        0xdf => (be(1..5)?, 5),
+        _ => return None,
+    };
+    // (value start, value end, field index) of each replaced value, in record order.
+    hits.clear();
+    let mut pos = body;
+    for _ in 0..count {
+        let key_end = nagare_core::fast::skip(record, pos, 0, MAX_DEPTH).ok()?;
+        let value_end = nagare_core::fast::skip(record, key_end, 0, MAX_DEPTH).ok()?;
+        let key = record.get(pos..key_end)?;
+        let name = match key.first() {
+            Some(&b) if b & 0xe0 == 0xa0 => key.get(1..),
+            _ => match read_head(key) {
+                Ok((Head::Str(s), _)) => Some(s),
+                _ => None,
+            },
+        };
+        if let Some(name) = name
+            && let Some(i) = fields.iter().position(|(k, _)| k.as_bytes() == name)
+            && !hits.iter().any(|&(_, _, h)| h == i)
+        {
+            hits.push((key_end, value_end, i));
+        }
+        pos = value_end;
+    }
+    let total = count + fields.len() - hits.len();
+    write_map_header(out, u32::try_from(total).ok()?);
+    let mut from = body;
+    for &(start, end, i) in hits.iter() {
+        out.extend_from_slice(record.get(from..start)?);
+        out.extend_from_slice(&fields.get(i)?.1);
+        from = end;
+    }
+    out.extend_from_slice(record.get(from..pos)?);
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if !hits.iter().any(|&(_, _, h)| h == i) {
+            write_str(out, k.as_bytes());
+            out.extend_from_slice(v);
+        }
+    }
+    Some(())
 }
 
 /// Appends an entry, keeping invalid-UTF-8 strings as `str`.

@@ -522,3 +522,53 @@ proptest! {
         prop_assert!(ta.map_or(0, |t| t.nsec) < 1_000_000_000);
     }
 }
+
+/// The raw field setter gives the record the decoded `Hash#merge!` path gives.
+#[test]
+fn raw_fields_match_the_decoded_merge() {
+    fn check(record: &[u8], fields: &[(&str, Value)]) {
+        let encoded: Vec<(String, Vec<u8>)> = fields
+            .iter()
+            .map(|(k, v)| {
+                let mut b = Vec::new();
+                crate::accessor::write_value_lossless(&mut b, v);
+                ((*k).to_owned(), b)
+            })
+            .collect();
+        let mut out = Vec::new();
+        let got = crate::set_raw_fields(record, &encoded, &mut Vec::new(), &mut out).map(|()| out);
+        let expect = match nagare_plugin_sdk::rmpv::decode::read_value(&mut &record[..]) {
+            Ok(Value::Map(mut m)) => {
+                for (k, v) in fields {
+                    crate::merge(&mut m, Value::from(*k), v.clone());
+                }
+                let mut b = Vec::new();
+                crate::accessor::write_value_lossless(&mut b, &Value::Map(m));
+                Some(b)
+            }
+            _ => None,
+        };
+        // Compared decoded: the raw path keeps the record's own encodings (a str8 key stays
+        // str8) where re-encoding picks the shortest.
+        let decode = |b: Option<Vec<u8>>| {
+            b.map(|b| nagare_plugin_sdk::rmpv::decode::read_value(&mut &b[..]).ok())
+        };
+        assert_eq!(decode(got), decode(expect), "{record:x?} {fields:?}");
+    }
+    let a = ("a", Value::from("x"));
+    let k = ("k", Value::from(7));
+    check(&[0x80], std::slice::from_ref(&a));
+    check(&[0x81, 0xa1, b'k', 0x01], &[a.clone(), k.clone()]);
+    check(
+        &[0x82, 0xa1, b'k', 0x01, 0xa1, b'k', 0x02],
+        std::slice::from_ref(&k),
+    );
+    check(&[0x81, 0xc4, 0x01, b'k', 0x01], std::slice::from_ref(&k)); // a bin key is another key
+    check(&[0x81, 0xd9, 0x01, b'k', 0x01], std::slice::from_ref(&k)); // str8 key
+    check(
+        &[0xde, 0x00, 0x01, 0xa1, b'a', 0xc0],
+        &[a.clone(), k.clone()],
+    );
+    check(&[0x81, 0xa1, b'q', 0x91, 0x01], &[]);
+    check(&[0x91, 0x01], &[a]); // not a map
+}
