@@ -25,6 +25,24 @@ pub fn parse_permission(s: &str) -> Option<u32> {
     u32::from_str_radix(t, 8).ok().filter(|m| *m <= 0o7777)
 }
 
+/// A `file_permission`/`dir_permission` param: `default` when absent, else octal, else a
+/// config error naming the param and its location.
+pub fn permission_param(
+    v: Option<&str>,
+    default: u32,
+    name: &str,
+    loc: &str,
+) -> nagare_plugin_sdk::Result<u32> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_permission(s).ok_or_else(|| {
+            nagare_plugin_sdk::error::config_error(format!(
+                "{loc}: invalid value for {name}: '{s}' (expected an octal mode such as 0644)"
+            ))
+        }),
+    }
+}
+
 /// `FileUtils.mkdir_p(dirname(path), mode:)`: creates the parent directories of `path`.
 pub fn create_parent_dirs(path: &str, dir_mode: u32) -> io::Result<()> {
     match Path::new(path).parent() {

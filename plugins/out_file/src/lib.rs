@@ -397,17 +397,6 @@ impl std::fmt::Debug for FileOutput {
     }
 }
 
-fn permission(v: Option<&str>, default: u32, name: &str, loc: &str) -> Result<u32> {
-    match v {
-        None => Ok(default),
-        Some(s) => fsio::parse_permission(s).ok_or_else(|| {
-            error::config_error(format!(
-                "{loc}: invalid value for {name}: '{s}' (expected an octal mode such as 0644)"
-            ))
-        }),
-    }
-}
-
 /// Metadata shaped like Fluentd's `chunk_for_test` for the writability check: tag `a.a…`,
 /// every record key `data`, the current time slice.
 fn dummy_metadata(template: &str, keys: &ChunkKeys) -> Metadata {
@@ -483,13 +472,13 @@ impl Output for FileOutput {
             compress: conf.compress,
             formatter,
             injector,
-            file_mode: permission(
+            file_mode: fsio::permission_param(
                 conf.file_permission.as_deref(),
                 fsio::FILE_PERMISSION,
                 "file_permission",
                 loc,
             )?,
-            dir_mode: permission(
+            dir_mode: fsio::permission_param(
                 conf.dir_permission.as_deref(),
                 fsio::DIR_PERMISSION,
                 "dir_permission",

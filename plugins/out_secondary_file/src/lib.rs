@@ -170,17 +170,6 @@ impl std::fmt::Debug for SecondaryFile {
     }
 }
 
-fn permission(v: Option<&str>, default: u32, name: &str, loc: &str) -> Result<u32> {
-    match v {
-        None => Ok(default),
-        Some(s) => fsio::parse_permission(s).ok_or_else(|| {
-            error::config_error(format!(
-                "{loc}: invalid value for {name}: '{s}' (expected an octal mode such as 0644)"
-            ))
-        }),
-    }
-}
-
 impl Output for SecondaryFile {
     fn new(ctx: &PluginContext, config: &ConfigNode) -> Result<Self> {
         let loc = config.location.as_str();
@@ -220,13 +209,13 @@ impl Output for SecondaryFile {
             keys,
             append: conf.append,
             compress: conf.compress,
-            file_mode: permission(
+            file_mode: fsio::permission_param(
                 conf.file_permission.as_deref(),
                 fsio::FILE_PERMISSION,
                 "file_permission",
                 loc,
             )?,
-            dir_mode: permission(
+            dir_mode: fsio::permission_param(
                 conf.dir_permission.as_deref(),
                 fsio::DIR_PERMISSION,
                 "dir_permission",
