@@ -426,12 +426,9 @@ fn send_all(port: u16, payloads: &[Vec<Vec<u8>>]) -> Result<()> {
 fn raw_sink(payloads: &[Vec<Vec<u8>>]) -> Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
-    let expected: Vec<usize> = payloads
-        .iter()
-        .map(|r| r.iter().map(Vec::len).sum())
-        .collect();
+    let expected: usize = payloads.iter().flatten().map(Vec::len).sum();
     let conns = payloads.len();
-    let sink = std::thread::spawn(move || -> Result<()> {
+    let sink = std::thread::spawn(move || -> Result<usize> {
         let mut readers = Vec::new();
         for _ in 0..conns {
             let (mut s, _) = listener.accept()?;
@@ -447,11 +444,13 @@ fn raw_sink(payloads: &[Vec<Vec<u8>>]) -> Result<f64> {
                 }
             }));
         }
+        let mut total = 0;
         for r in readers {
-            r.join()
+            total += r
+                .join()
                 .map_err(|_| anyhow::anyhow!("sink reader panicked"))??;
         }
-        Ok(())
+        Ok(total)
     });
     let t0 = Instant::now();
     std::thread::scope(|s| -> Result<()> {
@@ -472,10 +471,14 @@ fn raw_sink(payloads: &[Vec<Vec<u8>>]) -> Result<f64> {
         }
         Ok(())
     })?;
-    sink.join()
+    let received = sink
+        .join()
         .map_err(|_| anyhow::anyhow!("sink panicked"))??;
-    let _ = expected;
-    Ok(t0.elapsed().as_secs_f64())
+    let secs = t0.elapsed().as_secs_f64();
+    if received != expected {
+        bail!("the raw sink received {received} of {expected} bytes");
+    }
+    Ok(secs)
 }
 
 fn cpu_secs(pid: u32) -> Result<f64> {
