@@ -133,7 +133,46 @@ impl<'a> ChunkReader<'a> {
             .collect()
     }
 
+    /// The entry at the reader's position when it has the shape the host writes after
+    /// normalizing a batch (`0x92`, a fixext8 EventTime, a map), read in one pass by
+    /// nagare-core's fast path: `(entry, offset past it)`. `None` when that path cannot
+    /// answer (another shape, malformed or truncated bytes, deep nesting); the general
+    /// [`Cursor`] walk then decides and words the error. Whenever this answers, the general
+    /// walk gives the same entry.
+    #[inline]
+    fn fast_entry(&self) -> Option<(Entry<'a>, usize)> {
+        let data = self.data;
+        let start = self.pos;
+        let rec_start = start.checked_add(11)?;
+        let &[0x92, 0xd7, 0x00, s0, s1, s2, s3, n0, n1, n2, n3] = data.get(start..rec_start)?
+        else {
+            return None;
+        };
+        // The record sits inside the entry's array: one container open around it.
+        let end =
+            nagare_core::fast::map(data, rec_start, 1, nagare_core::msgpack::MAX_DEPTH).ok()?;
+        let record = data.get(rec_start..end)?;
+        let time = EventTime {
+            sec: u32::from_be_bytes([s0, s1, s2, s3]),
+            nsec: u32::from_be_bytes([n0, n1, n2, n3]),
+        };
+        Some((Entry { time, record }, end))
+    }
+
+    /// Reads the entry at the reader's position: the fast path, else the general walk.
+    #[inline]
     fn read_entry(&mut self) -> Result<Entry<'a>, ChunkError> {
+        if let Some((entry, end)) = self.fast_entry() {
+            self.pos = end;
+            return Ok(entry);
+        }
+        self.read_entry_general()
+    }
+
+    /// The general walk over one entry: every accepted shape, every error worded.
+    #[cold]
+    #[inline(never)]
+    fn read_entry_general(&mut self) -> Result<Entry<'a>, ChunkError> {
         let start = self.pos;
         let mut cur = Cursor {
             data: self.data,
@@ -147,7 +186,10 @@ impl<'a> ChunkReader<'a> {
         let time = cur.time(true)?;
         let rec_start = cur.pos;
         cur.skip_value()?;
-        let record = self.data.get(rec_start..cur.pos).ok_or(cur.truncated())?;
+        let record = self
+            .data
+            .get(rec_start..cur.pos)
+            .ok_or_else(|| cur.truncated())?;
         self.pos = cur.pos;
         Ok(Entry { time, record })
     }
@@ -156,6 +198,7 @@ impl<'a> ChunkReader<'a> {
 impl<'a> Iterator for ChunkReader<'a> {
     type Item = Result<Entry<'a>, ChunkError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos >= self.data.len() {
             return None;
@@ -586,6 +629,34 @@ mod tests {
         );
     }
 
+    /// Host-shaped entries take the one-pass path; other shapes are left to the general walk.
+    #[test]
+    fn fast_entry_table() {
+        let t = EventTime::new(0x5f00_0000, 123);
+        let with = |time: &[u8], rec: &[u8]| [&[0x92][..], time, rec].concat();
+        let ext = [&[0xd7, 0x00][..], &t.to_ext_bytes()].concat();
+        let rec = [0x82, 0xa1, b'k', 0xcd, 1, 2, 0xa1, b'm', 0xd9, 1, b'x'];
+        let check = |bytes: &[u8], expect: Option<usize>| {
+            let r = ChunkReader::new(bytes);
+            let got = r.fast_entry().map(|(e, end)| {
+                assert_eq!(e.time, t);
+                assert_eq!(e.record, &bytes[11..end]);
+                end
+            });
+            assert_eq!(got, expect, "{bytes:02x?}");
+        };
+        check(&with(&ext, &rec), Some(22));
+        check(&with(&ext, &[0x80, 0x92]), Some(12));
+        check(&with(&ext, &[0xde, 0, 1, 0xa1, b'k', 0x90]), Some(17));
+        // Not a map, an integer or ext8 time, truncated, reserved marker: the general walk.
+        check(&with(&ext, &[0x91, 0x01]), None);
+        check(&with(&[0x05], &rec), None);
+        check(&with(&[&[0xc7, 0x08][..], &ext[1..]].concat(), &rec), None);
+        check(&with(&ext, &rec[..5]), None);
+        check(&with(&ext, &[0x81, 0xa1, b'k', 0xc1]), None);
+        check(&with(&ext[..5], &[]), None);
+    }
+
     #[test]
     fn deep_nesting_is_bounded() {
         let mut v = vec![0x92, 0x01];
@@ -628,6 +699,40 @@ mod tests {
         })
     }
 
+    /// Bytes shaped mostly like host-written entries (`0x92`, fixext8 time, a record), with
+    /// other times, arbitrary bytes and truncations mixed in.
+    fn arb_entryish() -> impl Strategy<Value = Vec<u8>> {
+        let time = prop_oneof![
+            4 => (any::<u32>(), any::<u32>()).prop_map(|(s, n)| {
+                let mut b = vec![0xd7, 0x00];
+                b.extend_from_slice(&EventTime::new(s, n).to_ext_bytes());
+                b
+            }),
+            1 => proptest::collection::vec(any::<u8>(), 0..12),
+        ];
+        let record = prop_oneof![
+            4 => proptest::collection::vec((".{0,8}".prop_map(Value::from), arb_value()), 0..8)
+                .prop_map(Value::Map),
+            1 => arb_value(),
+        ];
+        (
+            time,
+            record,
+            proptest::collection::vec(any::<u8>(), 0..4),
+            0usize..160,
+        )
+            .prop_map(|(t, rec, junk, cut)| {
+                let mut b = vec![0x92];
+                b.extend_from_slice(&t);
+                let _ = rmpv::encode::write_value(&mut b, &rec);
+                b.extend_from_slice(&junk);
+                if cut < b.len() && cut % 3 == 0 {
+                    b.truncate(cut);
+                }
+                b
+            })
+    }
+
     proptest! {
         #[test]
         fn write_then_read(entries in proptest::collection::vec(
@@ -641,6 +746,46 @@ mod tests {
             let back = ChunkReader::new(&bytes).values();
             let expect: Vec<_> = entries.into_iter().map(|(s, n, v)| (EventTime::new(s, n), v)).collect();
             prop_assert_eq!(back, Ok(expect));
+        }
+
+        /// The one-pass reading of host-shaped entries agrees with the general walk on
+        /// arbitrary bytes, entry by entry, at every offset of a chunk.
+        #[test]
+        fn fast_entry_agrees_with_general_walk(bytes in arb_entryish()) {
+            for start in 0..bytes.len() {
+                let reader = ChunkReader { data: &bytes, pos: start, failed: false };
+                let mut general = reader.clone();
+                let slow = general.read_entry_general();
+                match reader.fast_entry() {
+                    Some((entry, end)) => {
+                        prop_assert_eq!(slow, Ok(entry));
+                        prop_assert_eq!(general.pos, end);
+                    }
+                    None => {
+                        // The general walk decides alone; the reader gives its answer.
+                        let mut r = reader.clone();
+                        prop_assert_eq!(r.read_entry(), slow);
+                    }
+                }
+            }
+        }
+
+        /// Whole chunks read through the iterator equal the general walk alone.
+        #[test]
+        fn reader_agrees_with_general_walk(parts in proptest::collection::vec(arb_entryish(), 0..5)) {
+            let chunk = parts.concat();
+            let fast: Vec<_> = ChunkReader::new(&chunk).collect();
+            let mut general = Vec::new();
+            let mut r = ChunkReader::new(&chunk);
+            while r.pos < chunk.len() {
+                let e = r.read_entry_general();
+                let stop = e.is_err();
+                general.push(e);
+                if stop {
+                    break;
+                }
+            }
+            prop_assert_eq!(fast, general);
         }
 
         #[test]
