@@ -1,9 +1,12 @@
 //! The TCP/UDP server: one task per connection on the plugin's own tokio runtime.
 //!
 //! Per connection: optional `<security>` handshake, then requests are decoded as bytes
-//! arrive. An event batch is emitted on a blocking thread (never on the reactor) and the
-//! socket is not read meanwhile, so a full buffer pushes back on the sender; the ack is
-//! written only after `emit` returned `Ok`. A failed emit or a broken stream closes the
+//! arrive. An event batch is first offered to the host with `try_emit`, on the worker: a
+//! buffer with room takes it at once (no thread hand-off per request). A full buffer hands it
+//! back and the blocking `emit` then waits for room on a blocking thread (never on the
+//! reactor); the socket is not read meanwhile, so a full buffer pushes back on the sender.
+//! With a resend window the whole check–emit–record sequence runs on a blocking thread (it
+//! writes to disk). The ack is written only after the batch was accepted. A failed emit or a broken stream closes the
 //! connection without an ack (the client retries).
 
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +19,7 @@ use nagare_forward::{
     AckId, Decoder, DecoderConfig, Encoding, ForwardError, Frame, Request, Security,
     ServerHandshake, encode_ack,
 };
-use nagare_plugin_sdk::{Counter, Emitter, Logger};
+use nagare_plugin_sdk::{Counter, Emitter, ErrorKind, Logger};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
@@ -392,40 +395,70 @@ impl Connection {
             let tag = batch.tag;
             let data = batch.chunk.into_owned();
             let fields = self.source_fields().await;
-            let emitter = shared.emitter.clone();
-            let window = shared.dedupe.clone();
-            let key = ack.as_ref().and_then(|id| crate::dedupe::key(&tag, &id.0));
-            let emitted = tokio::task::spawn_blocking(move || {
-                // Resend check (the id marked as being emitted), emit, then the id recorded
-                // as accepted and made durable — all before the ack.
-                let pending = match (&window, key) {
-                    (Some(w), Some(k)) => match w.begin(Some(k)).map_err(|e| e.to_string())? {
-                        crate::dedupe::Begin::Resend => return Ok(Emitted::Resend),
-                        crate::dedupe::Begin::New(p) => Some(p),
-                    },
-                    _ => None,
-                };
-                let interrupted = pending
-                    .as_ref()
-                    .is_some_and(crate::dedupe::Pending::interrupted);
-                let (data, records) = match &fields {
-                    Some(f) => add_fields(&data, f).unwrap_or((data, records)),
-                    None => (data, records),
-                };
-                emitter
-                    .emit(&tag, data, records)
-                    .map_err(|e| e.to_string())?;
-                if let Some(p) = pending {
-                    p.commit().map_err(|e| {
-                        format!("emitted, but the resend window could not record the id: {e}")
-                    })?;
+            let (data, records) = match &fields {
+                Some(f) => add_fields(&data, f).unwrap_or((data, records)),
+                None => (data, records),
+            };
+            let key = shared
+                .dedupe
+                .as_ref()
+                .and(ack.as_ref())
+                .and_then(|id| crate::dedupe::key(&tag, &id.0));
+            let emitted = match shared.dedupe.clone().zip(key) {
+                // Without a resend window (or a chunk id) nothing here touches the disk, so the batch is
+                // first offered without blocking, on this worker: a buffer with room takes
+                // it at once (no thread hand-off per request). A full buffer hands it back
+                // and the blocking emit below waits for room off the reactor.
+                None => match shared.emitter.try_emit(&tag, data, records) {
+                    Ok(()) => Ok(Ok(Emitted::Events {
+                        records,
+                        interrupted: false,
+                    })),
+                    Err(rej) if rej.error.kind == ErrorKind::RETRYABLE && !rej.data.is_empty() => {
+                        let emitter = shared.emitter.clone();
+                        tokio::task::spawn_blocking(move || {
+                            emitter
+                                .emit(&rej.tag, rej.data, rej.records)
+                                .map(|()| Emitted::Events {
+                                    records: rej.records,
+                                    interrupted: false,
+                                })
+                                .map_err(|e| e.to_string())
+                        })
+                        .await
+                    }
+                    Err(rej) => Ok(Err(rej.error.to_string())),
+                },
+                Some((window, key)) => {
+                    let emitter = shared.emitter.clone();
+                    tokio::task::spawn_blocking(move || {
+                        // Resend check (the id marked as being emitted), emit, then the id
+                        // recorded as accepted and made durable — all before the ack.
+                        let pending = match window.begin(Some(key)).map_err(|e| e.to_string())? {
+                            crate::dedupe::Begin::Resend => return Ok(Emitted::Resend),
+                            crate::dedupe::Begin::New(p) => Some(p),
+                        };
+                        let interrupted = pending
+                            .as_ref()
+                            .is_some_and(crate::dedupe::Pending::interrupted);
+                        emitter
+                            .emit(&tag, data, records)
+                            .map_err(|e| e.to_string())?;
+                        if let Some(p) = pending {
+                            p.commit().map_err(|e| {
+                                format!(
+                                    "emitted, but the resend window could not record the id: {e}"
+                                )
+                            })?;
+                        }
+                        Ok(Emitted::Events {
+                            records,
+                            interrupted,
+                        })
+                    })
+                    .await
                 }
-                Ok(Emitted::Events {
-                    records,
-                    interrupted,
-                })
-            })
-            .await;
+            };
             let chunk_id = || ack.as_ref().map(ToString::to_string).unwrap_or_default();
             match emitted {
                 Ok(Ok(Emitted::Events {
