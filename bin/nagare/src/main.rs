@@ -84,6 +84,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tune_malloc();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -97,6 +98,34 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("nagare: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Keeps batch-sized allocations in glibc's heap instead of fresh mappings.
+///
+/// A PackedForward request of 1000 events is ~150 KB, just above glibc's initial 128 KB
+/// `mmap` threshold, and the heap top above the trim threshold is returned to the kernel on
+/// free: each request's buffers were mapped, zero-filled page by page and unmapped again —
+/// ~42 000 page faults per million events, about a quarter of in_forward's CPU. With a
+/// 1 MiB threshold (and trimming only past 4 MiB of free top) they are reused: ~1 000
+/// faults per million events, for ~1.5 MB more peak RSS. Plugins share the process's
+/// allocator, so this covers them too. The `MALLOC_*`/`GLIBC_TUNABLES` environment still
+/// wins: glibc reads it before `main`, and an explicit setting is left alone.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let user_set = std::env::var_os("GLIBC_TUNABLES")
+            .is_some_and(|v| v.to_string_lossy().contains("glibc.malloc."))
+            || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
+            || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some();
+        if !user_set {
+            // SAFETY: mallopt only changes allocator parameters; it is called before any
+            // other thread exists, and on failure (0) glibc keeps its defaults.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+            }
         }
     }
 }
