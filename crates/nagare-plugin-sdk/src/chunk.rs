@@ -104,6 +104,18 @@ impl Entry<'_> {
     }
 }
 
+/// What [`ChunkReader::next_visiting`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visited<'a> {
+    /// The next entry; every top-level pair of its record was visited, in order.
+    Entry(Entry<'a>),
+    /// No entry is left (or the reader stopped at an error).
+    End,
+    /// The one-pass read does not apply to this entry: nothing was consumed and the visits
+    /// made for it are void; read it with [`Iterator::next`].
+    Fallback,
+}
+
 /// Iterates the entries of a msgpack-stream chunk. After an error it yields nothing more.
 #[derive(Clone, Debug)]
 pub struct ChunkReader<'a> {
@@ -157,6 +169,71 @@ impl<'a> ChunkReader<'a> {
             nsec: u32::from_be_bytes([n0, n1, n2, n3]),
         };
         Some((Entry { time, record }, end))
+    }
+
+    /// Reads the next entry and, in the same pass over its record, calls `pair(key, value)`
+    /// with the raw msgpack bytes of each top-level key and value, in order: a filter that
+    /// looks up top-level fields walks each record once instead of twice.
+    ///
+    /// Only host-shaped entries (`0x92`, a fixext8 EventTime, a map) are read this way. For
+    /// anything else — another shape, bytes the general walk must judge, the end — it
+    /// consumes nothing and says so ([`Visited::Fallback`], [`Visited::End`]); then the
+    /// calls `pair` got for this entry are void and the caller reads the entry with
+    /// [`Iterator::next`], which gives every answer (errors included) as before.
+    #[inline]
+    pub fn next_visiting(&mut self, mut pair: impl FnMut(&'a [u8], &'a [u8])) -> Visited<'a> {
+        if self.failed || self.pos >= self.data.len() {
+            return Visited::End;
+        }
+        let data = self.data;
+        let start = self.pos;
+        let Some(rec_start) = start.checked_add(11) else {
+            return Visited::Fallback;
+        };
+        let Some(&[0x92, 0xd7, 0x00, s0, s1, s2, s3, n0, n1, n2, n3]) = data.get(start..rec_start)
+        else {
+            return Visited::Fallback;
+        };
+        let be = |at: std::ops::Range<usize>| {
+            data.get(at)
+                .map(|b| b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+        };
+        let (count, first) = match data.get(rec_start) {
+            Some(&b @ 0x80..=0x8f) => (Some(u64::from(b & 0x0f)), rec_start + 1),
+            Some(0xde) => (be(rec_start + 1..rec_start + 3), rec_start + 3),
+            Some(0xdf) => (be(rec_start + 1..rec_start + 5), rec_start + 5),
+            _ => (None, 0),
+        };
+        let Some(count) = count else {
+            return Visited::Fallback;
+        };
+        // As `nagare_core::fast::map` frames it: the entry's array is open around the
+        // record, the record's map around its keys and values (depth 2).
+        let max = nagare_core::msgpack::MAX_DEPTH;
+        let mut pos = first;
+        for _ in 0..count {
+            let Ok(key_end) = nagare_core::fast::skip(data, pos, 2, max) else {
+                return Visited::Fallback;
+            };
+            let Ok(value_end) = nagare_core::fast::skip(data, key_end, 2, max) else {
+                return Visited::Fallback;
+            };
+            if let (Some(k), Some(v)) = (data.get(pos..key_end), data.get(key_end..value_end)) {
+                pair(k, v);
+            }
+            pos = value_end;
+        }
+        let Some(record) = data.get(rec_start..pos) else {
+            return Visited::Fallback;
+        };
+        self.pos = pos;
+        Visited::Entry(Entry {
+            time: EventTime {
+                sec: u32::from_be_bytes([s0, s1, s2, s3]),
+                nsec: u32::from_be_bytes([n0, n1, n2, n3]),
+            },
+            record,
+        })
     }
 
     /// Reads the entry at the reader's position: the fast path, else the general walk.
@@ -655,6 +732,37 @@ mod tests {
         check(&with(&ext, &rec[..5]), None);
         check(&with(&ext, &[0x81, 0xa1, b'k', 0xc1]), None);
         check(&with(&ext[..5], &[]), None);
+        // Visiting: the pairs of a host-shaped record, in order; nothing for the others.
+        let visit = |bytes: &[u8]| {
+            let mut r = ChunkReader::new(bytes);
+            let mut pairs = Vec::new();
+            let got = r.next_visiting(|k, v| pairs.push([k, v].concat()));
+            (got.clone_entry_len(), pairs, r.position())
+        };
+        let host = with(&ext, &rec);
+        assert_eq!(
+            visit(&host),
+            (
+                Some(11),
+                vec![
+                    vec![0xa1, b'k', 0xcd, 1, 2],
+                    vec![0xa1, b'm', 0xd9, 1, b'x']
+                ],
+                22
+            )
+        );
+        assert_eq!(visit(&with(&[0x05], &rec)), (None, vec![], 0));
+        assert_eq!(visit(&[]), (None, vec![], 0));
+    }
+
+    impl Visited<'_> {
+        /// The record length of a visited entry.
+        fn clone_entry_len(&self) -> Option<usize> {
+            match self {
+                Visited::Entry(e) => Some(e.record.len()),
+                _ => None,
+            }
+        }
     }
 
     #[test]
@@ -786,6 +894,48 @@ mod tests {
                 }
             }
             prop_assert_eq!(fast, general);
+        }
+
+        /// Visiting reads the same entries as the iterator, its pairs are the record's
+        /// top-level pairs, and a fallback consumes nothing.
+        #[test]
+        fn visiting_agrees_with_iterator(parts in proptest::collection::vec(arb_entryish(), 0..5)) {
+            let chunk = parts.concat();
+            let expect: Vec<_> = ChunkReader::new(&chunk).collect();
+            let mut got = Vec::new();
+            let mut r = ChunkReader::new(&chunk);
+            loop {
+                let mut pairs = Vec::new();
+                let before = r.pos;
+                match r.next_visiting(|k, v| pairs.push((k, v))) {
+                    Visited::Entry(e) => {
+                        let mut rd = e.record;
+                        let decoded = rmpv::decode::read_value(&mut rd).ok();
+                        let want: Option<Vec<(Value, Value)>> = decoded.and_then(|v| match v {
+                            Value::Map(m) => Some(m),
+                            _ => None,
+                        });
+                        let seen: Vec<(Value, Value)> = pairs
+                            .iter()
+                            .filter_map(|&(k, v)| {
+                                let (mut k, mut v) = (k, v);
+                                Some((rmpv::decode::read_value(&mut k).ok()?, rmpv::decode::read_value(&mut v).ok()?))
+                            })
+                            .collect();
+                        prop_assert_eq!(Some(seen), want);
+                        got.push(Ok(e));
+                    }
+                    Visited::End => break,
+                    Visited::Fallback => {
+                        prop_assert_eq!(r.pos, before);
+                        match r.next() {
+                            Some(e) => got.push(e),
+                            None => break,
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(got, expect);
         }
 
         #[test]

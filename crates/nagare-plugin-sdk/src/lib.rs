@@ -56,7 +56,7 @@ pub use rmpv;
 pub use serde;
 
 pub use api::{ConfigNode, ErrorKind, LogLevel, PluginError};
-pub use chunk::{ChunkReader, ChunkWriter, Entry, EventTime};
+pub use chunk::{ChunkReader, ChunkWriter, Entry, EventTime, Visited};
 pub use context::{Counter, Gauge, Logger, PluginContext};
 pub use error::Result;
 pub use plugin::{Chunk, Emitter, Filter, FilterOutcome, Input, Output, Rejected};
