@@ -213,6 +213,15 @@ impl RecordAccessor {
         &self.steps
     }
 
+    /// The one step of an accessor that names a top-level field (`message`, `$.message`,
+    /// `$[0]`); `None` for longer paths.
+    pub fn top_step(&self) -> Option<&Step> {
+        match self.steps.as_slice() {
+            [step] => Some(step),
+            _ => None,
+        }
+    }
+
     /// Looks the path up in a decoded record. `Ok(None)` is Ruby's `nil` (missing or nil).
     pub fn get<'a>(&self, record: &'a Value) -> Result<Option<&'a Value>, DigError> {
         let mut cur = record;
@@ -246,7 +255,19 @@ impl RecordAccessor {
     }
 
     /// Looks the path up in a raw msgpack record and returns the raw value bytes.
+    #[inline]
     pub fn get_raw<'a>(&self, raw: &'a [u8]) -> Result<Option<&'a [u8]>, DigError> {
+        // A top-level key in a map (nearly every accessor, nearly every record): one loop.
+        if let [step] = self.steps.as_slice()
+            && let Some(found) = fast_map_get(raw, step)
+        {
+            return Ok(found.filter(|v| v.first() != Some(&0xc0)));
+        }
+        self.get_raw_general(raw)
+    }
+
+    /// [`Self::get_raw`] step by step, for paths and whatever the one-loop look-up leaves.
+    fn get_raw_general<'a>(&self, raw: &'a [u8]) -> Result<Option<&'a [u8]>, DigError> {
         let mut cur = raw;
         for (i, step) in self.steps.iter().enumerate() {
             let (head, _) = read_head(cur).map_err(|e| DigError::Malformed(e.to_string()))?;
@@ -361,6 +382,19 @@ fn resolve_index(n: i64, len: usize) -> Option<usize> {
         .flatten()
 }
 
+/// Whether the raw map key `key` (exactly one msgpack value) is the one `step` names, as
+/// [`RecordAccessor::get_raw`] compares keys: a `str`/`bin` key with the same bytes, or an
+/// integer key equal to the index. A fixstr key is compared by length first.
+#[inline]
+pub fn key_matches(key: &[u8], step: &Step) -> bool {
+    match (key.first(), step) {
+        (Some(&b), Step::Key(want)) if b & 0xe0 == 0xa0 => {
+            key.len() == want.len() + 1 && key.get(1..) == Some(want.as_bytes())
+        }
+        _ => key_is(key, step),
+    }
+}
+
 /// Whether a raw map key is the one `step` names: a `str`/`bin` key with the same bytes, or
 /// an integer key equal to the index.
 #[inline]
@@ -380,6 +414,10 @@ fn key_is(key: &[u8], step: &Step) -> bool {
 /// [`raw_map_get`] on nagare-core's non-allocating skipper: `None` when it cannot answer
 /// (malformed bytes, nesting at the limit), and then the general path decides and words the
 /// error. Whenever it answers, the general path gives the same answer.
+///
+/// One tight loop over the pairs: a fixstr key is told apart by its marker byte alone (which
+/// holds its length) before any byte comparison, and values are skipped with
+/// [`nagare_core::fast::skip`], which sizes strings and integers with arithmetic.
 #[inline]
 fn fast_map_get<'a>(raw: &'a [u8], step: &Step) -> Option<Option<&'a [u8]>> {
     let be = |at: std::ops::Range<usize>| {
@@ -392,11 +430,27 @@ fn fast_map_get<'a>(raw: &'a [u8], step: &Step) -> Option<Option<&'a [u8]>> {
         0xdf => (be(1..5)?, 5),
         _ => return None,
     };
+    // The fixstr marker the wanted key has (0: it has none, being an index or too long).
+    let (want, want_marker): (&[u8], u8) = match step {
+        Step::Key(k) if k.len() <= 0x1f => (k.as_bytes(), 0xa0 | k.len() as u8),
+        Step::Key(k) => (k.as_bytes(), 0),
+        Step::Index(_) => (&[], 0),
+    };
     for _ in 0..count {
+        let b = *raw.get(pos)?;
         // Each key and value is skipped as a value of its own, as the general path does.
-        let key_end = nagare_core::fast::skip(raw, pos, 0, MAX_DEPTH).ok()?;
+        let (key_end, hit) = if b & 0xe0 == 0xa0 {
+            let key_end = pos + 1 + usize::from(b & 0x1f);
+            // A fixstr key can only be the wanted key when its marker (so its length) is
+            // the wanted key's; an index never equals a string key.
+            let hit = b == want_marker && raw.get(pos + 1..key_end)? == want;
+            (key_end, hit)
+        } else {
+            let key_end = nagare_core::fast::skip(raw, pos, 0, MAX_DEPTH).ok()?;
+            (key_end, key_is(raw.get(pos..key_end)?, step))
+        };
         let value_end = nagare_core::fast::skip(raw, key_end, 0, MAX_DEPTH).ok()?;
-        if key_is(raw.get(pos..key_end)?, step) {
+        if hit {
             return Some(raw.get(key_end..value_end));
         }
         pos = value_end;
@@ -685,6 +739,66 @@ mod tests {
             Some(Some(&[0xa2, b'h', b'i'][..]))
         );
         assert_eq!(fast_map_get(&maps[1], &s("missing")), Some(None));
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<i64>().prop_map(Value::from),
+            any::<u16>().prop_map(Value::from),
+            "[a-z]{0,40}".prop_map(Value::from),
+            proptest::collection::vec(any::<u8>(), 0..4).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Value::Map),
+            ]
+        })
+    }
+
+    /// A record-like map: short string keys (some the accessors name), some integer keys.
+    fn arb_record() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            4 => "[kxa]{1,2}".prop_map(Value::from),
+            1 => "[k]{30,34}".prop_map(Value::from),
+            1 => (-2i64..9).prop_map(Value::from),
+            1 => Just(Value::Binary(b"k".to_vec())),
+        ];
+        (
+            proptest::collection::vec((key, arb_value()), 0..8),
+            proptest::collection::vec(any::<u8>(), 0..3),
+            any::<usize>(),
+            any::<bool>(),
+        )
+            .prop_map(|(pairs, junk, cut, truncate)| {
+                let mut out = encode(&Value::Map(pairs));
+                out.extend_from_slice(&junk);
+                if truncate {
+                    out.truncate(cut % (out.len() + 1));
+                }
+                out
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// The one-loop top-level look-up answers as the step-by-step walk, on arbitrary
+        /// records and bytes (truncated, malformed, keys of every encoding).
+        #[test]
+        fn get_raw_agrees_with_general_walk(
+            raw in proptest::prop_oneof![arb_record(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)],
+        ) {
+            for param in ["k", "x", "kk", "missing", &"k".repeat(32), "$.[7]", "$.[-1]", "$.k.x"] {
+                let acc = RecordAccessor::parse(param).unwrap_or_else(|e| panic!("{e}"));
+                let fast = acc.get_raw(&raw);
+                let general = acc.get_raw_general(&raw);
+                proptest::prop_assert_eq!(fast, general, "{} on {:02x?}", param, raw);
+            }
+        }
     }
 
     #[test]

@@ -28,11 +28,11 @@ use nagare_core::msgpack::{Head, read_head};
 use nagare_plugin_sdk::config::{self, Unused};
 use nagare_plugin_sdk::{
     Chunk, ChunkReader, ChunkWriter, ConfigNode, Counter, Filter, FilterOutcome, LogLevel, Logger,
-    PluginContext, Result, error, export_plugins, plugin_log,
+    PluginContext, Result, Visited, error, export_plugins, plugin_log,
 };
 use serde::Deserialize;
 
-use crate::accessor::{DigError, RecordAccessor};
+use crate::accessor::{DigError, RecordAccessor, Step, key_matches};
 use crate::limiter::{LogLimiter, suppressed_note};
 use crate::ruby_regex::RubyRegex;
 
@@ -81,6 +81,24 @@ pub struct GrepConfig {
 pub struct Expression {
     key: RecordAccessor,
     pattern: RubyRegex,
+    /// The pattern's answer on `""`, what a missing key or `nil` is matched as (Ruby's
+    /// `nil.to_s`): evaluated once here instead of once per event.
+    on_nil: std::result::Result<bool, String>,
+    /// Where the value of a top-level key is kept while a record is walked (an index into
+    /// the slots [`Conditions::visit`] fills), for accessors of one step.
+    slot: Option<usize>,
+}
+
+impl Expression {
+    fn new(key: RecordAccessor, pattern: RubyRegex) -> Self {
+        let on_nil = pattern.is_match("");
+        Expression {
+            key,
+            pattern,
+            on_nil,
+            slot: None,
+        }
+    }
 }
 
 /// The four condition sets Fluentd builds (`@_regexp_and_conditions`, …).
@@ -90,6 +108,8 @@ pub struct Conditions {
     regexp_or: Vec<Expression>,
     exclude_and: Vec<Expression>,
     exclude_or: Vec<Expression>,
+    /// The top-level keys the conditions read, slot by slot.
+    top_keys: Vec<Step>,
 }
 
 /// Which of the four sets a condition joins.
@@ -120,17 +140,29 @@ impl Conditions {
         pattern: RubyRegex,
         duplicate: impl FnOnce() -> String,
     ) -> Result<()> {
-        let target = self.set(set);
-        if target.iter().any(|e| e.key.param() == key) {
+        if self.set(set).iter().any(|e| e.key.param() == key) {
             return Err(error::config_error(format!("{location}: {}", duplicate())));
         }
         let accessor = RecordAccessor::parse(key)
             .map_err(|e| error::config_error(format!("{location}: {e}")))?;
-        target.push(Expression {
-            key: accessor,
-            pattern,
-        });
+        let mut expression = Expression::new(accessor, pattern);
+        if let Some(step) = expression.key.top_step() {
+            expression.slot = Some(self.top_keys.len());
+            self.top_keys.push(step.clone());
+        }
+        self.set(set).push(expression);
         Ok(())
+    }
+
+    /// Records the value of a top-level pair in the slot of each condition that reads that
+    /// key; the first pair of a key wins, as in a look-up.
+    #[inline]
+    fn visit<'a>(&self, key: &[u8], value: &'a [u8], slots: &mut [Option<&'a [u8]>]) {
+        for (step, slot) in self.top_keys.iter().zip(slots.iter_mut()) {
+            if slot.is_none() && key_matches(key, step) {
+                *slot = Some(value);
+            }
+        }
     }
 
     /// Whether no condition is configured (every event stays).
@@ -262,6 +294,17 @@ fn scrub_into(bytes: &[u8], out: &mut String) {
     }
 }
 
+/// The bytes of a fixstr or str8 value (the strings records nearly always hold); `None`
+/// for anything else, including a string cut short.
+#[inline]
+fn short_str(raw: &[u8]) -> Option<&[u8]> {
+    match *raw.first()? {
+        b if b & 0xe0 == 0xa0 => raw.get(1..1 + usize::from(b & 0x1f)),
+        0xd9 => raw.get(2..2 + usize::from(*raw.get(1)?)),
+        _ => None,
+    }
+}
+
 /// What a grep evaluation needs besides the record: scratch space and the logger for
 /// "invalid byte sequence" notes.
 struct Scratch<'a> {
@@ -304,12 +347,38 @@ impl Scratch<'_> {
         Cow::Borrowed(self.text.as_str())
     }
 
-    fn matches(&mut self, e: &Expression, record: &[u8]) -> std::result::Result<bool, GrepError> {
-        let raw = e.key.get_raw(record).map_err(|source| GrepError::Dig {
+    #[inline]
+    fn matches(
+        &mut self,
+        e: &Expression,
+        record: &[u8],
+        slots: Option<&[Option<&[u8]>]>,
+    ) -> std::result::Result<bool, GrepError> {
+        let raw = match (slots, e.slot) {
+            // Found (or not) while the record was walked: a nil value is nil.
+            (Some(slots), Some(slot)) => slots
+                .get(slot)
+                .copied()
+                .flatten()
+                .filter(|v| v.first() != Some(&0xc0)),
+            _ => e.key.get_raw(record).map_err(|source| GrepError::Dig {
+                key: e.key.param().to_owned(),
+                source,
+            })?,
+        };
+        let regex_error = |reason: String| GrepError::Regex {
             key: e.key.param().to_owned(),
-            source,
-        })?;
-        let text = self.ruby_to_s(raw);
+            reason,
+        };
+        let Some(raw) = raw else {
+            // Missing or nil: matched as "", whose answer is known.
+            return e.on_nil.clone().map_err(regex_error);
+        };
+        // The usual value, a fixstr or str8 of valid UTF-8, is matched in place.
+        if let Some(text) = short_str(raw).and_then(|b| std::str::from_utf8(b).ok()) {
+            return e.pattern.is_match(text).map_err(regex_error);
+        }
+        let text = self.ruby_to_s(Some(raw));
         e.pattern
             .is_match(&text)
             .map_err(|reason| GrepError::Regex {
@@ -318,17 +387,23 @@ impl Scratch<'_> {
             })
     }
 
-    /// Fluentd's `filter`: `Ok(true)` keeps the record.
-    fn keep(&mut self, c: &Conditions, record: &[u8]) -> std::result::Result<bool, GrepError> {
+    /// Fluentd's `filter`: `Ok(true)` keeps the record. `slots` holds the top-level values
+    /// found while the record was walked, when it was ([`Conditions::visit`]).
+    fn keep(
+        &mut self,
+        c: &Conditions,
+        record: &[u8],
+        slots: Option<&[Option<&[u8]>]>,
+    ) -> std::result::Result<bool, GrepError> {
         for e in &c.regexp_and {
-            if !self.matches(e, record)? {
+            if !self.matches(e, record, slots)? {
                 return Ok(false);
             }
         }
         if !c.regexp_or.is_empty() {
             let mut any = false;
             for e in &c.regexp_or {
-                if self.matches(e, record)? {
+                if self.matches(e, record, slots)? {
                     any = true;
                     break;
                 }
@@ -340,7 +415,7 @@ impl Scratch<'_> {
         if !c.exclude_and.is_empty() {
             let mut all = true;
             for e in &c.exclude_and {
-                if !self.matches(e, record)? {
+                if !self.matches(e, record, slots)? {
                     all = false;
                     break;
                 }
@@ -350,7 +425,7 @@ impl Scratch<'_> {
             }
         }
         for e in &c.exclude_or {
-            if self.matches(e, record)? {
+            if self.matches(e, record, slots)? {
                 return Ok(false);
             }
         }
@@ -420,11 +495,19 @@ impl Grep {
     }
 
     /// Decides one event: errors keep it (Fluentd rescues, warns and returns the record).
-    fn keep(&self, scratch: &mut Scratch<'_>, tag: &str, record: &[u8]) -> bool {
-        scratch.keep(&self.conditions, record).unwrap_or_else(|e| {
-            self.note_failure(tag, &e);
-            true
-        })
+    fn keep(
+        &self,
+        scratch: &mut Scratch<'_>,
+        tag: &str,
+        record: &[u8],
+        slots: Option<&[Option<&[u8]>]>,
+    ) -> bool {
+        scratch
+            .keep(&self.conditions, record, slots)
+            .unwrap_or_else(|e| {
+                self.note_failure(tag, &e);
+                true
+            })
     }
 }
 
@@ -460,9 +543,27 @@ impl Filter for Grep {
         // Nothing is copied until the first dropped event.
         let mut writer: Option<ChunkWriter> = None;
         let (mut kept, mut dropped) = (0u32, 0u32);
-        for (index, entry) in ChunkReader::new(payload).enumerate() {
-            let entry = entry.map_err(bad)?;
-            let keep = self.keep(&mut scratch, tag, entry.record);
+        let mut reader = ChunkReader::new(payload);
+        let mut slots: Vec<Option<&[u8]>> = vec![None; self.conditions.top_keys.len()];
+        for index in 0usize.. {
+            // One walk per record: the reader hands over the top-level pairs it steps over,
+            // and the values the conditions read are kept on the way.
+            slots.fill(None);
+            let visited = reader.next_visiting(|k, v| self.conditions.visit(k, v, &mut slots));
+            let (entry, walked) = match visited {
+                Visited::Entry(entry) => (entry, true),
+                Visited::End => break,
+                Visited::Fallback => match reader.next() {
+                    Some(entry) => (entry.map_err(bad)?, false),
+                    None => break,
+                },
+            };
+            let keep = self.keep(
+                &mut scratch,
+                tag,
+                entry.record,
+                walked.then_some(slots.as_slice()),
+            );
             match (&mut writer, keep) {
                 (Some(w), true) => w.push_raw(entry.time, entry.record),
                 (None, true) => {}

@@ -476,3 +476,95 @@ proptest! {
         check(&format!("regexp1 message {pattern}"), &recs, &expect);
     }
 }
+
+/// Runs grep on raw chunk bytes (any entry shapes), outside the test kit's writer.
+fn run_raw(conf: &str, data: &[u8], records: u32) -> (String, Vec<String>) {
+    use abi_stable::std_types::{RSlice, RStr};
+    use nagare_plugin_sdk::api::{ChunkFormat, ChunkRef};
+    let host = nagare_plugin_sdk::testkit::TestHost::new(LogLevel::WARN);
+    let ctx = PluginContext::new("grep_test", "grep", host.host_box());
+    let node = TestKit::config("filter", "**", "grep", conf).unwrap_or_else(|e| panic!("{e}"));
+    let grep = Grep::new(&ctx, &node).unwrap_or_else(|e| panic!("{e}"));
+    let chunk = Chunk::new(ChunkRef {
+        tag: RStr::from("filter.test"),
+        chunk_id: [0; 16],
+        records,
+        format: ChunkFormat::MSGPACK_STREAM,
+        data: RSlice::from(data),
+        variables: RSlice::from(&[][..]),
+    });
+    let outcome = match grep.filter(chunk) {
+        Ok(FilterOutcome::Unchanged) => "unchanged".to_owned(),
+        Ok(FilterOutcome::Dropped) => "dropped".to_owned(),
+        Ok(FilterOutcome::Replaced { records, data }) => format!("replaced {records} {data:02x?}"),
+        Err(e) => format!("error {e}"),
+    };
+    (outcome, host.messages(LogLevel::WARN))
+}
+
+/// Top-level keys of several encodings, duplicates and nil; nested maps; other scalars.
+fn arb_record() -> impl Strategy<Value = Value> {
+    let key = prop_oneof![
+        4 => Just(Value::from("message")),
+        2 => Just(Value::from("a")),
+        1 => Just(Value::Binary(b"message".to_vec())),
+        1 => Just(Value::from(7)),
+        1 => "[a-z]{0,3}".prop_map(Value::from),
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Nil),
+        "[abW ]{0,5}".prop_map(Value::from),
+        (-3i64..300).prop_map(Value::from),
+        any::<bool>().prop_map(Value::from),
+        Just(Value::F64(1.5)),
+    ];
+    let value = leaf.prop_recursive(2, 8, 3, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+            proptest::collection::vec(("[ab]".prop_map(Value::from), inner), 0..3)
+                .prop_map(Value::Map),
+        ]
+    });
+    prop_oneof![
+        8 => proptest::collection::vec((key, value.clone()), 0..5).prop_map(Value::Map),
+        1 => value,
+    ]
+}
+
+const EQUIVALENCE_CONFIGS: &[&str] = &[
+    "<regexp>\n key message\n pattern /a/\n</regexp>",
+    "<exclude>\n key message\n pattern /^$/\n</exclude>",
+    "<exclude>\n key no_such_key\n pattern /x/\n</exclude>",
+    "<regexp>\n key $.a.b\n pattern /1|a/\n</regexp>\n<exclude>\n key $.[7]\n pattern /W/\n</exclude>",
+    "<or>\n <regexp>\n key message\n pattern /b/\n </regexp>\n <regexp>\n key a\n pattern /true|1/\n </regexp>\n</or>",
+    "<and>\n <exclude>\n key message\n pattern /a/\n </exclude>\n <exclude>\n key $['a']\n pattern /./\n </exclude>\n</and>",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Host-shaped chunks (one walk per record, values found on the way) give the same
+    /// outcome and warnings as the same events written with integer times, which the reader
+    /// cannot visit and which take the look-up path; mixed chunks too.
+    #[test]
+    fn one_walk_path_matches_lookup_path(
+        records in proptest::collection::vec((arb_record(), any::<bool>()), 0..6),
+        conf in proptest::sample::select(EQUIVALENCE_CONFIGS),
+    ) {
+        let sec: u32 = 1_357_974_131;
+        let (mut visited, mut general, mut mixed) = (Vec::new(), Vec::new(), Vec::new());
+        for (r, int_time) in &records {
+            let mut body = Vec::new();
+            let _ = nagare_plugin_sdk::rmpv::encode::write_value(&mut body, r);
+            let ext = [&[0x92, 0xd7, 0x00][..], &sec.to_be_bytes(), &[0; 4], &body].concat();
+            let int = [&[0x92, 0xce][..], &sec.to_be_bytes(), &body].concat();
+            visited.extend_from_slice(&ext);
+            general.extend_from_slice(&int);
+            mixed.extend_from_slice(if *int_time { &int } else { &ext });
+        }
+        let n = u32::try_from(records.len()).unwrap_or(0);
+        let fast = run_raw(conf, &visited, n);
+        prop_assert_eq!(&fast, &run_raw(conf, &general, n), "{}", conf);
+        prop_assert_eq!(&fast, &run_raw(conf, &mixed, n), "{}", conf);
+    }
+}
