@@ -6,6 +6,14 @@
 //! - [`write_to_s`]: Ruby's `to_s` of a value, used where values are joined into text
 //!   (ltsv, csv, tsv, single_value).
 //!
+//! The renderers write into a `Vec<u8>` (`*_buf`; the `String` functions wrap them):
+//! [`write_json_raw_buf`] renders straight from msgpack bytes, the hot path of the json and
+//! out_file formatters; [`write_json_string`] escapes with a word-at-a-time scan, copying
+//! clean runs whole and checking UTF-8 once per string from its first non-ASCII byte;
+//! integers go through `itoa` and floats through [`write_ruby_float_buf`], neither
+//! allocating. [`raw_map_pairs`], [`raw_str`], [`skip_raw`] and [`write_scalar_to_s_raw`]
+//! serve the ltsv and single_value fast paths.
+//!
 //! Choices where Ruby would raise: invalid UTF-8 in strings is replaced by U+FFFD (Ruby's
 //! JSON generator raises instead); NaN and infinities become `null` (Ruby raises
 //! GeneratorError). EventTime ext values (type 0) render as their seconds, as
@@ -18,56 +26,120 @@ use rmpv::Value;
 
 /// Appends Ruby's `Float#to_s` of `f` (`1.0`, `0.0001`, `1.0e-05`, `1.0e+16`).
 pub fn write_ruby_float(f: f64, out: &mut String) {
+    let mut b = Vec::with_capacity(32);
+    write_ruby_float_buf(f, &mut b);
+    append_utf8(out, b);
+}
+
+/// A fixed stack buffer for `{:e}` (no allocation per float).
+struct Stack {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl std::fmt::Write for Stack {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(std::fmt::Error)?;
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// [`write_ruby_float`] into a byte buffer, without allocating.
+pub fn write_ruby_float_buf(f: f64, out: &mut Vec<u8>) {
     if f.is_nan() {
-        out.push_str("NaN");
+        out.extend_from_slice(b"NaN");
         return;
     }
     if f.is_infinite() {
-        out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
+        out.extend_from_slice(if f > 0.0 { b"Infinity" } else { b"-Infinity" });
         return;
     }
     if f == 0.0 {
-        out.push_str(if f.is_sign_negative() { "-0.0" } else { "0.0" });
+        out.extend_from_slice(if f.is_sign_negative() {
+            b"-0.0"
+        } else {
+            b"0.0"
+        });
         return;
     }
-    // Shortest round-trip digits and decimal exponent.
-    let sci = format!("{:e}", f.abs());
-    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    // Shortest round-trip digits and decimal exponent (`1.2345e20`, `1e-7`).
+    let mut sci = Stack {
+        buf: [0; 40],
+        len: 0,
+    };
+    if write!(sci, "{:e}", f.abs()).is_err() {
+        // Cannot happen (at most 24 bytes); keep a correct answer anyway.
+        let mut s = String::new();
+        let _ = write!(s, "{:e}", f.abs());
+        sci.len = 0;
+        let _ = sci.write_str(s.get(..40.min(s.len())).unwrap_or_default());
+    }
+    let text = sci.buf.get(..sci.len).unwrap_or_default();
+    let (mant, exp) = match text.iter().position(|&b| b == b'e') {
+        Some(e) => (
+            text.get(..e).unwrap_or_default(),
+            text.get(e + 1..).unwrap_or_default(),
+        ),
+        None => (text, &b"0"[..]),
+    };
+    let (neg_exp, exp_digits) = match exp.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, exp),
+    };
+    let magnitude = exp_digits.iter().fold(0i32, |a, &d| {
+        a.saturating_mul(10)
+            .saturating_add(i32::from(d.wrapping_sub(b'0')))
+    });
+    let exp = if neg_exp { -magnitude } else { magnitude };
+    let mut digits = [0u8; 40];
+    let mut nd = 0;
+    for &c in mant.iter().filter(|c| c.is_ascii_digit()) {
+        if let Some(slot) = digits.get_mut(nd) {
+            *slot = c;
+            nd += 1;
+        }
+    }
+    let digits = digits.get(..nd).unwrap_or_default();
     let decpt = exp + 1;
     if f < 0.0 {
-        out.push('-');
+        out.push(b'-');
     }
     if !(-3..=16).contains(&decpt) {
         let (first, rest) = digits.split_at(1.min(digits.len()));
-        out.push_str(first);
-        out.push('.');
-        out.push_str(if rest.is_empty() { "0" } else { rest });
-        let _ = write!(
-            out,
-            "e{}{:02}",
-            if exp < 0 { '-' } else { '+' },
-            exp.unsigned_abs()
-        );
-    } else if decpt <= 0 {
-        out.push_str("0.");
-        for _ in 0..(-decpt) {
-            out.push('0');
+        out.extend_from_slice(first);
+        out.push(b'.');
+        out.extend_from_slice(if rest.is_empty() { b"0" } else { rest });
+        out.push(b'e');
+        out.push(if exp < 0 { b'-' } else { b'+' });
+        let e = exp.unsigned_abs();
+        if e < 10 {
+            out.push(b'0');
         }
-        out.push_str(&digits);
+        out.extend_from_slice(itoa::Buffer::new().format(e).as_bytes());
+    } else if decpt <= 0 {
+        out.extend_from_slice(b"0.");
+        for _ in 0..(-decpt) {
+            out.push(b'0');
+        }
+        out.extend_from_slice(digits);
     } else {
         let d = decpt as usize;
         if digits.len() <= d {
-            out.push_str(&digits);
+            out.extend_from_slice(digits);
             for _ in digits.len()..d {
-                out.push('0');
+                out.push(b'0');
             }
-            out.push_str(".0");
+            out.extend_from_slice(b".0");
         } else {
-            out.push_str(&digits[..d]);
-            out.push('.');
-            out.push_str(&digits[d..]);
+            let (int, frac) = digits.split_at(d);
+            out.extend_from_slice(int);
+            out.push(b'.');
+            out.extend_from_slice(frac);
         }
     }
 }
@@ -79,50 +151,120 @@ pub fn ruby_float(f: f64) -> String {
     s
 }
 
-fn write_json_str(s: &str, out: &mut String) {
-    out.push('"');
-    // Copy runs that need no escaping in one go; only ASCII bytes are ever escaped, so every
-    // cut is on a char boundary.
-    let bytes = s.as_bytes();
-    // Most strings need no escape at all: one branch-free scan, then one copy.
-    if !bytes
-        .iter()
-        .fold(false, |a, &b| a | (b < 0x20) | (b == b'"') | (b == b'\\'))
-    {
-        out.push_str(s);
-        out.push('"');
-        return;
+/// Appends bytes this module rendered (always UTF-8) to a `String`.
+fn append_utf8(out: &mut String, b: Vec<u8>) {
+    match String::from_utf8(b) {
+        Ok(s) if out.is_empty() => *out = s,
+        Ok(s) => out.push_str(&s),
+        Err(e) => out.push_str(&String::from_utf8_lossy(e.as_bytes())),
     }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(s.get(start..i).unwrap_or_default());
-        if esc.is_empty() {
-            let _ = write!(out, "\\u{:04x}", b);
-        } else {
-            out.push_str(esc);
-        }
-        start = i + 1;
-    }
-    out.push_str(s.get(start..).unwrap_or_default());
-    out.push('"');
 }
 
-fn write_json_bytes(b: &[u8], out: &mut String) {
-    match std::str::from_utf8(b) {
-        Ok(s) => write_json_str(s, out),
-        Err(_) => write_json_str(&String::from_utf8_lossy(b), out),
+/// What a byte needs inside a JSON string: 0 nothing (bytes >= 0x80 are checked as UTF-8
+/// instead), `u` a `\u00XX` escape, else the letter that follows the backslash.
+const JSON_ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
     }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 of each byte of `w` (little-endian: byte 0 is the lowest) that is a control
+/// character, `"` or `\`, or has bit 7 set when `hi` is [`HI`]. Bits above the lowest one
+/// may be false (a borrow carries only out of a byte that is itself flagged), so only the
+/// lowest set bit is meaningful — it is exact.
+#[inline(always)]
+fn special(w: u64, hi: u64) -> u64 {
+    let ctrl = w.wrapping_sub(LO * 0x20) & !w;
+    let q = w ^ (LO * u64::from(b'"'));
+    let q = q.wrapping_sub(LO) & !q;
+    let bs = w ^ (LO * u64::from(b'\\'));
+    let bs = bs.wrapping_sub(LO) & !bs;
+    ((ctrl | q | bs) & HI) | (w & hi)
+}
+
+/// Index of the first byte at or after `i` that needs escaping (or is non-ASCII, when `hi`
+/// is [`HI`]): eight bytes per step, then byte by byte for the tail.
+#[inline(always)]
+fn next_special(s: &[u8], mut i: usize, hi: u64) -> Option<usize> {
+    while let Some(w) = s.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let m = special(u64::from_le_bytes(*w), hi);
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    let hi_bit = if hi == 0 { 0 } else { 0x80 };
+    s.get(i..)?
+        .iter()
+        .position(|&b| JSON_ESCAPE[usize::from(b)] != 0 || b & hi_bit != 0)
+        .map(|p| i + p)
+}
+
+/// Appends the escaped body of `s`; `false` (with `out` partly written) when `s` is not
+/// UTF-8. Clean runs are copied with one extend each; UTF-8 is checked once, from the first
+/// non-ASCII byte on.
+fn escape_body(s: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut hi = HI;
+    let mut run = 0;
+    let mut at = 0;
+    while let Some(i) = next_special(s, at, hi) {
+        let Some(&b) = s.get(i) else { break };
+        if b >= 0x80 {
+            // The bytes before are ASCII, so `s` is UTF-8 iff the rest is.
+            if std::str::from_utf8(s.get(i..).unwrap_or_default()).is_err() {
+                return false;
+            }
+            hi = 0;
+            at = i;
+            continue;
+        }
+        out.extend_from_slice(s.get(run..i).unwrap_or_default());
+        match JSON_ESCAPE[usize::from(b)] {
+            b'u' => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0x0f)],
+            ]),
+            e => out.extend_from_slice(&[b'\\', e]),
+        }
+        run = i + 1;
+        at = i + 1;
+    }
+    out.extend_from_slice(s.get(run..).unwrap_or_default());
+    true
+}
+
+/// Appends `s` as a JSON string the way Ruby's `to_json` writes it: `"` and `\` escaped,
+/// control characters as `\n`, `\r`, `\t`, `\b`, `\f` or `\u00xx`, everything else (`/`,
+/// DEL, non-ASCII) as is. Bytes that are not UTF-8 become U+FFFD (the way
+/// `String::from_utf8_lossy` replaces them) where Ruby would raise.
+pub fn write_json_string(s: &[u8], out: &mut Vec<u8>) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let mark = out.len();
+    if !escape_body(s, out) {
+        out.truncate(mark);
+        escape_body(String::from_utf8_lossy(s).as_bytes(), out);
+    }
+    out.push(b'"');
 }
 
 /// If `v` is an EventTime ext (type 0, 8 bytes), its seconds and nanoseconds.
@@ -146,105 +288,168 @@ fn ext_to_s(ty: i8, data: &[u8]) -> String {
 
 /// Appends the JSON text of `v` (Ruby `to_json`): map keys become strings via `to_s`.
 pub fn write_json(v: &Value, out: &mut String) {
+    let mut b = Vec::new();
+    write_json_buf(v, &mut b);
+    append_utf8(out, b);
+}
+
+fn push_int(out: &mut Vec<u8>, i: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+}
+
+/// [`write_json`] into a byte buffer (what the formatters use).
+pub fn write_json_buf(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Nil => out.push_str("null"),
-        Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Integer(i) => {
-            let _ = write!(out, "{i}");
-        }
+        Value::Nil => out.extend_from_slice(b"null"),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) => push_int(out, u),
+            (None, Some(n)) => push_int(out, n),
+            (None, None) => {
+                let _ = std::io::Write::write_fmt(out, format_args!("{i}"));
+            }
+        },
         Value::F32(f) => write_json_float(f64::from(*f), out),
         Value::F64(f) => write_json_float(*f, out),
-        Value::String(s) => write_json_bytes(s.as_bytes(), out),
-        Value::Binary(b) => write_json_bytes(b, out),
+        Value::String(s) => write_json_string(s.as_bytes(), out),
+        Value::Binary(b) => write_json_string(b, out),
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_json(x, out);
+                write_json_buf(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Map(m) => {
-            out.push('{');
+            out.push(b'{');
             for (i, (k, x)) in m.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 match k {
-                    Value::String(s) => write_json_bytes(s.as_bytes(), out),
-                    Value::Binary(b) => write_json_bytes(b, out),
-                    other => write_json_str(&to_s(other), out),
+                    Value::String(s) => write_json_string(s.as_bytes(), out),
+                    Value::Binary(b) => write_json_string(b, out),
+                    other => write_json_string(to_s(other).as_bytes(), out),
                 }
-                out.push(':');
-                write_json(x, out);
+                out.push(b':');
+                write_json_buf(x, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Ext(ty, data) => match ext_event_time(v) {
-            Some((sec, _)) => {
-                let _ = write!(out, "{sec}");
-            }
-            None => write_json_str(&ext_to_s(*ty, data), out),
+            Some((sec, _)) => push_int(out, sec),
+            None => write_json_string(ext_to_s(*ty, data).as_bytes(), out),
         },
     }
 }
 
 /// Appends the JSON text of the msgpack value at the start of `raw` without building an
-/// [`Value`] (the hot path of json and out_file formatting); returns the bytes consumed.
-/// Gives exactly [`write_json`]'s text: floats and ext values are decoded and rendered by it.
-/// `None` when `raw` is malformed or nested deeper than 64 levels (`out` may then hold a
-/// partial rendering: callers truncate and fall back to [`write_json`]).
+/// [`Value`]; returns the bytes consumed. Gives exactly [`write_json`]'s text.
+/// `None` when `raw` is malformed or nested deeper than 64 levels (nothing is appended
+/// then: callers fall back to [`write_json`]).
 pub fn write_json_raw(raw: &[u8], out: &mut String) -> Option<usize> {
+    let mut b = Vec::with_capacity(raw.len() + 16);
+    let used = raw_value(raw, &mut b, 0)?;
+    append_utf8(out, b);
+    Some(used)
+}
+
+/// [`write_json_raw`] into a byte buffer: the hot path of json and out_file formatting (no
+/// allocation per value). `None` when `raw` is malformed or nested deeper than 64 levels;
+/// `out` may then hold a partial rendering: callers truncate it and fall back to
+/// [`write_json_buf`].
+pub fn write_json_raw_buf(raw: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     raw_value(raw, out, 0)
 }
 
+#[inline(always)]
 fn be(raw: &[u8], at: usize, n: usize) -> Option<u64> {
     let b = raw.get(at..at.checked_add(n)?)?;
     Some(b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
 }
 
-fn raw_value(raw: &[u8], out: &mut String, depth: usize) -> Option<usize> {
+/// The header length and body length of a str/bin value with marker `m`, if it is one.
+#[inline(always)]
+fn str_head(raw: &[u8], m: u8) -> Option<(usize, usize)> {
+    Some(match m {
+        0xa0..=0xbf => (1, usize::from(m & 0x1f)),
+        0xd9 | 0xc4 => (2, be(raw, 1, 1)? as usize),
+        0xda | 0xc5 => (3, be(raw, 1, 2)? as usize),
+        0xdb | 0xc6 => (5, be(raw, 1, 4)? as usize),
+        _ => return None,
+    })
+}
+
+/// A str or bin value at the start of `raw`: its bytes (as sent, not checked for UTF-8) and
+/// its total length; `None` for other values or truncated bytes.
+#[inline(always)]
+pub fn raw_str(raw: &[u8]) -> Option<(&[u8], usize)> {
+    let (hdr, len) = str_head(raw, *raw.first()?)?;
+    let end = hdr.checked_add(len)?;
+    Some((raw.get(hdr..end)?, end))
+}
+
+fn raw_value(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Option<usize> {
     if depth > 64 {
         return None;
     }
     let m = *raw.first()?;
-    let int = |out: &mut String, v: i128, used: usize| {
-        let _ = write!(out, "{v}");
-        Some(used)
-    };
     match m {
-        0x00..=0x7f => int(out, i128::from(m), 1),
-        0xe0..=0xff => int(out, i128::from(m as i8), 1),
+        0x00..=0x7f => {
+            push_int(out, m);
+            Some(1)
+        }
+        0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => {
+            let (body, used) = raw_str(raw)?;
+            write_json_string(body, out);
+            Some(used)
+        }
+        0xe0..=0xff => {
+            push_int(out, m as i8);
+            Some(1)
+        }
         0xc0 => {
-            out.push_str("null");
+            out.extend_from_slice(b"null");
             Some(1)
         }
         0xc2 | 0xc3 => {
-            out.push_str(if m == 0xc3 { "true" } else { "false" });
+            out.extend_from_slice(if m == 0xc3 { b"true" } else { b"false" });
             Some(1)
         }
         0xcc..=0xcf => {
             let n = 1usize << (m - 0xcc);
-            int(out, i128::from(be(raw, 1, n)?), 1 + n)
+            push_int(out, be(raw, 1, n)?);
+            Some(1 + n)
         }
         0xd0..=0xd3 => {
             let n = 1usize << (m - 0xd0);
             let u = be(raw, 1, n)?;
             let shift = 64 - 8 * n as u32;
-            int(out, i128::from(((u << shift) as i64) >> shift), 1 + n)
+            push_int(out, ((u << shift) as i64) >> shift);
+            Some(1 + n)
         }
-        0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => {
-            let (hdr, len): (usize, usize) = match m {
-                0xa0..=0xbf => (1, usize::from(m & 0x1f)),
-                0xd9 | 0xc4 => (2, be(raw, 1, 1)? as usize),
-                0xda | 0xc5 => (3, be(raw, 1, 2)? as usize),
-                _ => (5, be(raw, 1, 4)? as usize),
-            };
-            let body = raw.get(hdr..hdr.checked_add(len)?)?;
-            write_json_bytes(body, out);
-            Some(hdr + len)
+        0xca => {
+            let bits = be(raw, 1, 4)? as u32;
+            write_json_float(f64::from(f32::from_bits(bits)), out);
+            Some(5)
+        }
+        0xcb => {
+            write_json_float(f64::from_bits(be(raw, 1, 8)?), out);
+            Some(9)
+        }
+        // EventTime as fixext8 or ext8: its seconds.
+        0xd7 if raw.get(1) == Some(&0) => {
+            push_int(out, be(raw, 2, 4)?);
+            raw.get(9)?;
+            Some(10)
+        }
+        0xc7 if raw.get(1..3) == Some(&[8, 0]) => {
+            push_int(out, be(raw, 3, 4)?);
+            raw.get(10)?;
+            Some(11)
         }
         0x90..=0x9f | 0xdc | 0xdd => {
             let (mut at, n) = match m {
@@ -252,14 +457,14 @@ fn raw_value(raw: &[u8], out: &mut String, depth: usize) -> Option<usize> {
                 0xdc => (3, be(raw, 1, 2)? as usize),
                 _ => (5, be(raw, 1, 4)? as usize),
             };
-            out.push('[');
+            out.push(b'[');
             for i in 0..n {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 at += raw_value(raw.get(at..)?, out, depth + 1)?;
             }
-            out.push(']');
+            out.push(b']');
             Some(at)
         }
         0x80..=0x8f | 0xde | 0xdf => {
@@ -268,45 +473,179 @@ fn raw_value(raw: &[u8], out: &mut String, depth: usize) -> Option<usize> {
                 0xde => (3, be(raw, 1, 2)? as usize),
                 _ => (5, be(raw, 1, 4)? as usize),
             };
-            out.push('{');
+            out.push(b'{');
             for i in 0..n {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 let key = raw.get(at..)?;
-                match key.first()? {
-                    0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => {
-                        at += raw_value(key, out, depth + 1)?;
+                match raw_str(key) {
+                    Some((body, used)) => {
+                        write_json_string(body, out);
+                        at += used;
                     }
-                    _ => {
+                    None => {
                         // Non-string keys: Ruby's `to_s`, through the decoded value.
                         let mut rest = key;
                         let k = rmpv::decode::read_value(&mut rest).ok()?;
-                        write_json_str(&to_s(&k), out);
+                        write_json_string(to_s(&k).as_bytes(), out);
                         at += key.len() - rest.len();
                     }
                 }
-                out.push(':');
+                out.push(b':');
                 at += raw_value(raw.get(at..)?, out, depth + 1)?;
             }
-            out.push('}');
+            out.push(b'}');
             Some(at)
         }
-        // Floats and ext values (EventTime, …): rare; render through the decoded value.
+        // Other ext values and the rest: rare; render through the decoded value.
         _ => {
             let mut rest = raw;
             let v = rmpv::decode::read_value(&mut rest).ok()?;
-            write_json(&v, out);
+            write_json_buf(&v, out);
             Some(raw.len() - rest.len())
         }
     }
 }
 
-fn write_json_float(f: f64, out: &mut String) {
+/// Ruby's `to_s` of the scalar msgpack value at the start of `raw` (str/bin, integers,
+/// floats, nil, booleans, EventTime), appended to `out`, and the bytes consumed. `None` for
+/// values whose `to_s` is an `inspect` (arrays, maps, other ext values) or malformed bytes:
+/// use [`write_to_s`] on the decoded value then.
+pub fn write_scalar_to_s_raw(raw: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    let m = *raw.first()?;
+    match m {
+        0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => {
+            let (body, used) = raw_str(raw)?;
+            match std::str::from_utf8(body) {
+                Ok(_) => out.extend_from_slice(body),
+                Err(_) => out.extend_from_slice(String::from_utf8_lossy(body).as_bytes()),
+            }
+            Some(used)
+        }
+        0xc0 => Some(1),
+        0xc2 | 0xc3 => {
+            out.extend_from_slice(if m == 0xc3 { b"true" } else { b"false" });
+            Some(1)
+        }
+        0xca => {
+            let bits = be(raw, 1, 4)? as u32;
+            write_ruby_float_buf(f64::from(f32::from_bits(bits)), out);
+            Some(5)
+        }
+        0xcb => {
+            write_ruby_float_buf(f64::from_bits(be(raw, 1, 8)?), out);
+            Some(9)
+        }
+        // Integers and EventTimes render as in JSON.
+        0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3 => raw_value(raw, out, 0),
+        0xd7 if raw.get(1) == Some(&0) => raw_value(raw, out, 0),
+        0xc7 if raw.get(1..3) == Some(&[8, 0]) => raw_value(raw, out, 0),
+        _ => None,
+    }
+}
+
+/// Skips the msgpack value at the start of `raw`; its length. `None` when malformed or
+/// nested deeper than 64 levels.
+pub fn skip_raw(raw: &[u8]) -> Option<usize> {
+    skip_value(raw, 0)
+}
+
+fn skip_value(raw: &[u8], depth: usize) -> Option<usize> {
+    if depth > 64 {
+        return None;
+    }
+    let m = *raw.first()?;
+    let (mut at, items) = match m {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => return Some(1),
+        0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => return raw_str(raw).map(|(_, n)| n),
+        0xcc..=0xcf => (1 + (1usize << (m - 0xcc)), 0),
+        0xd0..=0xd3 => (1 + (1usize << (m - 0xd0)), 0),
+        0xca => (5, 0),
+        0xcb => (9, 0),
+        0xd4..=0xd8 => (2 + (1usize << (m - 0xd4)), 0),
+        0xc7 => (3 + be(raw, 1, 1)? as usize, 0),
+        0xc8 => (4 + be(raw, 1, 2)? as usize, 0),
+        0xc9 => (6 + be(raw, 1, 4)? as usize, 0),
+        0x90..=0x9f => (1, usize::from(m & 0x0f)),
+        0xdc => (3, be(raw, 1, 2)? as usize),
+        0xdd => (5, be(raw, 1, 4)? as usize),
+        0x80..=0x8f => (1, 2 * usize::from(m & 0x0f)),
+        0xde => (3, 2 * be(raw, 1, 2)? as usize),
+        0xdf => (5, 2 * be(raw, 1, 4)? as usize),
+        _ => return None,
+    };
+    for _ in 0..items {
+        at = at.checked_add(skip_value(raw.get(at..)?, depth + 1)?)?;
+    }
+    raw.get(..at)?;
+    Some(at)
+}
+
+/// The entries of the msgpack map at the start of `raw`, as `(key bytes, value bytes)`
+/// where the key is a str/bin, in order; `None` when `raw` is not a map, a key is not a
+/// string, or the bytes are malformed.
+pub fn raw_map_pairs(raw: &[u8]) -> Option<RawMapPairs<'_>> {
+    let m = *raw.first()?;
+    let (at, n) = match m {
+        0x80..=0x8f => (1, usize::from(m & 0x0f)),
+        0xde => (3, be(raw, 1, 2)? as usize),
+        0xdf => (5, be(raw, 1, 4)? as usize),
+        _ => return None,
+    };
+    Some(RawMapPairs {
+        raw,
+        at,
+        left: n,
+        failed: false,
+    })
+}
+
+/// Iterator of [`raw_map_pairs`]: `Some(None)` once on malformed bytes or a non-string key,
+/// then nothing.
+#[derive(Debug, Clone)]
+pub struct RawMapPairs<'a> {
+    raw: &'a [u8],
+    at: usize,
+    left: usize,
+    failed: bool,
+}
+
+impl<'a> RawMapPairs<'a> {
+    /// Bytes consumed so far (the whole map once every pair was read).
+    pub fn position(&self) -> usize {
+        self.at
+    }
+}
+
+impl<'a> Iterator for RawMapPairs<'a> {
+    type Item = Option<(&'a [u8], &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 || self.failed {
+            return None;
+        }
+        self.left -= 1;
+        let pair = (|| {
+            let rest = self.raw.get(self.at..)?;
+            let (key, used) = raw_str(rest)?;
+            let vrest = rest.get(used..)?;
+            let vlen = skip_value(vrest, 1)?;
+            self.at += used + vlen;
+            Some((key, vrest.get(..vlen)?))
+        })();
+        if pair.is_none() {
+            self.failed = true;
+        }
+        Some(pair)
+    }
+}
+
+fn write_json_float(f: f64, out: &mut Vec<u8>) {
     if f.is_finite() {
-        write_ruby_float(f, out);
+        write_ruby_float_buf(f, out);
     } else {
-        out.push_str("null");
+        out.extend_from_slice(b"null");
     }
 }
 
@@ -672,6 +1011,147 @@ mod tests {
         ] {
             assert_eq!(inspect(&v), expect, "{v:?}");
         }
+    }
+
+    fn check_escape(input: &[u8], expect: &str) {
+        let mut out = Vec::new();
+        write_json_string(input, &mut out);
+        assert_eq!(String::from_utf8_lossy(&out), expect, "{input:?}");
+    }
+
+    #[test]
+    fn json_string_escapes() {
+        for (input, expect) in [
+            (&b""[..], r#""""#),
+            (b"plain", r#""plain""#),
+            (b"exactly8", r#""exactly8""#),
+            (b"a/b<>&'\x7f", "\"a/b<>&'\u{7f}\""),
+            (b"q\"", r#""q\"""#),
+            (b"\\", r#""\\""#),
+            (b"\x00\x01\x1f", r#""\u0000\u0001\u001f""#),
+            (b"\x08\x09\x0a\x0c\x0d\x0b", r#""\b\t\n\f\r\u000b""#),
+            // the special byte at every offset of the first and second 8-byte word
+            (b"\"1234567", r#""\"1234567""#),
+            (b"1234567\"", r#""1234567\"""#),
+            (b"12345678\n", r#""12345678\n""#),
+            (b"123456789abcdef\\x", r#""123456789abcdef\\x""#),
+            ("été \"日本\" 𝄞\n".as_bytes(), "\"été \\\"日本\\\" 𝄞\\n\""),
+            ("0123456é\t".as_bytes(), "\"0123456é\\t\""),
+            // not UTF-8: replacement characters, escapes still applied
+            (b"a\xffb\"", "\"a\u{fffd}b\\\"\""),
+            (b"12345678\xe6\x97", "\"12345678\u{fffd}\""),
+            (b"\xc3\xa9\xc3", "\"é\u{fffd}\""),
+            (b"\xed\xa0\x80", "\"\u{fffd}\u{fffd}\u{fffd}\""),
+        ] {
+            check_escape(input, expect);
+        }
+    }
+
+    #[test]
+    fn special_flags_the_first_byte_exactly() {
+        // Each byte value alone at each position of a clean word.
+        for b in 0u8..=255 {
+            for pos in 0..8 {
+                let mut w = *b"abcdefgh";
+                w[pos] = b;
+                let m = special(u64::from_le_bytes(w), HI);
+                let needs = b < 0x20 || b == b'"' || b == b'\\' || b >= 0x80;
+                if needs {
+                    assert_eq!(m.trailing_zeros() / 8, pos as u32, "{b:#x} at {pos}");
+                } else {
+                    assert_eq!(m, 0, "{b:#x} at {pos}");
+                }
+                // Once UTF-8 is known, non-ASCII bytes pass.
+                let m = special(u64::from_le_bytes(w), 0);
+                assert_eq!(m != 0, needs && b < 0x80, "{b:#x} at {pos} (utf8)");
+            }
+        }
+    }
+
+    #[test]
+    fn raw_scalars() {
+        for (raw, json, to_s) in [
+            (&[0x05][..], Some("5"), Some("5")),
+            (&[0xff], Some("-1"), Some("-1")),
+            (
+                &[0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+                Some("18446744073709551615"),
+                Some("18446744073709551615"),
+            ),
+            (
+                &[0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0],
+                Some("-9223372036854775808"),
+                Some("-9223372036854775808"),
+            ),
+            (&[0xd1, 0xff, 0x00], Some("-256"), Some("-256")),
+            (
+                &[0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0],
+                Some("1.5"),
+                Some("1.5"),
+            ),
+            (
+                &[0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0],
+                Some("null"),
+                Some("NaN"),
+            ),
+            (
+                &[0xca, 0x3d, 0xcc, 0xcc, 0xcd],
+                Some("0.10000000149011612"),
+                Some("0.10000000149011612"),
+            ),
+            (&[0xc0], Some("null"), Some("")),
+            (&[0xc3], Some("true"), Some("true")),
+            (
+                &[0xd7, 0x00, 0, 0, 0, 10, 0, 0, 0, 5],
+                Some("10"),
+                Some("10"),
+            ),
+            (
+                &[0xc7, 0x08, 0x00, 0, 0, 0, 11, 0, 0, 0, 5],
+                Some("11"),
+                Some("11"),
+            ),
+            (
+                &[0xd4, 0x05, 0x01],
+                Some(r##""#<struct MessagePack::ExtensionValue type=5, payload=\"\\x01\">""##),
+                None,
+            ),
+            (&[0xa2, b'h', b'i'], Some(r#""hi""#), Some("hi")),
+            (&[0xc4, 0x01, 0xff], Some("\"\u{fffd}\""), Some("\u{fffd}")),
+            (&[0x91, 0x01], Some("[1]"), None),
+            // truncated
+            (&[0xcd, 0x01], None, None),
+            (&[0xd7, 0x00, 0, 0], None, None),
+            (&[0xa3, b'a'], None, None),
+            // the reserved marker: rmpv reads it as nil (the old renderer did too)
+            (&[0xc1], Some("null"), None),
+        ] {
+            let mut out = Vec::new();
+            let got = write_json_raw_buf(raw, &mut out)
+                .map(|_| String::from_utf8_lossy(&out).into_owned());
+            assert_eq!(got.as_deref(), json, "{raw:x?}");
+            let mut out = Vec::new();
+            let got = write_scalar_to_s_raw(raw, &mut out)
+                .map(|_| String::from_utf8_lossy(&out).into_owned());
+            assert_eq!(got.as_deref(), to_s, "{raw:x?}");
+        }
+    }
+
+    #[test]
+    fn raw_map_pairs_in_order() {
+        // {"a": 1, "b": [2], 3: 4}
+        let raw = [0x83, 0xa1, b'a', 0x01, 0xa1, b'b', 0x91, 0x02, 0x03, 0x04];
+        let mut it = raw_map_pairs(&raw).into_iter().flatten();
+        assert_eq!(it.next(), Some(Some((&b"a"[..], &[0x01][..]))));
+        assert_eq!(it.next(), Some(Some((&b"b"[..], &[0x91, 0x02][..]))));
+        assert_eq!(it.next(), Some(None), "a non-string key stops the walk");
+        assert_eq!(it.next(), None);
+        assert!(raw_map_pairs(&[0x91, 0x01]).is_none());
+        let Some(mut whole) = raw_map_pairs(&raw[..8]) else {
+            panic!("a map");
+        };
+        assert_eq!(whole.by_ref().take(2).filter(Option::is_some).count(), 2);
+        assert_eq!(whole.position(), 8);
     }
 
     #[test]

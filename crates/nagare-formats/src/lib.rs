@@ -54,7 +54,7 @@ pub mod time;
 mod types;
 
 pub use error::{ConfigError, FormatError, ParseError};
-pub use formatter::{Formatter, FormatterConfig, build_formatter};
+pub use formatter::{Formatter, FormatterConfig, Scratch, build_formatter};
 pub use inject::{InjectConfig, Injector};
 pub use params::Params;
 pub use parser::{

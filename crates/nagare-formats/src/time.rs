@@ -1514,6 +1514,22 @@ impl TimeFormatter {
             .map_err(|e| ConfigError::invalid(plugin, "time_format", format.unwrap_or(""), e))
     }
 
+    /// Whether the text depends only on the second (no `%L`, `%N` or `%Q`): callers may
+    /// then reuse one rendering for every event of the same second.
+    pub fn ignores_subsec(&self) -> bool {
+        self.format.as_ref().is_none_or(|f| {
+            !f.items.iter().any(|i| {
+                matches!(
+                    i,
+                    FItem::Dir {
+                        conv: 'L' | 'N' | 'Q',
+                        ..
+                    }
+                )
+            })
+        })
+    }
+
     /// Appends the formatted time to `out`.
     pub fn format_into(&self, t: EventTime, out: &mut String) -> Result<(), FormatError> {
         let utc = t.to_utc().ok_or(FormatError::Time {

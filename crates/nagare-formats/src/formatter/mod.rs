@@ -42,6 +42,20 @@ pub trait Formatter: Send + Sync + Debug {
         None
     }
 
+    /// [`Formatter::format_raw`] for one event of a batch (a chunk's events, in order):
+    /// `scratch` carries what can be reused from one event to the next (out_file's
+    /// rendered time). The text is the same as `format_raw`'s.
+    fn format_raw_with(
+        &self,
+        tag: &str,
+        time: EventTime,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+        _scratch: &mut Scratch,
+    ) -> Option<Result<(), FormatError>> {
+        self.format_raw(tag, time, raw, out)
+    }
+
     /// The formatted event as a new buffer.
     fn format_to_vec(
         &self,
@@ -52,6 +66,44 @@ pub trait Formatter: Send + Sync + Debug {
         let mut out = Vec::new();
         self.format(tag, time, record, &mut out)?;
         Ok(out)
+    }
+}
+
+/// State a formatter may reuse across the events of a batch ([`Formatter::format_raw_with`]):
+/// the last time it rendered. Make one per batch (or keep one per formatter); a scratch
+/// passed to another formatter is noticed and refilled, never misused.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The address of the formatter that filled `time_text`.
+    owner: usize,
+    /// The time `time_text` shows (nanoseconds zeroed when the format ignores them).
+    time: Option<EventTime>,
+    time_text: String,
+}
+
+impl Scratch {
+    /// A new, empty scratch.
+    pub fn new() -> Scratch {
+        Scratch::default()
+    }
+
+    /// Appends the rendering of `key` by `owner`, from the cache or by `render`.
+    pub(crate) fn cached_time(
+        &mut self,
+        owner: usize,
+        key: EventTime,
+        out: &mut Vec<u8>,
+        render: impl FnOnce(&mut String) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        if self.owner != owner || self.time != Some(key) {
+            self.time = None;
+            self.time_text.clear();
+            render(&mut self.time_text)?;
+            self.owner = owner;
+            self.time = Some(key);
+        }
+        out.extend_from_slice(self.time_text.as_bytes());
+        Ok(())
     }
 }
 

@@ -2,9 +2,12 @@
 
 use rmpv::Value;
 
-use super::{Formatter, build_formatter, lookup, newline_param};
+use super::{Formatter, Scratch, build_formatter, lookup, newline_param};
 use crate::error::{ConfigError, FormatError};
-use crate::json::{write_inspect, write_json, write_json_raw, write_ruby_float, write_to_s};
+use crate::json::{
+    raw_map_pairs, raw_str, write_inspect, write_json_buf, write_json_raw_buf,
+    write_ruby_float_buf, write_scalar_to_s_raw, write_to_s,
+};
 use crate::params::Params;
 use crate::time::{EventTime, TimeFormatter, Zone};
 
@@ -47,6 +50,8 @@ pub(crate) struct OutFileFormatter {
     output_tag: bool,
     delimiter: &'static str,
     time: TimeOut,
+    /// The time text depends on the second only (one rendering per second is reused).
+    per_second: bool,
 }
 
 impl OutFileFormatter {
@@ -70,11 +75,16 @@ impl OutFileFormatter {
             "unixtime" => TimeOut::Unixtime,
             _ => TimeOut::Text(TimeFormatter::from_params(PL, p, None)?),
         };
+        let per_second = match &time {
+            TimeOut::Text(f) => f.ignores_subsec(),
+            _ => false,
+        };
         Ok(OutFileFormatter {
             output_time: p.bool_or(PL, "output_time", true)?,
             output_tag: p.bool_or(PL, "output_tag", true)?,
             delimiter,
             time,
+            per_second,
         })
     }
 }
@@ -87,11 +97,9 @@ impl Formatter for OutFileFormatter {
         record: &Value,
         out: &mut Vec<u8>,
     ) -> Result<(), FormatError> {
-        let mut s = String::new();
-        self.prefix(tag, time, &mut s)?;
-        write_json(record, &mut s);
-        s.push('\n');
-        push(out, &s);
+        self.prefix(tag, time, out, &mut Scratch::new())?;
+        write_json_buf(record, out);
+        out.push(b'\n');
         Ok(())
     }
 
@@ -106,37 +114,75 @@ impl Formatter for OutFileFormatter {
         raw: &[u8],
         out: &mut Vec<u8>,
     ) -> Option<Result<(), FormatError>> {
+        self.format_raw_with(tag, time, raw, out, &mut Scratch::new())
+    }
+
+    fn format_raw_with(
+        &self,
+        tag: &str,
+        time: EventTime,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+    ) -> Option<Result<(), FormatError>> {
         if raw
             .first()
             .is_none_or(|&m| !matches!(m, 0x80..=0x8f | 0xde | 0xdf))
         {
             return None;
         }
-        let mut s = String::with_capacity(raw.len() + 64);
-        if let Err(e) = self.prefix(tag, time, &mut s) {
+        let mark = out.len();
+        if let Err(e) = self.prefix(tag, time, out, scratch) {
+            out.truncate(mark);
             return Some(Err(e));
         }
-        write_json_raw(raw, &mut s)?;
-        s.push('\n');
-        push(out, &s);
+        if write_json_raw_buf(raw, out).is_none() {
+            out.truncate(mark);
+            return None;
+        }
+        out.push(b'\n');
         Some(Ok(()))
     }
 }
 
 impl OutFileFormatter {
     /// `time<delimiter>tag<delimiter>`, as configured.
-    fn prefix(&self, tag: &str, time: EventTime, s: &mut String) -> Result<(), FormatError> {
+    fn prefix(
+        &self,
+        tag: &str,
+        time: EventTime,
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+    ) -> Result<(), FormatError> {
         if self.output_time {
             match &self.time {
-                TimeOut::Float => write_ruby_float(time.as_f64(), s),
-                TimeOut::Unixtime => s.push_str(&time.sec.to_string()),
-                TimeOut::Text(f) => f.format_into(time, s)?,
+                TimeOut::Float => write_ruby_float_buf(time.as_f64(), out),
+                TimeOut::Unixtime => {
+                    out.extend_from_slice(itoa::Buffer::new().format(time.sec).as_bytes())
+                }
+                TimeOut::Text(f) if time.nsec < 1_000_000_000 => {
+                    let key = if self.per_second {
+                        EventTime {
+                            sec: time.sec,
+                            nsec: 0,
+                        }
+                    } else {
+                        time
+                    };
+                    let owner = std::ptr::from_ref(self) as usize;
+                    scratch.cached_time(owner, key, out, |s| f.format_into(time, s))?;
+                }
+                TimeOut::Text(f) => {
+                    let mut s = String::new();
+                    f.format_into(time, &mut s)?;
+                    push(out, &s);
+                }
             }
-            s.push_str(self.delimiter);
+            push(out, self.delimiter);
         }
         if self.output_tag {
-            s.push_str(tag);
-            s.push_str(self.delimiter);
+            push(out, tag);
+            push(out, self.delimiter);
         }
         Ok(())
     }
@@ -165,10 +211,8 @@ impl Formatter for JsonFormatter {
         record: &Value,
         out: &mut Vec<u8>,
     ) -> Result<(), FormatError> {
-        let mut s = String::new();
-        write_json(record, &mut s);
-        s.push_str(self.newline);
-        push(out, &s);
+        write_json_buf(record, out);
+        push(out, self.newline);
         Ok(())
     }
 
@@ -183,10 +227,12 @@ impl Formatter for JsonFormatter {
         raw: &[u8],
         out: &mut Vec<u8>,
     ) -> Option<Result<(), FormatError>> {
-        let mut s = String::with_capacity(raw.len() + 16);
-        write_json_raw(raw, &mut s)?;
-        s.push_str(self.newline);
-        push(out, &s);
+        let mark = out.len();
+        if write_json_raw_buf(raw, out).is_none() {
+            out.truncate(mark);
+            return None;
+        }
+        push(out, self.newline);
         Some(Ok(()))
     }
 }
@@ -242,6 +288,53 @@ impl Formatter for LtsvFormatter {
 
     fn type_name(&self) -> &'static str {
         "ltsv"
+    }
+
+    fn format_raw(
+        &self,
+        _tag: &str,
+        _time: EventTime,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Result<(), FormatError>> {
+        let mark = out.len();
+        let r = self.raw_line(raw, out);
+        if r.is_none() {
+            out.truncate(mark);
+        }
+        r.map(Ok)
+    }
+}
+
+impl LtsvFormatter {
+    /// The line from a raw map whose keys are strings and values scalars; `None` (with
+    /// `out` partly written) for anything else.
+    fn raw_line(&self, raw: &[u8], out: &mut Vec<u8>) -> Option<()> {
+        let mut pairs = raw_map_pairs(raw)?;
+        for (i, pair) in pairs.by_ref().enumerate() {
+            let (key, value) = pair?;
+            if i > 0 {
+                push(out, &self.delimiter);
+            }
+            push(out, &String::from_utf8_lossy(key));
+            push(out, &self.label_delimiter);
+            let at = out.len();
+            write_scalar_to_s_raw(value, out)?;
+            if !self.delimiter.is_empty()
+                && let Some(text) = out.get(at..)
+                && text
+                    .windows(self.delimiter.len())
+                    .any(|w| w == self.delimiter.as_bytes())
+            {
+                // The value text is UTF-8 (write_scalar_to_s_raw makes it so).
+                let replaced = String::from_utf8_lossy(text)
+                    .replace(self.delimiter.as_str(), &self.replacement);
+                out.truncate(at);
+                push(out, &replaced);
+            }
+        }
+        push(out, self.newline);
+        Some(())
     }
 }
 
@@ -479,6 +572,39 @@ impl Formatter for SingleValueFormatter {
     fn type_name(&self) -> &'static str {
         "single_value"
     }
+
+    fn format_raw(
+        &self,
+        _tag: &str,
+        _time: EventTime,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Result<(), FormatError>> {
+        // The first pair whose key is `message_key`, as `lookup` finds it.
+        let mut found = None;
+        for pair in raw_map_pairs(raw)? {
+            let (key, value) = pair?;
+            if key == self.message_key.as_bytes() {
+                found = Some(value);
+                break;
+            }
+        }
+        let mark = out.len();
+        if let Some(value) = found {
+            match raw_str(value) {
+                // str and bin: the bytes as they are, as `format` writes them.
+                Some((bytes, _)) => out.extend_from_slice(bytes),
+                None => {
+                    if write_scalar_to_s_raw(value, out).is_none() {
+                        out.truncate(mark);
+                        return None;
+                    }
+                }
+            }
+        }
+        push(out, self.newline);
+        Some(Ok(()))
+    }
 }
 
 /// `msgpack`: the record as msgpack.
@@ -635,6 +761,21 @@ mod tests {
             .format_to_vec(TAG, TIME, record)
             .unwrap_or_else(|e| panic!("{pairs:?}: {e}"));
         assert_eq!(String::from_utf8_lossy(&got), expect, "{pairs:?}");
+        // The raw-bytes path, where the formatter has one, writes the same line.
+        let mut raw = Vec::new();
+        let _ = rmpv::encode::write_value(&mut raw, record);
+        let mut fast = b"<".to_vec();
+        match f.format_raw(TAG, TIME, &raw, &mut fast) {
+            Some(r) => {
+                assert!(r.is_ok(), "{pairs:?}: {r:?}");
+                assert_eq!(
+                    String::from_utf8_lossy(&fast),
+                    format!("<{expect}"),
+                    "{pairs:?}"
+                );
+            }
+            None => assert_eq!(fast, b"<", "{pairs:?}"),
+        }
     }
 
     fn sample() -> Value {
@@ -799,6 +940,127 @@ mod tests {
                 .format_to_vec(TAG, TIME, &Value::from(1))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn raw_paths_of_ltsv_and_single_value() {
+        let r = rec(&[
+            ("s", Value::from("x\ty")),
+            ("i", Value::from(-7)),
+            ("u", Value::from(u64::MAX)),
+            ("f", Value::F64(0.5)),
+            ("b", Value::from(false)),
+            ("n", Value::Nil),
+            ("t", Value::Ext(0, vec![0, 0, 0, 9, 0, 0, 0, 1])),
+            ("bin", Value::Binary(b"\xffz".to_vec())),
+        ]);
+        check(
+            &[("@type", "ltsv")],
+            &r,
+            "s:x y\ti:-7\tu:18446744073709551615\tf:0.5\tb:false\tn:\tt:9\tbin:\u{fffd}z\n",
+        );
+        check(
+            &[
+                ("@type", "ltsv"),
+                ("delimiter", "1"),
+                ("replacement", "one"),
+            ],
+            &r,
+            "s:x\ty1i:-71u:one844674407370955one6one51f:0.51b:false1n:1t:91bin:\u{fffd}z\n",
+        );
+        // nested values and other ext values go through the general path
+        check(
+            &[("@type", "ltsv")],
+            &rec(&[
+                ("a", Value::Array(vec![Value::from(1)])),
+                ("e", Value::Ext(5, vec![1])),
+            ]),
+            "a:[1]\te:#<struct MessagePack::ExtensionValue type=5, payload=\"\\x01\">\n",
+        );
+        for (key, expect) in [
+            ("s", "x\ty\n"),
+            ("i", "-7\n"),
+            ("f", "0.5\n"),
+            ("n", "\n"),
+            ("t", "9\n"),
+            ("missing", "\n"),
+        ] {
+            check(
+                &[("@type", "single_value"), ("message_key", key)],
+                &r,
+                expect,
+            );
+        }
+        // a str that is not UTF-8 is written as is
+        let bad = rmpv::decode::read_value(
+            &mut &[
+                0x81, 0xa7, b'm', b'e', b's', b's', b'a', b'g', b'e', 0xa2, b'a', 0xff,
+            ][..],
+        )
+        .unwrap_or(Value::Nil);
+        let f = fmt(&[("@type", "single_value")]);
+        assert_eq!(
+            f.format_to_vec(TAG, TIME, &bad).ok(),
+            Some(b"a\xff\n".to_vec())
+        );
+        check(
+            &[("@type", "single_value"), ("message_key", "a")],
+            &rec(&[("a", rec(&[("k", Value::from(1))]))]),
+            "{\"k\" => 1}\n",
+        );
+    }
+
+    #[test]
+    fn out_file_time_is_rendered_once_per_second() {
+        // One scratch over a batch: every line shows its own time, sub-second digits too.
+        for (pairs, expect) in [
+            (
+                vec![("@type", "out_file"), ("utc", "true")],
+                [
+                    "2016-04-01T12:34:56Z",
+                    "2016-04-01T12:34:56Z",
+                    "2016-04-01T12:34:57Z",
+                ],
+            ),
+            (
+                vec![
+                    ("@type", "out_file"),
+                    ("utc", "true"),
+                    ("time_format", "%S.%L"),
+                ],
+                ["56.123", "56.999", "57.000"],
+            ),
+            (
+                vec![
+                    ("@type", "out_file"),
+                    ("utc", "true"),
+                    ("time_format", "%Q"),
+                ],
+                ["1459514096123", "1459514096999", "1459514097000"],
+            ),
+        ] {
+            let f = fmt(&pairs);
+            let mut scratch = Scratch::new();
+            let mut out = Vec::new();
+            for t in [
+                TIME,
+                EventTime::new(TIME.sec, 999_999_999),
+                EventTime::new(TIME.sec + 1, 0),
+            ] {
+                let r = f.format_raw_with(TAG, t, &[0x80], &mut out, &mut scratch);
+                assert!(matches!(r, Some(Ok(()))), "{pairs:?}");
+            }
+            let want: String = expect.iter().map(|t| format!("{t}\ttag\t{{}}\n")).collect();
+            assert_eq!(String::from_utf8_lossy(&out), want, "{pairs:?}");
+            // the same scratch handed to another formatter is refilled, not reused
+            let other = fmt(&[("@type", "out_file"), ("timezone", "+09:00")]);
+            let mut line = Vec::new();
+            let _ = other.format_raw_with(TAG, TIME, &[0x80], &mut line, &mut scratch);
+            assert_eq!(
+                String::from_utf8_lossy(&line),
+                "2016-04-01T21:34:56+09:00\ttag\t{}\n"
+            );
+        }
     }
 
     #[test]
