@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +20,7 @@ use crate::frame;
 use crate::metadata::{ChunkId, Metadata};
 use crate::msgpack;
 use crate::retry::RetryState;
+use crate::syncer::{Syncer, Ticket};
 
 /// Host-side settings that do not come from the `<buffer>` section.
 #[derive(Debug, Clone)]
@@ -234,8 +236,12 @@ enum Body {
     Memory(Arc<Vec<u8>>),
     File {
         path: PathBuf,
-        file: Option<File>,
+        /// Open for append while staged (shared with a pending group fsync).
+        file: Option<Arc<File>>,
         len: u64,
+        /// The payloads as appended, kept while within [`MIRROR_BUDGET`], so a flush
+        /// does not read back what was just written (`None`: read the file).
+        mirror: Option<Arc<Vec<u8>>>,
     },
 }
 
@@ -290,7 +296,24 @@ pub struct Buffer {
     state: Mutex<State>,
     space: Condvar,
     resume: ResumeReport,
+    /// Group commit of `fsync always` writes.
+    syncer: Syncer,
+    /// Buffers of settled file-chunk leases, reused for mirrors and by `next_ready` (a
+    /// fresh multi-megabyte buffer per chunk costs a page fault per 4 KiB).
+    spare: Mutex<Vec<Vec<u8>>>,
+    /// Payload bytes held in chunk mirrors.
+    pub(crate) mirrored: AtomicU64,
+    /// [`MIRROR_BUDGET`] (smaller in tests).
+    pub(crate) mirror_budget: u64,
 }
+
+/// Largest `chunk_limit_size` for which a file buffer keeps in-memory mirrors of its
+/// chunks.
+pub const MIRROR_CHUNK_LIMIT: u64 = 16 << 20;
+
+/// Most payload bytes a file buffer keeps mirrored in memory across its chunks; a chunk
+/// whose next append would pass it loses its mirror and is read from its file instead.
+pub const MIRROR_BUDGET: u64 = 32 << 20;
 
 /// Entries of one write that go to the same chunk metadata.
 #[derive(Debug)]
@@ -392,6 +415,10 @@ impl Buffer {
             state: Mutex::new(state),
             space: Condvar::new(),
             resume,
+            syncer: Syncer::default(),
+            spare: Mutex::new(Vec::new()),
+            mirrored: AtomicU64::new(0),
+            mirror_budget: MIRROR_BUDGET,
         })
     }
 
@@ -418,6 +445,7 @@ impl Buffer {
                     path: l.path,
                     file: None,
                     len: l.file_len,
+                    mirror: None,
                 },
             };
             match l.state {
@@ -720,7 +748,9 @@ impl Buffer {
         for group in groups {
             self.write_group(&mut st, group, data, now, &mut touched, &mut receipt)?;
         }
-        // 4. Enqueue full chunks (all of them in immediate mode), make the rest durable.
+        // 4. Enqueue full chunks (all of them in immediate mode; queueing fsyncs them),
+        // register the rest for the group fsync.
+        let mut tickets: Vec<Ticket> = Vec::new();
         for meta in touched {
             let Some(chunk) = st.stage.get_mut(&meta) else {
                 continue;
@@ -734,7 +764,13 @@ impl Buffer {
                     ..
                 } = &chunk.body
                 {
-                    f.sync_data().map_err(|e| self.io_err("fsync", path, e))?;
+                    // A leader (holding only the syncer lock) may take the open group
+                    // between two registrations, so they can land in different groups:
+                    // keep every ticket.
+                    let t = self.syncer.register(f, path);
+                    if !tickets.iter().any(|k| k.same_group(&t)) {
+                        tickets.push(t);
+                    }
                 }
             }
         }
@@ -743,6 +779,14 @@ impl Buffer {
             st.counters.write_records += receipt.records;
         }
         st.counters.rejected_records += receipt.rejected.len() as u64;
+        drop(st);
+        // 5. Durable before `Ok`: wait for the group fsync outside the buffer lock, so
+        // concurrent writers share fsyncs and flush threads are not held up.
+        for t in tickets {
+            self.syncer
+                .wait(t)
+                .map_err(|f| self.io_err("fsync", &f.path, f.to_io_error()))?;
+        }
         Ok(receipt)
     }
 
@@ -814,7 +858,12 @@ impl Buffer {
                         buf.extend_from_slice(p);
                     }
                 }
-                Body::File { path, file, len } => {
+                Body::File {
+                    path,
+                    file,
+                    len,
+                    mirror,
+                } => {
                     let f = match file {
                         Some(f) => f,
                         None => {
@@ -822,7 +871,7 @@ impl Buffer {
                                 .append(true)
                                 .open(&*path)
                                 .map_err(|e| self.io_err("open", path, e))?;
-                            file.insert(opened)
+                            file.insert(Arc::new(opened))
                         }
                     };
                     let frame_records = u32::try_from(take_records).map_err(|_| {
@@ -838,6 +887,7 @@ impl Buffer {
                     let written = file::append_frame(f, &parts, frame_records, *len)
                         .map_err(|e| self.io_err("append to", path, e))?;
                     *len += written;
+                    self.extend_mirror(mirror, &parts, take_bytes);
                 }
             }
             chunk.bytes += take_bytes;
@@ -874,8 +924,9 @@ impl Buffer {
                 }
                 Body::File {
                     path,
-                    file: Some(f),
+                    file: Some(Arc::new(f)),
                     len: 0,
+                    mirror: self.new_mirror(),
                 }
             }
         };
@@ -981,7 +1032,10 @@ impl Buffer {
             };
             let body = match &chunk.body {
                 Body::Memory(d) => Ok(d.clone()),
-                Body::File { path, .. } => Err(path.clone()),
+                Body::File {
+                    mirror: Some(m), ..
+                } => Ok(m.clone()),
+                Body::File { path, len, .. } => Err((path.clone(), *len)),
             };
             let out = (chunk.id, chunk.metadata.clone(), chunk.records, route, body);
             st.inflight.insert(chunk.id, chunk);
@@ -990,21 +1044,25 @@ impl Buffer {
         };
         let data = match body {
             Ok(d) => d,
-            Err(path) => match file::read_payloads(&path) {
-                Ok((payload, scan)) => {
-                    if !scan.is_clean() {
-                        tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %id, dropped_bytes = scan.dropped_bytes(), "buffer chunk damaged on disk; flushing its intact batches");
+            Err((path, len)) => {
+                let mut buf = self.lock_spare().pop().unwrap_or_default();
+                match file::read_payloads_into(&path, len, &mut buf) {
+                    Ok(scan) => {
+                        if !scan.is_clean() {
+                            tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %id, dropped_bytes = scan.dropped_bytes(), "buffer chunk damaged on disk; flushing its intact batches");
+                        }
+                        Arc::new(buf)
                     }
-                    Arc::new(payload)
-                }
-                Err(e) => {
-                    let mut st = self.lock();
-                    if let Some(c) = st.inflight.remove(&id) {
-                        st.queue.push_front(c);
+                    Err(e) => {
+                        self.recycle(Arc::new(buf));
+                        let mut st = self.lock();
+                        if let Some(c) = st.inflight.remove(&id) {
+                            st.queue.push_front(c);
+                        }
+                        return Err(self.io_err("read chunk", &path, e));
                     }
-                    return Err(self.io_err("read chunk", &path, e));
                 }
-            },
+            }
         };
         Ok(Some(ChunkLease {
             id,
@@ -1015,8 +1073,88 @@ impl Buffer {
         }))
     }
 
+    /// An empty mirror for a new file chunk: a recycled buffer when one is large enough,
+    /// else a fresh one (its pages are touched only as data arrives). `None` when chunks
+    /// are too large to mirror or the budget is spent.
+    fn new_mirror(&self) -> Option<Arc<Vec<u8>>> {
+        let limit = self.cfg.chunk_limit_size;
+        if limit > MIRROR_CHUNK_LIMIT
+            || self.mirrored.load(AtomicOrdering::Relaxed) >= self.mirror_budget
+        {
+            return None;
+        }
+        let cap = usize::try_from(limit).ok()?;
+        let mut spare = self.lock_spare();
+        let buf = match spare.iter().position(|b| b.capacity() >= cap) {
+            Some(i) => spare.swap_remove(i),
+            None => Vec::with_capacity(cap),
+        };
+        Some(Arc::new(buf))
+    }
+
+    /// Appends `parts` (`bytes` in all, already in the chunk file) to a chunk's mirror,
+    /// or drops the mirror when the budget would be passed or it is shared.
+    fn extend_mirror(&self, mirror: &mut Option<Arc<Vec<u8>>>, parts: &[&[u8]], bytes: u64) {
+        let Some(m) = mirror else {
+            return;
+        };
+        let fits = self
+            .mirrored
+            .load(AtomicOrdering::Relaxed)
+            .saturating_add(bytes)
+            <= self.mirror_budget;
+        match Arc::get_mut(m).filter(|_| fits) {
+            Some(buf) => {
+                for p in parts {
+                    buf.extend_from_slice(p);
+                }
+                self.mirrored.fetch_add(bytes, AtomicOrdering::Relaxed);
+            }
+            None => {
+                self.mirrored
+                    .fetch_sub(m.len() as u64, AtomicOrdering::Relaxed);
+                *mirror = None;
+            }
+        }
+    }
+
+    fn lock_spare(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
+        self.spare.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the read buffer of a settled file-chunk lease for the next `next_ready`: at
+    /// most one per flush thread, and none much larger than a chunk (memory chunks' data
+    /// is shared with their writers, so only file buffers recycle).
+    fn recycle(&self, data: Arc<Vec<u8>>) {
+        if self.layout.is_none() {
+            return;
+        }
+        let Ok(mut buf) = Arc::try_unwrap(data) else {
+            return;
+        };
+        let max = usize::try_from(self.cfg.chunk_limit_size)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2)
+            .saturating_add(1 << 20);
+        if buf.capacity() > max {
+            return;
+        }
+        buf.clear();
+        let mut spare = self.lock_spare();
+        if spare.len() <= self.cfg.flush_thread_count.max(1) {
+            spare.push(buf);
+        }
+    }
+
     /// Removes a chunk's storage (files) once it is out of the state.
     fn purge(&self, chunk: Chunk) {
+        if let Body::File {
+            mirror: Some(m), ..
+        } = &chunk.body
+        {
+            self.mirrored
+                .fetch_sub(m.len() as u64, AtomicOrdering::Relaxed);
+        }
         if let Body::File { path, .. } = &chunk.body {
             if let Err(e) = file::remove_chunk(path) {
                 tracing::error!(plugin_id = %self.opts.plugin_id, path = %path.display(), error = %e, "failed to remove a flushed chunk file");
@@ -1048,6 +1186,7 @@ impl Buffer {
         drop(st);
         self.purge(chunk);
         self.space.notify_all();
+        self.recycle(lease.data);
         Ok(())
     }
 

@@ -1287,7 +1287,13 @@ fn file_buffer_total_limit_counts_resumed_chunks() {
 #[test]
 fn concurrent_writers_and_flushers_lose_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
-    for file in [false, true] {
+    // The last case goes through the group fsync: interval mode, so most writes stay
+    // staged and wait for their fsync outside the buffer lock.
+    for (file, fsync, mode) in [
+        (false, "never", "immediate"),
+        (true, "never", "immediate"),
+        (true, "always", "interval"),
+    ] {
         let sub = tempfile::tempdir_in(dir.path()).expect("sub");
         let one = entry_len(16);
         let limit = (one * 7).to_string();
@@ -1295,9 +1301,9 @@ fn concurrent_writers_and_flushers_lose_nothing() {
             "tag",
             &[
                 ("chunk_limit_size", limit.as_str()),
-                ("flush_mode", "immediate"),
+                ("flush_mode", mode),
                 ("retry_forever", "true"),
-                ("fsync", "never"),
+                ("fsync", fsync),
             ],
             file,
             sub,
@@ -1355,7 +1361,7 @@ fn concurrent_writers_and_flushers_lose_nothing() {
         assert_eq!(
             committed.load(Ordering::SeqCst),
             WRITERS * per_writer,
-            "file={file}"
+            "file={file} fsync={fsync}"
         );
         let m = f.buffer.metrics();
         assert_eq!(m.write_records, WRITERS * per_writer);
@@ -1382,4 +1388,90 @@ fn whole_batch_fast_path_takes_the_callers_count() {
     check("", &[], 3);
     check("tag,msg", &[], 4);
     check("tag", &[("chunk_limit_records", "100")], 4);
+}
+
+/// A file chunk's lease carries exactly the payloads of its file's frames, whether it is
+/// served from the in-memory mirror or read back: small chunks (mirrored), chunks too
+/// large to mirror, and a mirror budget spent part-way (the chunk falls back to its file).
+/// Zeroing the files before the flush shows which one was used: a chunk read back from
+/// a zeroed file has no intact batch left.
+#[test]
+fn file_leases_equal_their_files_payloads_with_or_without_a_mirror() {
+    let one = entry_len(100);
+    let check = |entries_per_chunk: usize, budget_entries: usize, expect_mirrored: &[bool]| {
+        let limit = if entries_per_chunk == 0 {
+            "32m".to_string()
+        } else {
+            (one * entries_per_chunk).to_string()
+        };
+        let mut f = open(
+            "tag",
+            &[("chunk_limit_size", limit.as_str()), ("flush_mode", "lazy")],
+            true,
+        );
+        f.buffer.mirror_budget = (one * budget_entries) as u64;
+        let mut written = Vec::new();
+        for i in 0..4 {
+            let b = records(i + 1, 100);
+            written.extend_from_slice(&b);
+            f.write("app", &b);
+        }
+        f.buffer.enqueue_all().expect("enqueue_all");
+        let files = f.chunk_files();
+        let mut on_disk: Vec<Vec<u8>> = Vec::new();
+        for p in &files {
+            let mut buf = Vec::new();
+            crate::file::read_payloads_into(p, 0, &mut buf).expect("read");
+            on_disk.push(buf);
+            let len = std::fs::metadata(p).expect("stat").len();
+            std::fs::write(p, vec![0u8; len as usize]).expect("zero");
+        }
+        let case = format!("{limit} budget {budget_entries}");
+        assert_eq!(on_disk.concat(), written, "{case}");
+        let mut mirrored = Vec::new();
+        let mut leased = Vec::new();
+        while let Some(l) = f.buffer.next_ready(f.now()).expect("next_ready") {
+            mirrored.push(!l.data().is_empty());
+            leased.extend_from_slice(l.data());
+            f.buffer.commit(l).expect("commit");
+        }
+        assert_eq!(mirrored, expect_mirrored, "{case}");
+        let kept: Vec<u8> = on_disk
+            .iter()
+            .zip(&mirrored)
+            .filter(|(_, m)| **m)
+            .flat_map(|(d, _)| d.clone())
+            .collect();
+        assert_eq!(leased, kept, "{case}");
+        assert_eq!(f.buffer.mirrored.load(Ordering::SeqCst), 0, "{case}");
+    };
+    // 1+2+3+4 entries in chunks of 10: one chunk.
+    check(10, usize::MAX / one, &[true]);
+    // Larger than MIRROR_CHUNK_LIMIT: never mirrored.
+    check(0, usize::MAX / one, &[false]);
+    // Room for the first two batches only: the mirror is dropped at the third.
+    check(10, 3, &[false]);
+    // Chunks of 5: [1, 2, 2 of 3] and [1 of 3, 4]; the first fills the budget, so the
+    // second starts without a mirror.
+    check(5, 5, &[true, false]);
+}
+
+/// The read buffer of a committed chunk is reused for the next chunk's mirror (no fresh
+/// multi-megabyte allocation, and no page faults, per chunk).
+#[test]
+fn committed_buffers_are_reused_for_new_chunks() {
+    let limit = (entry_len(50) * 4).to_string();
+    let f = open("tag", &[("chunk_limit_size", limit.as_str())], true);
+    f.write("app", &records(2, 50));
+    let first = f.drain();
+    assert_eq!(first.len(), 1);
+    let ptr = first[0].data().as_ptr();
+    for l in first {
+        f.buffer.commit(l).expect("commit");
+    }
+    f.write("app", &records(3, 50));
+    let second = f.drain();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].data().as_ptr(), ptr);
+    assert_eq!(second[0].data(), records(3, 50).as_slice());
 }

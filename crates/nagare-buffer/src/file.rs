@@ -13,7 +13,7 @@
 //! power loss it may reappear and be flushed again, which at-least-once delivery allows.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -170,27 +170,72 @@ pub(crate) fn create_chunk(data: &Path, meta: &[u8], sync: bool) -> io::Result<F
     Ok(f)
 }
 
-/// Appends one frame (`parts` concatenated) holding `records` entries. On failure the
-/// file is cut back to `len_before` (best effort), so a later append starts clean.
+/// Appends one frame (`parts` concatenated) holding `records` entries, with vectored
+/// writes straight from `parts` (no concatenated copy). On failure the file is cut back to
+/// `len_before` (best effort), so a later append starts clean.
 pub(crate) fn append_frame(
-    file: &mut File,
+    file: &File,
     parts: &[&[u8]],
     records: u32,
     len_before: u64,
 ) -> io::Result<u64> {
-    let mut payload = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        payload.extend_from_slice(p);
-    }
-    let header = frame::header(&payload, records);
-    let res = file
-        .write_all(&header)
-        .and_then(|()| file.write_all(&payload));
-    if let Err(e) = res {
+    let header = frame::header_parts(parts, records);
+    let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+    all.push(&header);
+    all.extend(parts.iter().copied().filter(|p| !p.is_empty()));
+    let total = all.iter().map(|p| p.len() as u64).sum();
+    let mut w = file;
+    if let Err(e) = write_all_parts(&mut w, &all) {
         let _ = file.set_len(len_before);
         return Err(e);
     }
-    Ok((header.len() + payload.len()) as u64)
+    Ok(total)
+}
+
+/// Most slices handed to one `writev` (Linux's `IOV_MAX` is 1024).
+const MAX_IOV: usize = 512;
+
+/// Writes every byte of `parts` in order with as few `writev` calls as the kernel allows.
+fn write_all_parts(w: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
+    let mut idx = 0usize;
+    let mut off = 0usize;
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len().min(MAX_IOV));
+    loop {
+        while parts.get(idx).is_some_and(|p| p.len() <= off) {
+            idx += 1;
+            off = 0;
+        }
+        let Some(first) = parts.get(idx) else {
+            return Ok(());
+        };
+        slices.clear();
+        slices.push(IoSlice::new(first.get(off..).unwrap_or_default()));
+        slices.extend(
+            parts
+                .iter()
+                .skip(idx + 1)
+                .take(MAX_IOV - 1)
+                .map(|p| IoSlice::new(p)),
+        );
+        let mut n = match w.write_vectored(&slices) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        while n > 0 {
+            let Some(p) = parts.get(idx) else { break };
+            let left = p.len().saturating_sub(off);
+            if n >= left {
+                n -= left;
+                idx += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+    }
 }
 
 /// Moves a chunk's data and meta file from staged to queued names.
@@ -215,12 +260,21 @@ pub(crate) fn remove_chunk(data: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads a data file and returns the concatenated payloads of its good frames.
-pub(crate) fn read_payloads(data: &Path) -> io::Result<(Vec<u8>, frame::Scan)> {
-    let mut raw = Vec::new();
-    File::open(data)?.read_to_end(&mut raw)?;
-    let scan = frame::scan(&raw);
-    Ok((frame::payloads(&raw, &scan), scan))
+/// Reads a data file into `buf` (cleared first; its capacity is reused) and leaves there
+/// the concatenated payloads of the good frames. `len_hint` is the expected file length.
+pub(crate) fn read_payloads_into(
+    data: &Path,
+    len_hint: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<frame::Scan> {
+    buf.clear();
+    let mut f = File::open(data)?;
+    // One more byte than expected, so read_to_end sees the end without growing.
+    buf.reserve(usize::try_from(len_hint).unwrap_or(0).saturating_add(1));
+    f.read_to_end(buf)?;
+    let scan = frame::scan(buf);
+    frame::compact_payloads(buf, &scan);
+    Ok(scan)
 }
 
 /// Writes `data` to `<dir>/<name>` (appending, like Fluentd's backup), creating `dir`.
@@ -497,6 +551,86 @@ mod tests {
             l.data_path(&id, FileState::Staged),
             PathBuf::from(format!("/var/buf/out.b{hex}.log"))
         );
+    }
+
+    /// A writer that takes at most `step` bytes per call, across slices.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            assert!(bufs.len() <= MAX_IOV, "{} slices", bufs.len());
+            let mut left = self.step;
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(left);
+                self.out.extend_from_slice(&b[..k]);
+                n += k;
+                left -= k;
+                if left == 0 {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn parts_are_written_whole_and_in_order() {
+        let check = |parts: &[&[u8]], step: usize, max_calls: usize| {
+            let mut w = Trickle {
+                out: Vec::new(),
+                step,
+                calls: 0,
+            };
+            write_all_parts(&mut w, parts).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(w.out, parts.concat(), "step {step}");
+            assert!(w.calls <= max_calls, "{} calls for step {step}", w.calls);
+        };
+        check(&[b"head", b"", b"payload", b"x"], 1000, 1);
+        check(&[b"head", b"", b"payload", b"x"], 3, 4);
+        check(&[], 1, 0);
+        let many: Vec<Vec<u8>> = (0..1500u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let refs: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+        check(&refs, usize::MAX, 3);
+    }
+
+    #[test]
+    fn appended_frames_read_back_as_their_payloads() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("buffer.b00.log");
+        let f = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut len = 0;
+        for (parts, records) in [
+            (&[&b"ab"[..], b"cd"][..], 2),
+            (&[&b""[..]][..], 0),
+            (&[&b"efg"[..]][..], 1),
+        ] {
+            len += append_frame(&f, parts, records, len).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(len, 3 * frame::HEADER_LEN as u64 + 7);
+        // A reused buffer with stale content and a wrong length hint.
+        let mut buf = b"stale bytes".to_vec();
+        for hint in [0, len, 3] {
+            let scan = read_payloads_into(&path, hint, &mut buf).unwrap_or_else(|e| panic!("{e}"));
+            assert!(scan.is_clean());
+            assert_eq!(scan.records(), 3);
+            assert_eq!(buf, b"abcdefg");
+        }
     }
 
     #[test]

@@ -17,22 +17,32 @@ pub const HEADER_LEN: usize = 16;
 /// Largest payload one frame holds.
 pub const MAX_PAYLOAD: usize = u32::MAX as usize;
 
-fn crc(len: u32, records: u32, payload: &[u8]) -> u32 {
+fn crc(len: u32, records: u32, parts: &[&[u8]]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&len.to_le_bytes());
     h.update(&records.to_le_bytes());
-    h.update(payload);
+    for p in parts {
+        h.update(p);
+    }
     h.finalize()
 }
 
 /// The 16-byte header for `payload` (at most [`MAX_PAYLOAD`] bytes) holding `records` entries.
 pub fn header(payload: &[u8], records: u32) -> [u8; HEADER_LEN] {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    header_parts(&[payload], records)
+}
+
+/// The 16-byte header for a payload made of `parts` concatenated (at most [`MAX_PAYLOAD`]
+/// bytes in all), without concatenating them: the same bytes as [`header`] of the
+/// concatenation.
+pub fn header_parts(parts: &[&[u8]], records: u32) -> [u8; HEADER_LEN] {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(total).unwrap_or(u32::MAX);
     let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(&MAGIC);
     h[4..8].copy_from_slice(&len.to_le_bytes());
     h[8..12].copy_from_slice(&records.to_le_bytes());
-    h[12..].copy_from_slice(&crc(len, records, payload).to_le_bytes());
+    h[12..].copy_from_slice(&crc(len, records, parts).to_le_bytes());
     h
 }
 
@@ -113,7 +123,7 @@ pub fn frame_at(data: &[u8], pos: usize) -> Option<Frame> {
     let sum = u32_at(data, pos + 12)?;
     let start = pos.checked_add(HEADER_LEN)?;
     let payload = data.get(start..start.checked_add(len as usize)?)?;
-    (crc(len, records, payload) == sum).then_some(Frame {
+    (crc(len, records, &[payload]) == sum).then_some(Frame {
         offset: pos,
         len: len as usize,
         records,
@@ -156,6 +166,22 @@ pub fn scan(data: &[u8]) -> Scan {
         }
     }
     out
+}
+
+/// Moves the payloads of the good frames of `data` (as found by [`scan`] of the same
+/// bytes) to its front, in order, and cuts it after them: the same bytes as [`payloads`],
+/// without a second buffer.
+pub fn compact_payloads(data: &mut Vec<u8>, scan: &Scan) {
+    let mut to = 0usize;
+    for f in &scan.frames {
+        let r = f.payload();
+        if r.end > data.len() {
+            break;
+        }
+        data.copy_within(r.clone(), to);
+        to += r.len();
+    }
+    data.truncate(to);
 }
 
 /// Concatenates the payloads of the good frames.
@@ -233,6 +259,29 @@ mod tests {
             prop_assert!(s.is_clean());
             prop_assert_eq!(s.frames.len(), batches.len());
             prop_assert_eq!(payloads(&data, &s), batches.concat());
+        }
+
+        #[test]
+        fn header_of_parts_equals_header_of_the_concatenation(
+            parts in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..5),
+            records in any::<u32>(),
+        ) {
+            let refs: Vec<&[u8]> = parts.iter().map(|b| b.as_slice()).collect();
+            prop_assert_eq!(header_parts(&refs, records), header(&parts.concat(), records));
+        }
+
+        #[test]
+        fn compacting_in_place_equals_copying_out(data in proptest::collection::vec(any::<u8>(), 0..512), batches in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..48), 0..6), cut in any::<proptest::sample::Index>()) {
+            // Good frames, then garbage, then a possibly torn copy of the same frames.
+            let refs: Vec<&[u8]> = batches.iter().map(|b| b.as_slice()).collect();
+            let mut raw = file(&refs);
+            raw.extend_from_slice(&data);
+            let tail = file(&refs);
+            raw.extend_from_slice(&tail[..cut.index(tail.len() + 1)]);
+            let s = scan(&raw);
+            let want = payloads(&raw, &s);
+            compact_payloads(&mut raw, &s);
+            prop_assert_eq!(raw, want);
         }
 
         #[test]

@@ -22,7 +22,11 @@
 //! - The file buffer stores each chunk as `buffer.b<id>.log` (staged) /
 //!   `buffer.q<id>.log` (queued) plus `.meta`; every append is a checksummed frame
 //!   ([`frame`]), fsynced per the `fsync` policy before `write` returns, and a restart
-//!   keeps every intact batch (see [`ResumeReport`]).
+//!   keeps every intact batch (see [`ResumeReport`]). With `fsync always`, writers append
+//!   under the buffer lock and fsync outside it in groups: concurrent writers share one
+//!   `fdatasync` per file (group commit), and flush threads never wait behind one.
+//!   A flush thread reads a queued chunk into a reused buffer and strips the frame
+//!   headers in place.
 //!
 //! # Example
 //! ```
@@ -66,6 +70,7 @@ mod metadata;
 pub mod msgpack;
 pub mod placeholders;
 pub mod retry;
+mod syncer;
 pub mod values;
 
 #[cfg(test)]
