@@ -553,6 +553,25 @@ impl ChunkWriter {
         self.records = self.records.saturating_add(1);
     }
 
+    /// Appends an entry whose record `write` encodes straight into the chunk (exactly one
+    /// msgpack value), saving the copy of a record built elsewhere. When `write` says `None`
+    /// the chunk is left as it was (whatever it wrote is removed) and no entry is counted.
+    pub fn push_with<T>(
+        &mut self,
+        time: EventTime,
+        write: impl FnOnce(&mut Vec<u8>) -> Option<T>,
+    ) -> Option<T> {
+        let len = self.buf.len();
+        self.header(time);
+        let written = write(&mut self.buf);
+        if written.is_some() {
+            self.records = self.records.saturating_add(1);
+        } else {
+            self.buf.truncate(len);
+        }
+        written
+    }
+
     /// Appends an entry from a decoded record.
     pub fn push_value(&mut self, time: EventTime, record: &Value) {
         self.header(time);
@@ -763,6 +782,36 @@ mod tests {
                 _ => None,
             }
         }
+    }
+
+    #[test]
+    fn push_with_writes_in_place_or_not_at_all() {
+        let t = EventTime::new(7, 8);
+        let mut w = ChunkWriter::new();
+        assert_eq!(
+            w.push_with(t, |b| {
+                b.extend_from_slice(&[0x81, 0xa1, b'k', 0x01]);
+                Some(())
+            }),
+            Some(())
+        );
+        let before = w.as_bytes().to_vec();
+        assert_eq!(
+            w.push_with(t, |b| {
+                b.push(0x81);
+                None::<()>
+            }),
+            None
+        );
+        assert_eq!(w.as_bytes(), before);
+        assert_eq!(w.records(), 1);
+        check(
+            w.as_bytes(),
+            Ok(vec![(
+                t,
+                Value::Map(vec![(Value::from("k"), Value::from(1))]),
+            )]),
+        );
     }
 
     #[test]
