@@ -30,7 +30,7 @@ use nagare_formats::time::{TimeFormatter, Zone};
 use nagare_plugin_sdk::rmpv::Value;
 use nagare_plugin_sdk::{
     Chunk, ChunkWriter, ConfigNode, Counter, EventTime, Filter, FilterOutcome, LogLevel, Logger,
-    PluginContext, Result, error, export_plugins, plugin_log,
+    PluginContext, Result, Visited, error, export_plugins, plugin_log,
 };
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -569,8 +569,43 @@ impl RecordTransformer {
         let mut time_text = String::new();
         let mut out = Vec::new();
         let mut hits = Vec::new();
-        for entry in nagare_plugin_sdk::ChunkReader::new(payload) {
-            let entry = entry.map_err(bad)?;
+        let mut reader = nagare_plugin_sdk::ChunkReader::new(payload);
+        loop {
+            let entry = if self.per_chunk {
+                // Fields known for the whole chunk: the reader's one walk over each record
+                // also finds the values they replace.
+                hits.clear();
+                let visited = reader.next_visiting(|k, v| {
+                    if let Some(i) = field_index(&fields, k)
+                        && !hits.iter().any(|&(_, _, h)| h == i)
+                    {
+                        let start = offset_in(payload, v);
+                        hits.push((start, start + v.len(), i));
+                    }
+                });
+                match visited {
+                    Visited::Entry(entry) => {
+                        let base = offset_in(payload, entry.record);
+                        let written = writer.push_with(entry.time, |out| {
+                            write_with_hits(entry.record, base, &fields, &hits, out)
+                        });
+                        if written.is_some() {
+                            continue;
+                        }
+                        entry
+                    }
+                    Visited::End => break,
+                    Visited::Fallback => match reader.next() {
+                        Some(entry) => entry.map_err(bad)?,
+                        None => break,
+                    },
+                }
+            } else {
+                match reader.next() {
+                    Some(entry) => entry.map_err(bad)?,
+                    None => break,
+                }
+            };
             if !self.per_chunk {
                 time_text.clear();
                 if self.uses_time {
@@ -616,6 +651,27 @@ impl RecordTransformer {
     }
 }
 
+/// The index of the field a raw map key names: a `str` key (not `bin`) with the field's
+/// bytes, as `Hash#merge!` of string keys compares them.
+#[inline]
+fn field_index(fields: &[(String, Vec<u8>)], key: &[u8]) -> Option<usize> {
+    use nagare_core::msgpack::{Head, read_head};
+    let name = match key.first() {
+        Some(&b) if b & 0xe0 == 0xa0 => key.get(1..)?,
+        _ => match read_head(key) {
+            Ok((Head::Str(s), _)) => s,
+            _ => return None,
+        },
+    };
+    fields.iter().position(|(k, _)| k.as_bytes() == name)
+}
+
+/// Where `part` (a sub-slice of `whole`) starts within `whole`.
+#[inline]
+fn offset_in(whole: &[u8], part: &[u8]) -> usize {
+    (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize)
+}
+
 /// Writes `record` (a raw map) with `fields` (keys, encoded values) set as `Hash#merge!`
 /// does: the first `str` key equal to a field gets its value in place, the other fields are
 /// appended in order. `None` when the record is not a map or the fast skipper cannot walk it
@@ -626,18 +682,8 @@ fn set_raw_fields(
     hits: &mut Vec<(usize, usize, usize)>,
     out: &mut Vec<u8>,
 ) -> Option<()> {
-    use nagare_core::msgpack::{Head, MAX_DEPTH, read_head, write_map_header, write_str};
-    let be = |at: std::ops::Range<usize>| {
-        record
-            .get(at)
-            .map(|b| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)))
-    };
-    let (count, body) = match *record.first()? {
-        b @ 0x80..=0x8f => (usize::from(b & 0x0f), 1),
-        0xde => (be(1..3)?, 3),
-        0xdf => (be(1..5)?, 5),
-        _ => return None,
-    };
+    use nagare_core::msgpack::MAX_DEPTH;
+    let (count, body) = map_head(record)?;
     // (value start, value end, field index) of each replaced value, in record order.
     hits.clear();
     let mut pos = body;
@@ -645,30 +691,57 @@ fn set_raw_fields(
         let key_end = nagare_core::fast::skip(record, pos, 0, MAX_DEPTH).ok()?;
         let value_end = nagare_core::fast::skip(record, key_end, 0, MAX_DEPTH).ok()?;
         let key = record.get(pos..key_end)?;
-        let name = match key.first() {
-            Some(&b) if b & 0xe0 == 0xa0 => key.get(1..),
-            _ => match read_head(key) {
-                Ok((Head::Str(s), _)) => Some(s),
-                _ => None,
-            },
-        };
-        if let Some(name) = name
-            && let Some(i) = fields.iter().position(|(k, _)| k.as_bytes() == name)
+        if let Some(i) = field_index(fields, key)
             && !hits.iter().any(|&(_, _, h)| h == i)
         {
             hits.push((key_end, value_end, i));
         }
         pos = value_end;
     }
+    if pos != record.len() {
+        return None;
+    }
+    write_with_hits(record, 0, fields, hits, out)
+}
+
+/// The pair count of a raw map and the offset of its first key.
+#[inline]
+fn map_head(record: &[u8]) -> Option<(usize, usize)> {
+    let be = |at: std::ops::Range<usize>| {
+        record
+            .get(at)
+            .map(|b| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)))
+    };
+    match *record.first()? {
+        b @ 0x80..=0x8f => Some((usize::from(b & 0x0f), 1)),
+        0xde => Some((be(1..3)?, 3)),
+        0xdf => Some((be(1..5)?, 5)),
+        _ => None,
+    }
+}
+
+/// Writes the whole map `record` with `fields` set: `hits` are the replaced values, as
+/// (start, end, field index) in record order, offsets counted from `base` (where the
+/// record starts in the buffer the offsets refer to); the other fields are appended.
+fn write_with_hits(
+    record: &[u8],
+    base: usize,
+    fields: &[(String, Vec<u8>)],
+    hits: &[(usize, usize, usize)],
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    use nagare_core::msgpack::{write_map_header, write_str};
+    let (count, body) = map_head(record)?;
     let total = count + fields.len() - hits.len();
     write_map_header(out, u32::try_from(total).ok()?);
     let mut from = body;
-    for &(start, end, i) in hits.iter() {
+    for &(start, end, i) in hits {
+        let (start, end) = (start.checked_sub(base)?, end.checked_sub(base)?);
         out.extend_from_slice(record.get(from..start)?);
         out.extend_from_slice(&fields.get(i)?.1);
         from = end;
     }
-    out.extend_from_slice(record.get(from..pos)?);
+    out.extend_from_slice(record.get(from..)?);
     for (i, (k, v)) in fields.iter().enumerate() {
         if !hits.iter().any(|&(_, _, h)| h == i) {
             write_str(out, k.as_bytes());

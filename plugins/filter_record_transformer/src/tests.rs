@@ -572,3 +572,63 @@ fn raw_fields_match_the_decoded_merge() {
     check(&[0x81, 0xa1, b'q', 0x91, 0x01], &[]);
     check(&[0x91, 0x01], &[a]); // not a map
 }
+
+/// Raw records for the field-setting paths: keys of every encoding (fixstr, str8, bin,
+/// integers), duplicates, nested values.
+fn arb_raw_record() -> impl Strategy<Value = Vec<u8>> {
+    let key = prop_oneof![
+        4 => "[ab]{1,2}".prop_map(Value::from),
+        1 => Just(Value::Binary(b"a".to_vec())),
+        1 => (0i64..3).prop_map(Value::from),
+        1 => "[a]{32,33}".prop_map(Value::from),
+    ];
+    let val = prop_oneof![
+        Just(Value::Nil),
+        (0i64..70_000).prop_map(Value::from),
+        "[xy]{0,40}".prop_map(Value::from),
+        proptest::collection::vec(any::<u8>().prop_map(Value::from), 0..3).prop_map(Value::Array),
+    ];
+    proptest::collection::vec((key, val), 0..6).prop_map(|pairs| {
+        let mut out = Vec::new();
+        let _ = nagare_plugin_sdk::rmpv::encode::write_value(&mut out, &Value::Map(pairs));
+        out
+    })
+}
+
+proptest! {
+    /// Setting fields from the values the reader's walk found gives the bytes the separate
+    /// walk of `set_raw_fields` gives.
+    #[test]
+    fn visited_hits_write_what_the_record_walk_writes(
+        record in arb_raw_record(),
+        names in proptest::collection::vec("[ab]{1,2}|a{32}", 0..3),
+    ) {
+        let fields: Vec<(String, Vec<u8>)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), vec![u8::try_from(i).unwrap_or(0)]))
+            .collect();
+        let (mut hits, mut expect) = (Vec::new(), Vec::new());
+        prop_assert!(set_raw_fields(&record, &fields, &mut hits, &mut expect).is_some());
+        let mut w = ChunkWriter::new();
+        w.push_raw(TIME, &record);
+        let payload = w.as_bytes();
+        let mut visited_hits = Vec::new();
+        let mut reader = ChunkReader::new(payload);
+        let got = reader.next_visiting(|k, v| {
+            if let Some(i) = field_index(&fields, k)
+                && !visited_hits.iter().any(|&(_, _, h)| h == i)
+            {
+                let start = offset_in(payload, v);
+                visited_hits.push((start, start + v.len(), i));
+            }
+        });
+        let nagare_plugin_sdk::Visited::Entry(entry) = got else {
+            return Err(TestCaseError::fail("a host-shaped entry is visited"));
+        };
+        let mut out = Vec::new();
+        let base = offset_in(payload, entry.record);
+        prop_assert!(write_with_hits(entry.record, base, &fields, &visited_hits, &mut out).is_some());
+        prop_assert_eq!(out, expect);
+    }
+}
