@@ -36,7 +36,7 @@ use nagare_formats::{Params, Parser};
 use nagare_plugin_sdk::rmpv::Value;
 use nagare_plugin_sdk::{
     Chunk, ChunkWriter, ConfigNode, Counter, EventTime, Filter, FilterOutcome, LogLevel, Logger,
-    PluginContext, Result, config, error, export_plugins, plugin_log,
+    PluginContext, Result, Visited, config, error, export_plugins, plugin_log,
 };
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -173,6 +173,7 @@ fn parser_params(node: &ConfigNode, conf: &ParserFilterConfig) -> Result<Params>
 }
 
 /// What happened to one event.
+#[derive(Debug, PartialEq)]
 enum Outcome {
     /// Passed on.
     Emit(EventTime, Value),
@@ -303,9 +304,15 @@ impl ParserFilter {
         }
     }
 
-    /// Fluentd's `filter_with_time` for one event.
-    fn process(&self, time: EventTime, raw_record: &[u8]) -> Outcome {
-        let raw_value = match self.key.get_raw(raw_record) {
+    /// Fluentd's `filter_with_time` for one event. `found` is the value of a top-level
+    /// `key_name` when the reader's walk over the record already found it (`Some(None)`:
+    /// missing or nil); `None` looks it up.
+    fn process(&self, time: EventTime, raw_record: &[u8], found: Option<Option<&[u8]>>) -> Outcome {
+        let looked_up = match found {
+            Some(v) => Ok(v),
+            None => self.key.get_raw(raw_record),
+        };
+        let raw_value = match looked_up {
             Ok(v) => v,
             // Ruby raises TypeError out of the filter: always an error event
             Err(e @ DigError::NotDiggable(_)) => {
@@ -428,13 +435,32 @@ impl Filter for ParserFilter {
         let mut writer = ChunkWriter::with_capacity(chunk.payload().map_err(bad)?.len() * 2);
         let (mut errors, mut others) = (0u32, 0u32);
         let mut first_error: Option<String> = None;
-        for entry in chunk.entries().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
+        let mut reader = chunk.entries().map_err(bad)?;
+        let top = self.key.top_step();
+        loop {
+            // A top-level key_name is found while the reader walks the record (one walk).
+            let mut value: Option<&[u8]> = None;
+            let visited = match top {
+                Some(step) => reader.next_visiting(|k, v| {
+                    if value.is_none() && accessor::key_matches(k, step) {
+                        value = Some(v);
+                    }
+                }),
+                None => Visited::Fallback,
+            };
+            let (entry, found) = match visited {
+                Visited::Entry(entry) => (entry, Some(value.filter(|v| v.first() != Some(&0xc0)))),
+                Visited::End => break,
+                Visited::Fallback => match reader.next() {
+                    Some(entry) => (entry.map_err(bad)?, None),
+                    None => break,
+                },
+            };
             let mut note = |m: String| {
                 errors += 1;
                 first_error.get_or_insert(m);
             };
-            match self.process(entry.time, entry.record) {
+            match self.process(entry.time, entry.record, found) {
                 Outcome::Emit(t, v) => push_lossless(&mut writer, t, &v),
                 Outcome::Error(m) => note(m),
                 Outcome::ErrorAndPass(m, t, v) => {

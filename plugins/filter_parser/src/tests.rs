@@ -498,3 +498,68 @@ fn conformance() {
         ["test.conf:1: parameter 'bogus' in <filter **> is not used."]
     );
 }
+
+/// Records whose `message` (or `m`) may be missing, nil, a string of several encodings, a
+/// non-string, or present twice.
+fn arb_raw_record() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let key = prop_oneof![
+        3 => Just(Value::from("message")),
+        1 => Just(Value::from("m")),
+        1 => Just(Value::Binary(b"message".to_vec())),
+        1 => (0i64..3).prop_map(Value::from),
+    ];
+    let val = prop_oneof![
+        Just(Value::Nil),
+        (0i64..70_000).prop_map(Value::from),
+        "[a-c=, ]{0,12}".prop_map(Value::from),
+        "\\{\"k\": [0-9]{1,3}\\}".prop_map(Value::from),
+        Just(Value::Binary(b"a=1".to_vec())),
+    ];
+    proptest::collection::vec((key, val), 0..5).prop_map(|pairs| {
+        let mut out = Vec::new();
+        accessor::write_value_lossless(&mut out, &Value::Map(pairs));
+        out
+    })
+}
+
+proptest::proptest! {
+    /// A key_name found on the reader's walk gives the outcome the look-up gives.
+    #[test]
+    fn visited_value_processes_as_looked_up(
+        record in arb_raw_record(),
+        conf in proptest::sample::select(&[
+            "key_name message\nreserve_data true\n<parse>\n@type json\n</parse>",
+            "key_name $.message\n<parse>\n@type ltsv\n</parse>",
+            "key_name m\nremove_key_name_field true\nreserve_data true\n<parse>\n@type regexp\nexpression /(?<a>[a-c]+)/\n</parse>",
+            "key_name message\nemit_invalid_record_to_error false\n<parse>\n@type none\n</parse>",
+        ][..]),
+    ) {
+        let host = nagare_plugin_sdk::testkit::TestHost::new(LogLevel::WARN);
+        let ctx = PluginContext::new("parser_test", "parser", host.host_box());
+        let node = TestKit::config("filter", "**", "parser", conf).unwrap_or_else(|e| panic!("{e}"));
+        let f = ParserFilter::new(&ctx, &node).unwrap_or_else(|e| panic!("{e}"));
+        let mut w = ChunkWriter::new();
+        w.push_raw(TIME, &record);
+        let mut reader = ChunkReader::new(w.as_bytes());
+        let step = f.key.top_step().cloned().unwrap_or_else(|| panic!("top-level key"));
+        let mut value = None;
+        let visited = reader.next_visiting(|k, v| {
+            if value.is_none() && accessor::key_matches(k, &step) {
+                value = Some(v);
+            }
+        });
+        proptest::prop_assert!(matches!(visited, nagare_plugin_sdk::Visited::Entry(_)));
+        let found = value.filter(|v| v.first() != Some(&0xc0));
+        // Parsers without a time field stamp "now": compare everything but the times.
+        let untimed = |o: Outcome| match o {
+            Outcome::Emit(_, v) => Outcome::Emit(TIME, v),
+            Outcome::ErrorAndPass(m, _, v) => Outcome::ErrorAndPass(m, TIME, v),
+            other => other,
+        };
+        proptest::prop_assert_eq!(
+            untimed(f.process(TIME, &record, Some(found))),
+            untimed(f.process(TIME, &record, None))
+        );
+    }
+}
