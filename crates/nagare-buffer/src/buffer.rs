@@ -303,17 +303,23 @@ pub struct Buffer {
     spare: Mutex<Vec<Vec<u8>>>,
     /// Payload bytes held in chunk mirrors.
     pub(crate) mirrored: AtomicU64,
-    /// [`MIRROR_BUDGET`] (smaller in tests).
+    /// Most bytes held in mirrors: [`MIRROR_BUDGET`] or four chunks, whichever is less
+    /// (set by tests).
     pub(crate) mirror_budget: u64,
 }
 
 /// Largest `chunk_limit_size` for which a file buffer keeps in-memory mirrors of its
 /// chunks.
-pub const MIRROR_CHUNK_LIMIT: u64 = 16 << 20;
+pub(crate) const MIRROR_CHUNK_LIMIT: u64 = 16 << 20;
 
-/// Most payload bytes a file buffer keeps mirrored in memory across its chunks; a chunk
+/// Most payload bytes a file buffer keeps mirrored in memory across its chunks (and at
+/// most four chunks' worth: the staged one, the one in flight and two queued); a chunk
 /// whose next append would pass it loses its mirror and is read from its file instead.
-pub const MIRROR_BUDGET: u64 = 32 << 20;
+pub(crate) const MIRROR_BUDGET: u64 = 32 << 20;
+
+/// Largest settled buffer kept for reuse (bigger ones, read from large chunk files, are
+/// freed rather than held while idle).
+const RECYCLE_LIMIT: u64 = 2 * MIRROR_CHUNK_LIMIT;
 
 /// Entries of one write that go to the same chunk metadata.
 #[derive(Debug)]
@@ -407,6 +413,7 @@ impl Buffer {
             resume = report;
             Self::adopt(&cfg, &opts, layout, &mut state, loaded, &mut resume)?;
         }
+        let cfg_chunk_limit = cfg.chunk_limit_size;
         Ok(Buffer {
             cfg,
             opts,
@@ -418,7 +425,7 @@ impl Buffer {
             syncer: Syncer::default(),
             spare: Mutex::new(Vec::new()),
             mirrored: AtomicU64::new(0),
-            mirror_budget: MIRROR_BUDGET,
+            mirror_budget: MIRROR_BUDGET.min(cfg_chunk_limit.saturating_mul(4)),
         })
     }
 
@@ -1122,9 +1129,10 @@ impl Buffer {
         self.spare.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps the read buffer of a settled file-chunk lease for the next `next_ready`: at
-    /// most one per flush thread, and none much larger than a chunk (memory chunks' data
-    /// is shared with their writers, so only file buffers recycle).
+    /// Keeps the buffer of a settled file-chunk lease (its mirror, or what `next_ready`
+    /// read) for the next chunk's mirror or read: at most one per flush thread, and none
+    /// larger than two chunks or [`RECYCLE_LIMIT`] (memory chunks' data is shared with
+    /// their writers, so only file buffers recycle).
     fn recycle(&self, data: Arc<Vec<u8>>) {
         if self.layout.is_none() {
             return;
@@ -1132,16 +1140,18 @@ impl Buffer {
         let Ok(mut buf) = Arc::try_unwrap(data) else {
             return;
         };
-        let max = usize::try_from(self.cfg.chunk_limit_size)
-            .unwrap_or(usize::MAX)
+        let max = self
+            .cfg
+            .chunk_limit_size
             .saturating_mul(2)
-            .saturating_add(1 << 20);
-        if buf.capacity() > max {
+            .saturating_add(1 << 20)
+            .min(RECYCLE_LIMIT);
+        if buf.capacity() as u64 > max {
             return;
         }
         buf.clear();
         let mut spare = self.lock_spare();
-        if spare.len() <= self.cfg.flush_thread_count.max(1) {
+        if spare.len() < self.cfg.flush_thread_count.max(1) {
             spare.push(buf);
         }
     }
