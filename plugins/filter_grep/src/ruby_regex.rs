@@ -17,6 +17,10 @@ use std::fmt;
 pub enum RubyRegex {
     /// Runs on the `regex` crate.
     Fast(regex::Regex),
+    /// `^literal$` with a plain literal and no `i`/`x` flag (the usual "field is exactly"
+    /// pattern): matches when a line of the text (Ruby's `^`/`$` are line anchors) is the
+    /// literal, answered with byte comparisons. The compiled regex is kept for display.
+    WholeLine(String, regex::Regex),
     /// Needs backtracking features: runs on `fancy-regex`.
     Fancy(fancy_regex::Regex),
 }
@@ -25,6 +29,7 @@ impl fmt::Debug for RubyRegex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RubyRegex::Fast(r) => write!(f, "Fast({:?})", r.as_str()),
+            RubyRegex::WholeLine(_, r) => write!(f, "WholeLine({:?})", r.as_str()),
             RubyRegex::Fancy(r) => write!(f, "Fancy({:?})", r.as_str()),
         }
     }
@@ -119,6 +124,14 @@ fn translate(body: &str) -> String {
     out
 }
 
+/// The literal of a `^literal$` body whose literal is only characters with no regex
+/// meaning (ASCII letters, digits, `_`, `-`, `:`, `@`, `,`); `None` otherwise.
+fn whole_line_literal(body: &str) -> Option<&str> {
+    let lit = body.strip_prefix('^')?.strip_suffix('$')?;
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'@' | b',');
+    (!lit.is_empty() && lit.bytes().all(plain)).then_some(lit)
+}
+
 impl RubyRegex {
     /// Compiles a config value the way Fluentd's `:regexp` type does (`/body/flags` or bare).
     pub fn from_literal(src: &str) -> Result<Self, String> {
@@ -141,7 +154,10 @@ impl RubyRegex {
             .ignore_whitespace(x)
             .build();
         match fast {
-            Ok(r) => Ok(RubyRegex::Fast(r)),
+            Ok(r) => Ok(match whole_line_literal(body) {
+                Some(lit) if !i && !x => RubyRegex::WholeLine(lit.to_owned(), r),
+                _ => RubyRegex::Fast(r),
+            }),
             Err(fast_err) => fancy_regex::RegexBuilder::new(&pattern)
                 .oniguruma_mode(true)
                 .multi_line(true)
@@ -162,6 +178,7 @@ impl RubyRegex {
     pub fn is_match(&self, text: &str) -> Result<bool, String> {
         match self {
             RubyRegex::Fast(r) => Ok(r.is_match(text)),
+            RubyRegex::WholeLine(lit, _) => Ok(text.split('\n').any(|line| line == lit)),
             RubyRegex::Fancy(r) => r.is_match(text).map_err(|e| e.to_string()),
         }
     }
@@ -214,6 +231,49 @@ mod tests {
         let re = RubyRegex::from_literal("(a)\\1").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(re.is_match("aa"), Ok(true));
         assert!(!RubyRegex::from_literal("WARN").is_ok_and(|r| r.is_fancy()));
+    }
+
+    #[test]
+    fn whole_line_literals() {
+        let whole =
+            |src: &str| matches!(RubyRegex::from_literal(src), Ok(RubyRegex::WholeLine(..)));
+        assert!(whole("/^even$/"));
+        assert!(whole("^web-01:a@b,c_D9$"));
+        assert!(whole("/^even$/m"));
+        assert!(!whole("/^even$/i"));
+        assert!(!whole("/^even$/x"));
+        assert!(!whole("^ev.n$"));
+        assert!(!whole("^$"));
+        assert!(!whole("^a b$"));
+        assert!(!whole("even$"));
+        check(
+            "/^even$/",
+            &[
+                ("even", true),
+                ("odd\neven", true),
+                ("even\n", true),
+                ("even\r", false),
+                ("evens", false),
+                ("", false),
+            ],
+        );
+    }
+
+    proptest::proptest! {
+        /// The line comparison answers as the regex it stands for, on texts made of the
+        /// literal's pieces, line breaks and other bytes.
+        #[test]
+        fn whole_line_agrees_with_regex(
+            lit in "[a-c_:-]{1,4}",
+            text in "(ab|a|b|c|_|:|-|\\n|\\r|x| |é){0,8}",
+        ) {
+            let body = format!("^{lit}$");
+            let re = RubyRegex::new(&body, "").unwrap_or_else(|e| panic!("{e}"));
+            let RubyRegex::WholeLine(_, regex) = &re else {
+                return Err(proptest::test_runner::TestCaseError::fail("not a whole-line literal"));
+            };
+            proptest::prop_assert_eq!(re.is_match(&text), Ok(regex.is_match(&text)), "{} on {:?}", body, text);
+        }
     }
 
     #[test]
