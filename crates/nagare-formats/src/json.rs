@@ -197,43 +197,72 @@ fn special(w: u64, hi: u64) -> u64 {
     ((ctrl | q | bs) & HI) | (w & hi)
 }
 
-/// Index of the first byte at or after `i` that needs escaping (or is non-ASCII, when `hi`
-/// is [`HI`]): eight bytes per step, then byte by byte for the tail.
+/// Appends the escaped text of `buf[start..end]`; `false` (with `out` partly written) when
+/// those bytes are not UTF-8. Bytes of `buf` past `end` may be read, never written: reading
+/// whole 8-byte words past the end of a short string (into the rest of the record) keeps
+/// short strings off the byte-by-byte path.
+///
+/// Each word is checked ([`special`]) and stored whole; the output is then cut back to the
+/// string's end or to the first byte that needs attention. UTF-8 is checked once, from the
+/// first non-ASCII byte to the end.
 #[inline(always)]
-fn next_special(s: &[u8], mut i: usize, hi: u64) -> Option<usize> {
-    while let Some(w) = s.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-        let m = special(u64::from_le_bytes(*w), hi);
-        if m != 0 {
-            return Some(i + (m.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    let hi_bit = if hi == 0 { 0 } else { 0x80 };
-    s.get(i..)?
-        .iter()
-        .position(|&b| JSON_ESCAPE[usize::from(b)] != 0 || b & hi_bit != 0)
-        .map(|p| i + p)
-}
-
-/// Appends the escaped body of `s`; `false` (with `out` partly written) when `s` is not
-/// UTF-8. Clean runs are copied with one extend each; UTF-8 is checked once, from the first
-/// non-ASCII byte on.
-fn escape_body(s: &[u8], out: &mut Vec<u8>) -> bool {
+fn escape_window(buf: &[u8], start: usize, end: usize, out: &mut Vec<u8>) -> bool {
     let mut hi = HI;
-    let mut run = 0;
-    let mut at = 0;
-    while let Some(i) = next_special(s, at, hi) {
-        let Some(&b) = s.get(i) else { break };
+    let mut i = start;
+    while i < end {
+        let left = end - i;
+        let at = match buf.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+            Some(w) => {
+                let mut m = special(u64::from_le_bytes(*w), hi);
+                if left < 8 {
+                    m &= (1u64 << (8 * left)) - 1;
+                }
+                let kept = out.len();
+                out.extend_from_slice(w);
+                if m == 0 {
+                    if left <= 8 {
+                        out.truncate(kept + left);
+                        return true;
+                    }
+                    i += 8;
+                    continue;
+                }
+                let p = (m.trailing_zeros() / 8) as usize;
+                out.truncate(kept + p);
+                i + p
+            }
+            None => {
+                // Fewer than 8 bytes left in `buf`: byte by byte.
+                let hi_bit = if hi == 0 { 0 } else { 0x80 };
+                let tail = buf.get(i..end).unwrap_or_default();
+                match tail
+                    .iter()
+                    .position(|&b| JSON_ESCAPE[usize::from(b)] != 0 || b & hi_bit != 0)
+                {
+                    Some(p) => {
+                        out.extend_from_slice(tail.get(..p).unwrap_or_default());
+                        i + p
+                    }
+                    None => {
+                        out.extend_from_slice(tail);
+                        return true;
+                    }
+                }
+            }
+        };
+        let Some(&b) = buf.get(at) else {
+            return true;
+        };
         if b >= 0x80 {
-            // The bytes before are ASCII, so `s` is UTF-8 iff the rest is.
-            if std::str::from_utf8(s.get(i..).unwrap_or_default()).is_err() {
+            // The bytes before are ASCII, so the string is UTF-8 iff the rest is; after
+            // that, non-ASCII bytes are copied like any other.
+            if std::str::from_utf8(buf.get(at..end).unwrap_or_default()).is_err() {
                 return false;
             }
             hi = 0;
-            at = i;
+            i = at;
             continue;
         }
-        out.extend_from_slice(s.get(run..i).unwrap_or_default());
         match JSON_ESCAPE[usize::from(b)] {
             b'u' => out.extend_from_slice(&[
                 b'\\',
@@ -245,11 +274,22 @@ fn escape_body(s: &[u8], out: &mut Vec<u8>) -> bool {
             ]),
             e => out.extend_from_slice(&[b'\\', e]),
         }
-        run = i + 1;
-        at = i + 1;
+        i = at + 1;
     }
-    out.extend_from_slice(s.get(run..).unwrap_or_default());
     true
+}
+
+/// [`write_json_string`] of `buf[start..end]`, reading past `end` where `buf` goes on.
+#[inline(always)]
+fn write_json_string_in(buf: &[u8], start: usize, end: usize, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let mark = out.len();
+    if !escape_window(buf, start, end, out) {
+        out.truncate(mark);
+        let fixed = String::from_utf8_lossy(buf.get(start..end).unwrap_or_default());
+        escape_window(fixed.as_bytes(), 0, fixed.len(), out);
+    }
+    out.push(b'"');
 }
 
 /// Appends `s` as a JSON string the way Ruby's `to_json` writes it: `"` and `\` escaped,
@@ -257,14 +297,8 @@ fn escape_body(s: &[u8], out: &mut Vec<u8>) -> bool {
 /// DEL, non-ASCII) as is. Bytes that are not UTF-8 become U+FFFD (the way
 /// `String::from_utf8_lossy` replaces them) where Ruby would raise.
 pub fn write_json_string(s: &[u8], out: &mut Vec<u8>) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    let mark = out.len();
-    if !escape_body(s, out) {
-        out.truncate(mark);
-        escape_body(String::from_utf8_lossy(s).as_bytes(), out);
-    }
-    out.push(b'"');
+    out.reserve(s.len() + 10);
+    write_json_string_in(s, 0, s.len(), out);
 }
 
 /// If `v` is an EventTime ext (type 0, 8 bytes), its seconds and nanoseconds.
@@ -403,9 +437,11 @@ fn raw_value(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Option<usize> {
             Some(1)
         }
         0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => {
-            let (body, used) = raw_str(raw)?;
-            write_json_string(body, out);
-            Some(used)
+            let (hdr, len) = str_head(raw, m)?;
+            let end = hdr.checked_add(len)?;
+            raw.get(hdr..end)?;
+            write_json_string_in(raw, hdr, end, out);
+            Some(end)
         }
         0xe0..=0xff => {
             push_int(out, m as i8);
@@ -479,10 +515,12 @@ fn raw_value(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Option<usize> {
                     out.push(b',');
                 }
                 let key = raw.get(at..)?;
-                match raw_str(key) {
-                    Some((body, used)) => {
-                        write_json_string(body, out);
-                        at += used;
+                match str_head(key, *key.first()?) {
+                    Some((hdr, len)) => {
+                        let end = hdr.checked_add(len)?;
+                        key.get(hdr..end)?;
+                        write_json_string_in(key, hdr, end, out);
+                        at += end;
                     }
                     None => {
                         // Non-string keys: Ruby's `to_s`, through the decoded value.
@@ -1044,6 +1082,42 @@ mod tests {
             (b"\xed\xa0\x80", "\"\u{fffd}\u{fffd}\u{fffd}\""),
         ] {
             check_escape(input, expect);
+        }
+    }
+
+    #[test]
+    fn bytes_past_the_string_are_read_not_rendered() {
+        let strings: [&[u8]; 8] = [
+            b"",
+            b"a",
+            b"abcdefg",
+            b"abcdefgh",
+            b"q\"x",
+            "é\n".as_bytes(),
+            b"ab\xff",
+            b"0123456789abcdef\\",
+        ];
+        let tails: [&[u8]; 5] = [
+            b"",
+            b"\"",
+            b"\x00\x01\x02\x03\x04\x05\x06\x07",
+            b"\xff\xfe",
+            b"\\zzzzzzzzzz",
+        ];
+        for s in strings {
+            let mut want = Vec::new();
+            write_json_string(s, &mut want);
+            for t in tails {
+                let buf = [s, t].concat();
+                let mut got = Vec::new();
+                write_json_string_in(&buf, 0, s.len(), &mut got);
+                assert_eq!(got, want, "{s:?} + {t:?}");
+                // and from an offset, with bytes before it
+                let buf = [&b"\"\xff"[..], s, t].concat();
+                let mut got = Vec::new();
+                write_json_string_in(&buf, 2, 2 + s.len(), &mut got);
+                assert_eq!(got, want, "{s:?} + {t:?} at 2");
+            }
         }
     }
 

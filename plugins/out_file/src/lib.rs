@@ -33,7 +33,7 @@ use std::sync::Mutex;
 
 use nagare_buffer::placeholders::{PlaceholderError, expand, validate_placeholders};
 use nagare_buffer::{ChunkId, ChunkKeys, Metadata};
-use nagare_formats::{Formatter, InjectConfig, Injector, Params};
+use nagare_formats::{Formatter, InjectConfig, Injector, Params, Scratch};
 use nagare_plugin_sdk::api::ConfigNode;
 use nagare_plugin_sdk::config::attr;
 use nagare_plugin_sdk::{Chunk, Counter, Output, PluginContext, Result, error, export_plugins};
@@ -41,6 +41,9 @@ use serde::Deserialize;
 
 use crate::meta::{Groups, chunk_is_keyed, chunk_metadata, entry_metadata};
 use crate::path::{Compress, TemplateOptions, claim_indexed, generate_path_template};
+
+/// The largest output buffer kept from one chunk for the next (bigger ones are freed).
+pub const MAX_SPARE_BUFFER: usize = 64 << 20;
 
 /// Fluentd's `DEFAULT_TIMEKEY` for out_file (one day).
 pub const DEFAULT_TIMEKEY: u64 = 86_400;
@@ -385,6 +388,9 @@ pub struct FileOutput {
     dir_mode: u32,
     /// Symlink path → timekey of the file it points at.
     latest: Mutex<HashMap<String, Option<i64>>>,
+    /// The formatted text of the last chunk, emptied, kept for the next one: formatting
+    /// writes into memory already faulted in instead of a fresh multi-MB allocation.
+    spare: Mutex<Vec<u8>>,
     metrics: Metrics,
 }
 
@@ -485,6 +491,7 @@ impl Output for FileOutput {
                 loc,
             )?,
             latest: Mutex::new(HashMap::new()),
+            spare: Mutex::new(Vec::new()),
             metrics: Metrics::new(ctx),
         })
     }
@@ -520,8 +527,9 @@ impl FileOutput {
         };
         let keyed = chunk_is_keyed(chunk, &self.keys);
         let tag = chunk.tag();
-        let mut single: (Vec<u8>, u32) = (Vec::with_capacity(chunk.bytes().len() * 2), 0);
+        let mut single: (Vec<u8>, u32) = (self.take_buffer(chunk.bytes().len() * 2), 0);
         let mut groups: Groups<(Vec<u8>, u32)> = Groups::default();
+        let mut scratch = Scratch::new();
         for entry in chunk.entries().map_err(|e| bad(&e))? {
             let entry = entry.map_err(|e| bad(&e))?;
             let time = nagare_formats::EventTime::new(entry.time.sec, entry.time.nsec);
@@ -529,10 +537,13 @@ impl FileOutput {
             // can render straight from the msgpack bytes skip building a Value.
             if keyed && self.injector.is_none() {
                 let mark = single.0.len();
-                match self
-                    .formatter
-                    .format_raw(tag, time, entry.record, &mut single.0)
-                {
+                match self.formatter.format_raw_with(
+                    tag,
+                    time,
+                    entry.record,
+                    &mut single.0,
+                    &mut scratch,
+                ) {
                     Some(r) => {
                         r.map_err(|e| bad(&e))?;
                         single.1 += 1;
@@ -557,11 +568,13 @@ impl FileOutput {
         }
         Ok(if keyed {
             if single.1 == 0 {
+                self.give_buffer(single.0);
                 Vec::new()
             } else {
                 vec![(chunk_metadata(chunk, &self.keys), single.0, single.1)]
             }
         } else {
+            self.give_buffer(single.0);
             groups
                 .into_vec()
                 .into_iter()
@@ -576,7 +589,7 @@ impl FileOutput {
         for (meta, data, records) in groups {
             let path = expand(&self.template, &meta, Some(&id), &self.keys)
                 .map_err(|e| self.placeholder_error(chunk, e))?;
-            let encoded = self.encode(data).map_err(|e| {
+            let encoded = self.encode(&data).map_err(|e| {
                 error::internal(format!("{}: cannot compress: {e}", self.context(chunk)))
             })?;
             let written = self.write_file(&path, &encoded).map_err(|e| {
@@ -585,6 +598,8 @@ impl FileOutput {
             self.metrics.files.inc();
             self.metrics.records.add(f64::from(records));
             self.metrics.bytes.add(encoded.len() as f64);
+            drop(encoded);
+            self.give_buffer(data);
             self.update_symlink(&meta, &id, &written);
         }
         self.metrics.chunks.inc();
@@ -599,11 +614,38 @@ impl FileOutput {
         error::unrecoverable(format!("{}: {e}", self.context(chunk)))
     }
 
-    fn encode(&self, data: Vec<u8>) -> std::io::Result<Vec<u8>> {
-        match self.compress {
-            Compress::Text => Ok(data),
-            Compress::Gz | Compress::Gzip => fsio::gzip(&data),
-            Compress::Zstd => zstd::encode_all(data.as_slice(), 3),
+    fn encode<'d>(&self, data: &'d [u8]) -> std::io::Result<std::borrow::Cow<'d, [u8]>> {
+        Ok(match self.compress {
+            Compress::Text => std::borrow::Cow::Borrowed(data),
+            Compress::Gz | Compress::Gzip => fsio::gzip(data)?.into(),
+            Compress::Zstd => zstd::encode_all(data, 3)?.into(),
+        })
+    }
+
+    /// An empty buffer with room for `want` bytes: the spare one when there is one.
+    fn take_buffer(&self, want: usize) -> Vec<u8> {
+        let mut buf = std::mem::take(
+            &mut *self
+                .spare
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        buf.clear();
+        buf.reserve(want);
+        buf
+    }
+
+    /// Keeps `buf` for the next chunk when it is the largest seen and not too large.
+    fn give_buffer(&self, buf: Vec<u8>) {
+        if buf.capacity() > MAX_SPARE_BUFFER {
+            return;
+        }
+        let mut spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buf.capacity() > spare.capacity() {
+            *spare = buf;
         }
     }
 

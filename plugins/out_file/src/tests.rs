@@ -726,3 +726,68 @@ fn concurrent_appends_never_interleave() -> R {
     assert!(text.lines().all(|l| l == big));
     Ok(())
 }
+
+#[test]
+fn one_instance_reuses_its_buffer_across_chunks() {
+    // The formatted text of a big chunk is kept for the next (smaller) one: nothing of the
+    // first may show in the second, whatever the formatter and the compression.
+    let big: Vec<(u32, Vec<(&str, Value)>)> = (0..50)
+        .map(|i| {
+            (
+                T + i,
+                vec![("msg", Value::from("x".repeat(100))), ("i", Value::from(i))],
+            )
+        })
+        .collect();
+    let big_refs: Vec<(u32, &[(&str, Value)])> =
+        big.iter().map(|(t, f)| (*t, f.as_slice())).collect();
+    for (format, compress, name, first, second) in [
+        (
+            "out_file\n utc true",
+            "",
+            "out.20110102.log",
+            "2011-01-02T13:14:15Z\tbig\t{\"msg\":\"xxx",
+            "2011-01-02T13:14:15Z\tsmall\t{\"a\":1}\n",
+        ),
+        (
+            "json",
+            "compress gz",
+            "out.20110102.log.gz",
+            "{\"msg\":\"xxx",
+            "{\"a\":1}\n",
+        ),
+        (
+            "single_value\n message_key msg",
+            "",
+            "out.20110102.log",
+            "xxx",
+            "\n",
+        ),
+    ] {
+        let f = fx();
+        let conf = format!(
+            "path {{dir}}/${{tag}}/out\nutc\nappend true\n{compress}\n<format>\n @type {}\n</format>\n<buffer tag,time>\n timekey_use_utc true\n</buffer>",
+            if format.is_empty() {
+                "out_file"
+            } else {
+                format
+            }
+        );
+        let out = f.out(&conf).unwrap_or_else(|e| panic!("{format}: {e:?}"));
+        let vars = [("timekey", DAY)];
+        let w = entries(&big_refs);
+        let r = write(&out, "big", &w, &vars, 1);
+        assert!(r.is_ok(), "{format}: {r:?}");
+        let small = entries(&[(T, &[("a", Value::from(1))])]);
+        let r = write(&out, "small", &small, &vars, 2);
+        assert!(r.is_ok(), "{format}: {r:?}");
+        let big_text = f.read(&format!("big/{name}"));
+        assert_eq!(big_text.lines().count(), 50, "{format}");
+        assert!(
+            big_text.starts_with(first),
+            "{format}: {:?}",
+            big_text.get(..80)
+        );
+        assert_eq!(f.read(&format!("small/{name}")), second, "{format}");
+    }
+}
