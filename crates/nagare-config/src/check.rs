@@ -115,7 +115,55 @@ pub fn check(root: &Element) -> Result<Vec<Warning>, ConfigError> {
     walk(root, 0, &mut |e, depth| {
         check_element(e, depth, &labels, &mut ids, &mut warnings)
     })?;
+    warn_fractional_times(root, &mut warnings);
     Ok(warnings)
+}
+
+/// The unit a value like `0.2s` carries (`s`, `m`, `h` or `d`) when it is a decimal
+/// fraction followed by a time unit: Fluentd reads the digits right before the unit
+/// (unanchored `/([0-9]+)s/`), so `0.2s` is 2 seconds and `1.5h` is 5 hours.
+fn fractional_time_unit(value: &str) -> Option<char> {
+    let v = value.trim();
+    let unit = v
+        .chars()
+        .last()
+        .filter(|c| matches!(c, 's' | 'm' | 'h' | 'd'))?;
+    let number = v.get(..v.len() - 1)?;
+    let (int, frac) = number.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(int) && digits(frac)).then_some(unit)
+}
+
+/// Warns about every parameter written like `0.2s` (see [`fractional_time_unit`]): nagare
+/// reads it as Fluentd does, which is rarely what the author meant.
+fn warn_fractional_times(e: &Element, warnings: &mut Vec<Warning>) {
+    for a in &e.attrs {
+        let Some(v) = a.value.as_str() else { continue };
+        if let Some(unit) = fractional_time_unit(v) {
+            let v = v.trim();
+            let read_as = crate::types::parse_time(v, false).unwrap_or_default();
+            let unit_secs = match unit {
+                's' => 1.0,
+                'm' => 60.0,
+                'h' => 3600.0,
+                _ => 86400.0,
+            };
+            let meant = v
+                .get(..v.len() - 1)
+                .and_then(|n| n.parse::<f64>().ok())
+                .map_or(0.0, |n| n * unit_secs);
+            warnings.push(Warning {
+                location: a.location.clone(),
+                message: format!(
+                    "{} {v}: a time with a fraction before its unit is read as Fluentd reads it, by the digits next to the unit ({read_as} seconds here); write {meant} for {meant} seconds",
+                    a.key
+                ),
+            });
+        }
+    }
+    for child in &e.elements {
+        warn_fractional_times(child, warnings);
+    }
 }
 
 fn walk<'a>(
@@ -367,6 +415,40 @@ mod tests {
             }
             (got, want) => panic!("{text}\n got {got:?}\nwant {want:?}"),
         }
+    }
+
+    #[test]
+    fn fractional_time_values_are_warned_about() {
+        assert_eq!(fractional_time_unit("0.2s"), Some('s'));
+        assert_eq!(fractional_time_unit(" 1.5h "), Some('h'));
+        assert_eq!(fractional_time_unit("2s"), None);
+        assert_eq!(fractional_time_unit("0.2"), None);
+        assert_eq!(fractional_time_unit(".2s"), None);
+        assert_eq!(fractional_time_unit("v1.2s"), None);
+        assert_eq!(fractional_time_unit("1.2.3s"), None);
+        let w = run("<match **>\n  @type null\n  <buffer>\n    flush_interval 0.5s\n  </buffer>\n</match>\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].location.line, 4);
+        assert!(
+            w[0].message.contains("flush_interval 0.5s"),
+            "{}",
+            w[0].message
+        );
+        assert!(
+            w[0].message.contains("(5 seconds here)"),
+            "{}",
+            w[0].message
+        );
+        assert!(
+            w[0].message.contains("write 0.5 for 0.5 seconds"),
+            "{}",
+            w[0].message
+        );
+        check_case(
+            "<match **>\n  @type null\n  flush_interval 0.5\n</match>\n",
+            Ok(0),
+        );
     }
 
     #[test]
