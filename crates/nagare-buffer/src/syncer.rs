@@ -99,13 +99,43 @@ impl Syncer {
             let files = std::mem::take(&mut st.files);
             let outcome = std::mem::take(&mut st.open);
             drop(st);
+            let round = Round {
+                syncer: self,
+                outcome,
+            };
             let result = sync_all(&files);
             drop(files);
-            st = self.lock();
-            let _ = outcome.set(result);
-            st.running = false;
-            self.done.notify_all();
+            st = round.finish(result);
         }
+    }
+}
+
+/// A running fsync round. Ending it (even by unwinding) publishes an outcome, clears
+/// `running` and wakes the waiters, so no writer waits forever on a round that is gone.
+struct Round<'a> {
+    syncer: &'a Syncer,
+    outcome: Outcome,
+}
+
+impl<'a> Round<'a> {
+    /// Publishes `result` and returns the syncer's lock.
+    fn finish(self, result: Result<(), SyncFailure>) -> MutexGuard<'a, State> {
+        let _ = self.outcome.set(result);
+        let syncer = self.syncer;
+        drop(self);
+        syncer.lock()
+    }
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        let _ = self.outcome.set(Err(SyncFailure {
+            path: PathBuf::new(),
+            kind: io::ErrorKind::Other,
+            message: "the fsync round ended without a result".to_string(),
+        }));
+        self.syncer.lock().running = false;
+        self.syncer.done.notify_all();
     }
 }
 
