@@ -8,8 +8,9 @@
 //! written once when the chunk is created; record counts and sizes come from the frames.
 //!
 //! Durability: creating a chunk fsyncs the meta file and the directory; each `write`
-//! fsyncs the data it appended (policy `always`); queueing fsyncs the data, renames both
-//! files and fsyncs the directory. Removing a committed chunk is not fsynced: after a
+//! fsyncs the data it appended before it returns (policy `always`; concurrent writes share
+//! one `fdatasync` per file, see the `syncer` module); queueing fsyncs the data, renames
+//! both files and fsyncs the directory. Removing a committed chunk is not fsynced: after a
 //! power loss it may reappear and be flushed again, which at-least-once delivery allows.
 
 use std::fs::{self, File, OpenOptions};
