@@ -6,6 +6,12 @@
 //! [`ChunkReader`] yields [`Entry`]s that borrow the record bytes (no decoding until asked);
 //! [`ChunkWriter`] appends entries into a `Vec<u8>` ready for an [`crate::Emitter`] or
 //! [`crate::FilterOutcome::Replaced`]. Nothing here panics on malformed input.
+//!
+//! The entries the host hands to filters and outputs are normalized (`0x92`, a fixext8
+//! EventTime, a map): the reader frames those in one pass with nagare-core's fast path and
+//! keeps its general walk (every accepted shape, every error worded) for the rest.
+//! [`ChunkReader::next_visiting`] also hands over each top-level pair during that pass, so
+//! a filter that reads top-level fields walks a record once.
 
 use std::io::Write as _;
 

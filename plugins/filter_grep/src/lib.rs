@@ -13,7 +13,10 @@
 //!   `nil` is matched as the empty string, as in Fluentd (so `/^$/` matches it);
 //! * a key per condition set appears once ("Duplicate key" is a config error).
 //!
-//! The hot path reads raw msgpack: only the values named by the keys are looked at, and a
+//! The hot path reads raw msgpack in one walk per record: the SDK reader hands over each
+//! top-level pair as it frames the entry ([`ChunkReader::next_visiting`]) and the values of
+//! top-level keys are kept on the way (paths like `$.a.b` are looked up afterwards); a
+//! missing or nil value is matched with the pattern's answer on `""`, computed once; and a
 //! chunk whose events all stay comes back as [`FilterOutcome::Unchanged`] without a copy.
 //! Metrics: `records_kept`, `records_dropped`.
 
