@@ -279,16 +279,30 @@ fn escape_window(buf: &[u8], start: usize, end: usize, out: &mut Vec<u8>) -> boo
     true
 }
 
+/// The escaped text of `buf[start..end]` without quotes (U+FFFD for bytes that are not
+/// UTF-8), reading past `end` where `buf` goes on.
+#[inline(always)]
+fn escape_in(buf: &[u8], start: usize, end: usize, out: &mut Vec<u8>) {
+    let mark = out.len();
+    if !escape_window(buf, start, end, out) {
+        out.truncate(mark);
+        lossy_escape(buf.get(start..end).unwrap_or_default(), out);
+    }
+}
+
+/// The escaped text of bytes that are not UTF-8 (rare: out of line).
+#[cold]
+#[inline(never)]
+fn lossy_escape(bytes: &[u8], out: &mut Vec<u8>) {
+    let fixed = String::from_utf8_lossy(bytes);
+    escape_window(fixed.as_bytes(), 0, fixed.len(), out);
+}
+
 /// [`write_json_string`] of `buf[start..end]`, reading past `end` where `buf` goes on.
 #[inline(always)]
 fn write_json_string_in(buf: &[u8], start: usize, end: usize, out: &mut Vec<u8>) {
     out.push(b'"');
-    let mark = out.len();
-    if !escape_window(buf, start, end, out) {
-        out.truncate(mark);
-        let fixed = String::from_utf8_lossy(buf.get(start..end).unwrap_or_default());
-        escape_window(fixed.as_bytes(), 0, fixed.len(), out);
-    }
+    escape_in(buf, start, end, out);
     out.push(b'"');
 }
 
@@ -511,27 +525,49 @@ fn raw_value(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Option<usize> {
             };
             out.push(b'{');
             for i in 0..n {
-                if i > 0 {
-                    out.push(b',');
-                }
                 let key = raw.get(at..)?;
                 match str_head(key, *key.first()?) {
                     Some((hdr, len)) => {
                         let end = hdr.checked_add(len)?;
                         key.get(hdr..end)?;
-                        write_json_string_in(key, hdr, end, out);
+                        out.extend_from_slice(if i > 0 { b",\"" } else { b"\"" });
+                        escape_in(key, hdr, end, out);
+                        out.extend_from_slice(b"\":");
                         at += end;
                     }
                     None => {
                         // Non-string keys: Ruby's `to_s`, through the decoded value.
+                        if i > 0 {
+                            out.push(b',');
+                        }
                         let mut rest = key;
                         let k = rmpv::decode::read_value(&mut rest).ok()?;
                         write_json_string(to_s(&k).as_bytes(), out);
+                        out.push(b':');
                         at += key.len() - rest.len();
                     }
                 }
-                out.push(b':');
-                at += raw_value(raw.get(at..)?, out, depth + 1)?;
+                // The usual values (short strings, small integers) without a call.
+                let v = raw.get(at..)?;
+                at += match *v.first()? {
+                    m @ 0xa0..=0xbf => {
+                        let end = 1 + usize::from(m & 0x1f);
+                        v.get(..end)?;
+                        write_json_string_in(v, 1, end, out);
+                        end
+                    }
+                    0xd9 => {
+                        let end = 2 + usize::from(*v.get(1)?);
+                        v.get(..end)?;
+                        write_json_string_in(v, 2, end, out);
+                        end
+                    }
+                    m @ 0x00..=0x7f => {
+                        push_int(out, m);
+                        1
+                    }
+                    _ => raw_value(v, out, depth + 1)?,
+                };
             }
             out.push(b'}');
             Some(at)

@@ -105,19 +105,27 @@ pub fn open_append(path: &str, mode: u32) -> io::Result<(File, bool)> {
 /// fsyncs the file, and its directory when the file is new, before returning. On failure the
 /// write is undone: a new file is removed, an existing one truncated back to its old length,
 /// so a retry does not leave a partial copy behind.
-pub fn write_durably(mut file: File, path: &str, created: bool, data: &[u8]) -> io::Result<()> {
+pub fn write_durably(file: File, path: &str, created: bool, data: &[u8]) -> io::Result<()> {
+    write_durably_with(file, path, created, |f: &mut File| f.write_all(data))
+}
+
+/// [`write_durably`] for data produced piece by piece: `fill` writes to the locked file (as
+/// many writes as it likes); its error, like a failed fsync, undoes everything it wrote.
+pub fn write_durably_with<T, E: From<io::Error>>(
+    mut file: File,
+    path: &str,
+    created: bool,
+    fill: impl FnOnce(&mut File) -> Result<T, E>,
+) -> Result<T, E> {
     file.lock()?;
     let start = if created { 0 } else { file.metadata()?.len() };
-    let result = file
-        .write_all(data)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| {
-            if created {
-                sync_parent_dir(path)
-            } else {
-                Ok(())
-            }
-        });
+    let result = fill(&mut file).and_then(|t| {
+        file.sync_all()?;
+        if created {
+            sync_parent_dir(path)?;
+        }
+        Ok(t)
+    });
     if result.is_err() {
         if created {
             let _ = fs::remove_file(path);

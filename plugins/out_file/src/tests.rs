@@ -791,3 +791,69 @@ fn one_instance_reuses_its_buffer_across_chunks() {
         assert_eq!(f.read(&format!("small/{name}")), second, "{format}");
     }
 }
+
+#[test]
+fn streamed_chunks_are_written_in_pieces_and_undone_whole() -> R {
+    // A chunk whose text spans several STREAM_PIECEs, then one that breaks after its first
+    // piece reached the file: the second leaves the file as the first left it.
+    let f = fx();
+    let conf = "path {dir}/big\nappend true\n<format>\n @type json\n</format>\n<buffer time>\n timekey_use_utc true\n</buffer>";
+    let out = f.out(conf)?;
+    let n = 3 * STREAM_PIECE / 100;
+    let fields: Vec<(u32, Vec<(&str, Value)>)> = (0..n)
+        .map(|i| {
+            let i = i as u32;
+            (
+                T,
+                vec![("msg", Value::from("y".repeat(80))), ("i", Value::from(i))],
+            )
+        })
+        .collect();
+    let refs: Vec<(u32, &[(&str, Value)])> =
+        fields.iter().map(|(t, f)| (*t, f.as_slice())).collect();
+    let w = entries(&refs);
+    write(&out, "t", &w, &[("timekey", DAY)], 1)?;
+    let text = f.read("big.20110102.log");
+    assert!(text.len() > 2 * STREAM_PIECE, "{}", text.len());
+    let want: String = (0..n)
+        .map(|i| format!("{{\"msg\":\"{}\",\"i\":{i}}}\n", "y".repeat(80)))
+        .collect();
+    assert!(text == want, "the streamed text differs");
+    assert_eq!(f.kit.host().metric("bytes"), Some(want.len() as f64));
+    assert_eq!(f.kit.host().metric("records"), Some(n as f64));
+
+    let mut broken = w.as_bytes().to_vec();
+    broken.truncate(broken.len() - 1);
+    let e = out
+        .write_chunk(ChunkRef {
+            tag: "t".into(),
+            chunk_id: [2; 16],
+            records: n as u32,
+            format: ChunkFormat::MSGPACK_STREAM,
+            data: broken.as_slice().into(),
+            variables: [Tuple2(RStr::from("timekey"), RStr::from(DAY))][..].into(),
+        })
+        .err();
+    assert_eq!(e.map(|e| e.kind), Some(ErrorKind::UNRECOVERABLE));
+    assert!(
+        f.read("big.20110102.log") == want,
+        "the broken chunk was not undone"
+    );
+
+    // A new file (not appending) is removed when its chunk breaks.
+    let f = fx();
+    let out = f.out(&conf.replace("append true", "append false"))?;
+    let e = out
+        .write_chunk(ChunkRef {
+            tag: "t".into(),
+            chunk_id: [3; 16],
+            records: n as u32,
+            format: ChunkFormat::MSGPACK_STREAM,
+            data: broken.as_slice().into(),
+            variables: [Tuple2(RStr::from("timekey"), RStr::from(DAY))][..].into(),
+        })
+        .err();
+    assert_eq!(e.map(|e| e.kind), Some(ErrorKind::UNRECOVERABLE));
+    assert!(f.files().is_empty(), "{:?}", f.files());
+    Ok(())
+}
