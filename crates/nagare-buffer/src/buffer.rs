@@ -242,6 +242,11 @@ enum Body {
         /// The payloads as appended, kept while within [`MIRROR_BUDGET`], so a flush
         /// does not read back what was just written (`None`: read the file).
         mirror: Option<Arc<Vec<u8>>>,
+        /// The data file held an earlier chunk (it may extend past `len` with stale bytes).
+        reused: bool,
+        /// Created by this process: only v2 frames, so the file may be reused once the
+        /// chunk is flushed (resumed chunks' files are removed instead).
+        own: bool,
     },
 }
 
@@ -303,6 +308,8 @@ pub struct Buffer {
     spare: Mutex<Vec<Vec<u8>>>,
     /// Payload bytes held in chunk mirrors.
     pub(crate) mirrored: AtomicU64,
+    /// Data files of flushed chunks waiting to be reused by new chunks.
+    free: Mutex<Vec<PathBuf>>,
     /// Most bytes held in mirrors: [`MIRROR_BUDGET`] or four chunks, whichever is less
     /// (set by tests).
     pub(crate) mirror_budget: u64,
@@ -316,6 +323,10 @@ pub(crate) const MIRROR_CHUNK_LIMIT: u64 = 16 << 20;
 /// most four chunks' worth: the staged one, the one in flight and two queued); a chunk
 /// whose next append would pass it loses its mirror and is read from its file instead.
 pub(crate) const MIRROR_BUDGET: u64 = 32 << 20;
+
+/// Flushed chunk files kept for reuse by new chunks (each holds up to a chunk of disk
+/// space; they are removed at the next start).
+const FREE_FILES: usize = 2;
 
 /// Largest settled buffer kept for reuse (bigger ones, read from large chunk files, are
 /// freed rather than held while idle).
@@ -425,6 +436,7 @@ impl Buffer {
             syncer: Syncer::default(),
             spare: Mutex::new(Vec::new()),
             mirrored: AtomicU64::new(0),
+            free: Mutex::new(Vec::new()),
             mirror_budget: MIRROR_BUDGET.min(cfg_chunk_limit.saturating_mul(4)),
         })
     }
@@ -453,6 +465,8 @@ impl Buffer {
                     file: None,
                     len: l.file_len,
                     mirror: None,
+                    reused: l.reused,
+                    own: false,
                 },
             };
             match l.state {
@@ -828,6 +842,7 @@ impl Buffer {
             let Some(chunk) = st.stage.get_mut(&meta) else {
                 break;
             };
+            let incarnation = file::incarnation(&chunk.id);
             let mut take = 0usize;
             let mut take_bytes = 0u64;
             let mut take_records = 0u64;
@@ -870,6 +885,7 @@ impl Buffer {
                     file,
                     len,
                     mirror,
+                    ..
                 } => {
                     let f = match file {
                         Some(f) => f,
@@ -891,7 +907,7 @@ impl Buffer {
                             ),
                         )
                     })?;
-                    let written = file::append_frame(f, &parts, frame_records, *len)
+                    let written = file::append_frame(f, &parts, frame_records, incarnation, *len)
                         .map_err(|e| self.io_err("append to", path, e))?;
                     *len += written;
                     self.extend_mirror(mirror, &parts, take_bytes);
@@ -923,8 +939,26 @@ impl Buffer {
             Some(layout) => {
                 let path = layout.data_path(&id, FileState::Staged);
                 let sync = self.cfg.fsync != FsyncPolicy::Never;
-                let f = file::create_chunk(&path, &file::encode_meta(&id, &meta, now), sync)
-                    .map_err(|e| self.io_err("create chunk file", &path, e))?;
+                let free = self.lock_free().pop();
+                let reused = free.and_then(|free| {
+                    let meta = file::encode_meta_with(&id, &meta, now, true);
+                    match file::reuse_chunk(&free, &path, &meta, sync) {
+                        Ok(f) => Some(f),
+                        Err(e) => {
+                            tracing::debug!(plugin_id = %self.opts.plugin_id, path = %free.display(), error = %e, "cannot reuse a flushed chunk file; creating a new one");
+                            let _ = std::fs::remove_file(&free);
+                            None
+                        }
+                    }
+                });
+                let (f, reused) = match reused {
+                    Some(f) => (f, true),
+                    None => (
+                        file::create_chunk(&path, &file::encode_meta(&id, &meta, now), sync)
+                            .map_err(|e| self.io_err("create chunk file", &path, e))?,
+                        false,
+                    ),
+                };
                 if sync {
                     file::sync_dir(&layout.dir)
                         .map_err(|e| self.io_err("fsync directory", &layout.dir, e))?;
@@ -934,6 +968,8 @@ impl Buffer {
                     file: Some(Arc::new(f)),
                     len: 0,
                     mirror: self.new_mirror(),
+                    reused,
+                    own: true,
                 }
             }
         };
@@ -1042,7 +1078,9 @@ impl Buffer {
                 Body::File {
                     mirror: Some(m), ..
                 } => Ok(m.clone()),
-                Body::File { path, len, .. } => Err((path.clone(), *len)),
+                Body::File {
+                    path, len, reused, ..
+                } => Err((path.clone(), *len, *reused)),
             };
             let out = (chunk.id, chunk.metadata.clone(), chunk.records, route, body);
             st.inflight.insert(chunk.id, chunk);
@@ -1051,9 +1089,10 @@ impl Buffer {
         };
         let data = match body {
             Ok(d) => d,
-            Err((path, len)) => {
+            Err((path, len, reused)) => {
                 let mut buf = self.lock_spare().pop().unwrap_or_default();
-                match file::read_payloads_into(&path, len, &mut buf) {
+                let inc = file::incarnation(&id);
+                match file::read_payloads_into(&path, len, inc, reused, &mut buf) {
                     Ok(scan) => {
                         if !scan.is_clean() {
                             tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %id, dropped_bytes = scan.dropped_bytes(), "buffer chunk damaged on disk; flushing its intact batches");
@@ -1165,11 +1204,31 @@ impl Buffer {
             self.mirrored
                 .fetch_sub(m.len() as u64, AtomicOrdering::Relaxed);
         }
-        if let Body::File { path, .. } = &chunk.body {
-            if let Err(e) = file::remove_chunk(path) {
-                tracing::error!(plugin_id = %self.opts.plugin_id, path = %path.display(), error = %e, "failed to remove a flushed chunk file");
+        let Body::File { path, own, .. } = &chunk.body else {
+            return;
+        };
+        if let (true, Some(layout)) = (*own, &self.layout) {
+            let mut free = self.lock_free();
+            if free.len() < FREE_FILES {
+                let to = layout.free_path(&chunk.id);
+                match file::release_to_free(path, &to) {
+                    Ok(()) => {
+                        free.push(to);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(plugin_id = %self.opts.plugin_id, path = %path.display(), error = %e, "cannot keep a flushed chunk file for reuse; removing it");
+                    }
+                }
             }
         }
+        if let Err(e) = file::remove_chunk(path) {
+            tracing::error!(plugin_id = %self.opts.plugin_id, path = %path.display(), error = %e, "failed to remove a flushed chunk file");
+        }
+    }
+
+    fn lock_free(&self) -> MutexGuard<'_, Vec<PathBuf>> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The chunk was written: remove it, and end any retry state ("retry succeeded").

@@ -122,6 +122,7 @@ impl Fixture {
             .expect("dir")
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .filter(|p| !is_free_file(p))
             .collect();
         v.sort();
         v
@@ -131,6 +132,12 @@ impl Fixture {
         drop(buffer); // a crash: no close, no flush
         open_at(arg, extra, true, dir, clock, false)
     }
+}
+
+/// A flushed chunk's file kept for reuse (`buffer.f<id>.log`), not a chunk.
+fn is_free_file(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("buffer.f"))
 }
 
 fn secs(t: SystemTime) -> f64 {
@@ -1057,6 +1064,22 @@ fn file_buffer_resumes_staged_and_queued_in_mtime_order() {
     assert_eq!(tags, ["c", "b", "a", "d"]);
 }
 
+/// The incarnation of the v2 frames in the chunk file at `path` (from the id in its name).
+fn chunk_incarnation(path: &Path) -> u64 {
+    let name = path
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let hex = name
+        .trim_start_matches("buffer.")
+        .trim_end_matches(".log")
+        .get(1..)
+        .expect("id")
+        .to_string();
+    crate::file::incarnation(&crate::ChunkId::from_hex(&hex).expect("hex id"))
+}
+
 /// Writes three batches into one staged file chunk and returns (fixture, data file,
 /// the batches).
 fn three_batches() -> (Fixture, PathBuf, Vec<Vec<u8>>) {
@@ -1073,7 +1096,7 @@ fn three_batches() -> (Fixture, PathBuf, Vec<Vec<u8>>) {
 fn resume_keeps_every_whole_batch_for_a_tail_torn_at_every_offset() {
     let (f, path, batches) = three_batches();
     let original = std::fs::read(&path).expect("read");
-    let last = frame::scan(&original).frames[2].offset;
+    let last = frame::scan(&original, Some(chunk_incarnation(&path)), false).frames[2].offset;
     let Fixture { buffer, clock, dir } = f;
     drop(buffer);
     let mut dir = Some(dir);
@@ -1130,12 +1153,12 @@ fn resume_keeps_every_whole_batch_for_a_tail_torn_at_every_offset() {
 fn resume_drops_only_a_corrupt_middle_batch() {
     let (f, path, batches) = three_batches();
     let mut bytes = std::fs::read(&path).expect("read");
-    let mid = frame::scan(&bytes).frames[1];
+    let mid = frame::scan(&bytes, Some(chunk_incarnation(&path)), false).frames[1];
     // flip bits in the header, the length, and the payload of the middle batch
     for at in [
         mid.offset + 1,
         mid.offset + 5,
-        mid.offset + frame::HEADER_LEN + 3,
+        mid.offset + frame::HEADER_LEN_V2 + 3,
     ] {
         bytes[at] ^= 0x40;
     }
@@ -1229,9 +1252,21 @@ fn resume_enqueues_full_and_duplicated_staged_chunks() {
         if hex.ends_with("ff") { "00" } else { "ff" }
     );
     let other = first.with_file_name(format!("buffer.b{other_hex}.log"));
-    std::fs::copy(&first, &other).expect("copy data");
-    let meta = std::fs::read(format!("{}.meta", first.display())).expect("meta");
     let id = crate::ChunkId::from_hex(&other_hex).expect("id");
+    // The same batches, framed for the other chunk (v2 frames name their chunk).
+    let raw = std::fs::read(&first).expect("data");
+    let mut copy = Vec::new();
+    for fr in frame::scan(&raw, Some(chunk_incarnation(&first)), false).frames {
+        let payload = &raw[fr.payload()];
+        frame::encode_v2(
+            payload,
+            fr.records,
+            crate::file::incarnation(&id),
+            &mut copy,
+        );
+    }
+    std::fs::write(&other, copy).expect("copy data");
+    let meta = std::fs::read(format!("{}.meta", first.display())).expect("meta");
     let (m, created) =
         crate::file::decode_meta(&meta, &crate::ChunkId::from_hex(&hex).expect("id"))
             .expect("decode");
@@ -1421,7 +1456,8 @@ fn file_leases_equal_their_files_payloads_with_or_without_a_mirror() {
         let mut on_disk: Vec<Vec<u8>> = Vec::new();
         for p in &files {
             let mut buf = Vec::new();
-            crate::file::read_payloads_into(p, 0, &mut buf).expect("read");
+            crate::file::read_payloads_into(p, 0, chunk_incarnation(p), false, &mut buf)
+                .expect("read");
             on_disk.push(buf);
             let len = std::fs::metadata(p).expect("stat").len();
             std::fs::write(p, vec![0u8; len as usize]).expect("zero");
@@ -1474,4 +1510,78 @@ fn committed_buffers_are_reused_for_new_chunks() {
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].data().as_ptr(), ptr);
     assert_eq!(second[0].data(), records(3, 50).as_slice());
+}
+
+/// A flushed chunk's file is reused by the next chunk; after a crash the reused file
+/// resumes with only the new chunk's batches (the earlier chunk's bytes after them are a
+/// stale tail, cut off without a repair report), a torn append after them is still
+/// reported, and free files are removed at start.
+#[test]
+fn flushed_files_are_reused_and_resume_keeps_only_the_new_chunks_batches() {
+    let one = entry_len(100);
+    let limit = (one * 10).to_string();
+    let p = [("chunk_limit_size", limit.as_str()), ("flush_mode", "lazy")];
+    let free_files = |f: &Fixture| {
+        std::fs::read_dir(f.dir.path().join("buf"))
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_free_file(p))
+            .count()
+    };
+    for torn in [false, true] {
+        let f = open("tag", &p, true);
+        f.write("t", &records(8, 100));
+        for l in f.drain() {
+            f.buffer.commit(l).expect("commit");
+        }
+        assert_eq!((f.chunk_files().len(), free_files(&f)), (0, 1));
+        let new = records(2, 100);
+        f.write("t", &new);
+        let files = f.chunk_files();
+        assert_eq!(
+            (files.len(), free_files(&f)),
+            (1, 0),
+            "the free file was reused"
+        );
+        let path = files[0].clone();
+        let new_len = (frame::HEADER_LEN_V2 + new.len()) as u64;
+        assert!(std::fs::metadata(&path).expect("stat").len() > new_len);
+        if torn {
+            // A torn third append: its header and part of its payload.
+            let mut frame_bytes = Vec::new();
+            frame::encode_v2(
+                &records(1, 100),
+                1,
+                chunk_incarnation(&path),
+                &mut frame_bytes,
+            );
+            let mut raw = std::fs::read(&path).expect("read");
+            let at = new_len as usize;
+            raw[at..at + 30].copy_from_slice(&frame_bytes[..30]);
+            std::fs::write(&path, raw).expect("write");
+        }
+        let f = f.reopen("tag", &p);
+        let rep = f.buffer.resume_report().clone();
+        assert_eq!(rep.staged, 1, "{rep:?}");
+        assert!(rep.quarantined.is_empty(), "{rep:?}");
+        assert_eq!(rep.repaired.len(), usize::from(torn), "{rep:?}");
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), new_len);
+        let leases = f.drain();
+        assert_eq!(leases.len(), 1);
+        assert_eq!(leases[0].data(), new.as_slice());
+        assert_eq!(leases[0].records(), 2);
+        for l in leases {
+            f.buffer.commit(l).expect("commit");
+        }
+        // Resumed chunks' files are removed, not kept for reuse.
+        assert_eq!(free_files(&f), 0);
+        f.write("t", &records(1, 100));
+        for l in f.drain() {
+            f.buffer.commit(l).expect("commit");
+        }
+        assert_eq!(free_files(&f), 1);
+        let f = f.reopen("tag", &p);
+        assert_eq!(free_files(&f), 0);
+        assert_eq!(f.buffer.resume_report().removed_stray, 1);
+    }
 }

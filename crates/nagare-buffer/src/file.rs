@@ -10,11 +10,13 @@
 //! Durability: creating a chunk fsyncs the meta file and the directory; each `write`
 //! fsyncs the data it appended before it returns (policy `always`; concurrent writes share
 //! one `fdatasync` per file, see the `syncer` module); queueing fsyncs the data, renames
-//! both files and fsyncs the directory. Removing a committed chunk is not fsynced: after a
+//! both files and fsyncs the directory. Reusing a flushed chunk's file writes and fsyncs
+//! the new meta file (marked `"r": true`) before renaming the free file to the new data
+//! name, then fsyncs the directory. Removing a committed chunk is not fsynced: after a
 //! power loss it may reappear and be flushed again, which at-least-once delivery allows.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -80,6 +82,20 @@ impl Layout {
             .join(format!("{}{}{}{}", self.prefix, s, id.hex(), self.suffix))
     }
 
+    /// The name a flushed chunk's data file takes while it waits for reuse.
+    pub fn free_path(&self, id: &ChunkId) -> PathBuf {
+        self.dir
+            .join(format!("{}f{}{}", self.prefix, id.hex(), self.suffix))
+    }
+
+    /// Whether `name` is a free file's name.
+    pub fn is_free(&self, name: &str) -> bool {
+        name.strip_prefix(&self.prefix)
+            .and_then(|n| n.strip_suffix(&self.suffix))
+            .and_then(|core| core.strip_prefix('f'))
+            .is_some_and(|hex| ChunkId::from_hex(hex).is_some())
+    }
+
     /// Parses a data file name into its state and id.
     pub fn parse(&self, name: &str) -> Option<(FileState, ChunkId)> {
         let core = name
@@ -108,15 +124,37 @@ struct StoredMeta {
     #[serde(flatten)]
     metadata: Metadata,
     c: f64,
+    /// The data file is a reused one (it may end in a stale tail; see [`frame`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    r: bool,
+}
+
+/// The incarnation of a chunk's v2 frames: 64 random bits of its id, so frames left in a
+/// reused file by an earlier chunk are never taken for this one's.
+pub(crate) fn incarnation(id: &ChunkId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id.0[8..]);
+    u64::from_le_bytes(b)
 }
 
 /// Encodes the meta file content.
 pub(crate) fn encode_meta(id: &ChunkId, metadata: &Metadata, created: SystemTime) -> Vec<u8> {
+    encode_meta_with(id, metadata, created, false)
+}
+
+/// Encodes the meta file content of a chunk whose data file is new or (`reused`) reused.
+pub(crate) fn encode_meta_with(
+    id: &ChunkId,
+    metadata: &Metadata,
+    created: SystemTime,
+    reused: bool,
+) -> Vec<u8> {
     let stored = StoredMeta {
         v: 1,
         id: id.hex(),
         metadata: metadata.clone(),
         c: to_secs_f64(created),
+        r: reused,
     };
     let json = serde_json::to_vec(&stored).unwrap_or_default();
     let mut out = Vec::with_capacity(json.len() + frame::HEADER_LEN);
@@ -125,10 +163,19 @@ pub(crate) fn encode_meta(id: &ChunkId, metadata: &Metadata, created: SystemTime
 }
 
 /// Decodes a meta file; the error says what is wrong.
+#[cfg(test)]
 pub(crate) fn decode_meta(
     bytes: &[u8],
     expect_id: &ChunkId,
 ) -> Result<(Metadata, SystemTime), String> {
+    decode_meta_with(bytes, expect_id).map(|(m, t, _)| (m, t))
+}
+
+/// [`decode_meta`], and whether the data file is a reused one.
+pub(crate) fn decode_meta_with(
+    bytes: &[u8],
+    expect_id: &ChunkId,
+) -> Result<(Metadata, SystemTime, bool), String> {
     let f = frame::frame_at(bytes, 0).ok_or("meta frame is damaged")?;
     if f.end() != bytes.len() {
         return Err("meta file has trailing bytes".into());
@@ -145,7 +192,7 @@ pub(crate) fn decode_meta(
             stored.id
         ));
     }
-    Ok((stored.metadata, from_secs_f64(stored.c)))
+    Ok((stored.metadata, from_secs_f64(stored.c), stored.r))
 }
 
 /// fsyncs a directory so a create or rename in it is durable.
@@ -171,16 +218,51 @@ pub(crate) fn create_chunk(data: &Path, meta: &[u8], sync: bool) -> io::Result<F
     Ok(f)
 }
 
-/// Appends one frame (`parts` concatenated) holding `records` entries, with vectored
-/// writes straight from `parts` (no concatenated copy). On failure the file is cut back to
-/// `len_before` (best effort), so a later append starts clean.
+/// Makes the flushed chunk file `free` the data file of a new chunk: writes and (`sync`)
+/// fsyncs its meta first, then renames `free` to `data` (the caller fsyncs the
+/// directory). Returns the file open for writing at its start: the new frames overwrite
+/// the old ones, whose blocks and cached pages are reused.
+pub(crate) fn reuse_chunk(free: &Path, data: &Path, meta: &[u8], sync: bool) -> io::Result<File> {
+    let mpath = meta_path(data);
+    let mut m = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&mpath)?;
+    m.write_all(meta)?;
+    if sync {
+        m.sync_all()?;
+    }
+    drop(m);
+    if let Err(e) = fs::rename(free, data) {
+        let _ = fs::remove_file(&mpath);
+        return Err(e);
+    }
+    OpenOptions::new().write(true).open(data)
+}
+
+/// Turns a flushed chunk's data file into a free file for reuse (its meta file goes).
+/// Not fsynced: after a crash, free files are removed at resume.
+pub(crate) fn release_to_free(data: &Path, free: &Path) -> io::Result<()> {
+    match fs::remove_file(meta_path(data)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fs::rename(data, free)
+}
+
+/// Appends one v2 frame (`parts` concatenated) holding `records` entries at the file's
+/// position (`len_before`: its end, or where a reused file's new data ends), with
+/// vectored writes straight from `parts` (no concatenated copy). On failure the file is
+/// cut back to `len_before` (best effort), so a later append starts clean.
 pub(crate) fn append_frame(
     file: &File,
     parts: &[&[u8]],
     records: u32,
+    incarnation: u64,
     len_before: u64,
 ) -> io::Result<u64> {
-    let header = frame::header_parts(parts, records);
+    let header = frame::header_parts(parts, records, incarnation);
     let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
     all.push(&header);
     all.extend(parts.iter().copied().filter(|p| !p.is_empty()));
@@ -188,6 +270,7 @@ pub(crate) fn append_frame(
     let mut w = file;
     if let Err(e) = write_all_parts(&mut w, &all) {
         let _ = file.set_len(len_before);
+        let _ = w.seek(io::SeekFrom::Start(len_before));
         return Err(e);
     }
     Ok(total)
@@ -266,6 +349,8 @@ pub(crate) fn remove_chunk(data: &Path) -> io::Result<()> {
 pub(crate) fn read_payloads_into(
     data: &Path,
     len_hint: u64,
+    incarnation: u64,
+    reused: bool,
     buf: &mut Vec<u8>,
 ) -> io::Result<frame::Scan> {
     buf.clear();
@@ -273,7 +358,7 @@ pub(crate) fn read_payloads_into(
     // One more byte than expected, so read_to_end sees the end without growing.
     buf.reserve(usize::try_from(len_hint).unwrap_or(0).saturating_add(1));
     f.read_to_end(buf)?;
-    let scan = frame::scan(buf);
+    let scan = frame::scan(buf, Some(incarnation), reused);
     frame::compact_payloads(buf, &scan);
     Ok(scan)
 }
@@ -300,6 +385,8 @@ pub(crate) struct Loaded {
     pub bytes: u64,
     pub records: u64,
     pub file_len: u64,
+    /// The data file was reused (it may have held a stale tail, now cut off).
+    pub reused: bool,
 }
 
 /// What happened to one damaged data file during resume.
@@ -365,6 +452,13 @@ pub(crate) fn resume(
             }
             continue;
         }
+        if layout.is_free(name) {
+            // A flushed chunk's file kept for reuse: nothing in it is data.
+            let _ = fs::remove_file(layout.dir.join(name));
+            report.removed_stray += 1;
+            changed_dir = true;
+            continue;
+        }
         let Some((state, id)) = layout.parse(name) else {
             continue;
         };
@@ -424,15 +518,16 @@ fn load_one(
 ) -> io::Result<Option<Loaded>> {
     let mut raw = Vec::new();
     File::open(path)?.read_to_end(&mut raw)?;
-    let scan = frame::scan(&raw);
-    let payload = frame::payloads(&raw, &scan);
     let mpath = meta_path(path);
     let meta = match fs::read(&mpath) {
-        Ok(bytes) => decode_meta(&bytes, &id),
+        Ok(bytes) => decode_meta_with(&bytes, &id),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err("meta file is missing".to_string()),
         Err(e) => Err(format!("meta file unreadable: {e}")),
     };
-    let (metadata, created) = match meta {
+    let reused = meta.as_ref().is_ok_and(|m| m.2);
+    let scan = frame::scan(&raw, Some(incarnation(&id)), reused);
+    let payload = frame::payloads(&raw, &scan);
+    let (metadata, created, _) = match meta {
         Ok(m) => m,
         Err(why) => {
             if raw.is_empty() {
@@ -445,6 +540,13 @@ fn load_one(
         }
     };
     if raw.is_empty() {
+        tracing::info!(path = %path.display(), "removing an empty buffer chunk (no data was ever stored)");
+        let _ = remove_chunk(path);
+        report.removed_empty += 1;
+        return Ok(None);
+    }
+    if scan.frames.is_empty() && scan.is_clean() {
+        // A reused file holding only an earlier chunk's bytes: nothing was stored yet.
         tracing::info!(path = %path.display(), "removing an empty buffer chunk (no data was ever stored)");
         let _ = remove_chunk(path);
         report.removed_empty += 1;
@@ -480,7 +582,7 @@ fn load_one(
         if scan.corrupt.is_empty() {
             // Only a torn tail: cut it off.
             let f = OpenOptions::new().write(true).open(path)?;
-            let keep = scan.frames.last().map_or(0, frame::Frame::end) as u64;
+            let keep = scan.good_end() as u64;
             f.set_len(keep)?;
             if sync {
                 f.sync_all()?;
@@ -508,6 +610,15 @@ fn load_one(
             file_len = clean.len() as u64;
         }
         report.repaired.push(repair);
+    } else if scan.stale_tail.is_some() {
+        // A reused file: cut the earlier chunk's bytes off, so appends follow the data.
+        let f = OpenOptions::new().write(true).open(path)?;
+        let keep = scan.good_end() as u64;
+        f.set_len(keep)?;
+        if sync {
+            f.sync_all()?;
+        }
+        file_len = keep;
     }
     let modified = fs::metadata(path)?.modified().unwrap_or(created);
     Ok(Some(Loaded {
@@ -520,6 +631,7 @@ fn load_one(
         bytes: scan.payload_bytes(),
         records: scan.records(),
         file_len,
+        reused,
     }))
 }
 
@@ -621,13 +733,14 @@ mod tests {
             (&[&b""[..]][..], 0),
             (&[&b"efg"[..]][..], 1),
         ] {
-            len += append_frame(&f, parts, records, len).unwrap_or_else(|e| panic!("{e}"));
+            len += append_frame(&f, parts, records, 7, len).unwrap_or_else(|e| panic!("{e}"));
         }
-        assert_eq!(len, 3 * frame::HEADER_LEN as u64 + 7);
+        assert_eq!(len, 3 * frame::HEADER_LEN_V2 as u64 + 7);
         // A reused buffer with stale content and a wrong length hint.
         let mut buf = b"stale bytes".to_vec();
         for hint in [0, len, 3] {
-            let scan = read_payloads_into(&path, hint, &mut buf).unwrap_or_else(|e| panic!("{e}"));
+            let scan = read_payloads_into(&path, hint, 7, false, &mut buf)
+                .unwrap_or_else(|e| panic!("{e}"));
             assert!(scan.is_clean());
             assert_eq!(scan.records(), 3);
             assert_eq!(buf, b"abcdefg");

@@ -25,8 +25,12 @@
 //!   keeps every intact batch (see [`ResumeReport`]). With `fsync always`, writers append
 //!   under the buffer lock and fsync outside it in groups: concurrent writers share one
 //!   `fdatasync` per file (group commit), and flush threads never wait behind one.
-//!   A flush thread reads a queued chunk into a reused buffer and strips the frame
-//!   headers in place.
+//!   A flush thread takes a chunk from its in-memory mirror (kept for small chunks within
+//!   a budget) or reads it into a reused buffer. The data file of a flushed chunk is kept
+//!   as `buffer.f<id>.log` and reused by the next new chunk (overwriting a file's blocks
+//!   and cached pages costs much less than a new file's, and its `fdatasync` need not
+//!   write the inode); each frame names its chunk, so an earlier chunk's bytes in a reused
+//!   file are never resumed (see [`frame`]). Free files are removed at start.
 //!
 //! # Example
 //! ```
