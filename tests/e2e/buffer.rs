@@ -7,23 +7,10 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A Forward-mode message `[tag, [[time, {"msg": "<prefix>-<i>"}]...], {"chunk": id}]`.
+/// A Forward-mode request of `n` events `{"msg": "<prefix>-<i>"}` asking for ack `chunk`.
 fn forward(tag: &str, prefix: &str, n: usize, chunk: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    rmp::encode::write_array_len(&mut out, 3).expect("encode");
-    rmp::encode::write_str(&mut out, tag).expect("encode");
-    rmp::encode::write_array_len(&mut out, n as u32).expect("encode");
-    for i in 0..n {
-        rmp::encode::write_array_len(&mut out, 2).expect("encode");
-        rmp::encode::write_uint(&mut out, 1_700_000_000 + i as u64).expect("encode");
-        rmp::encode::write_map_len(&mut out, 1).expect("encode");
-        rmp::encode::write_str(&mut out, "msg").expect("encode");
-        rmp::encode::write_str(&mut out, &format!("{prefix}-{i:04}")).expect("encode");
-    }
-    rmp::encode::write_map_len(&mut out, 1).expect("encode");
-    rmp::encode::write_str(&mut out, "chunk").expect("encode");
-    rmp::encode::write_str(&mut out, chunk).expect("encode");
-    out
+    let msgs: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:04}")).collect();
+    harness::forward_request(tag, &msgs, chunk)
 }
 
 /// What the server did with one acked request.
@@ -42,12 +29,8 @@ fn read_reply(s: &mut TcpStream, chunk: &str) -> Reply {
     match s.read(&mut buf) {
         Ok(0) => Reply::Closed,
         Ok(n) => {
-            let v = rmpv::decode::read_value(&mut &buf[..n]).expect("msgpack reply");
-            let ack = v
-                .as_map()
-                .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("ack")))
-                .and_then(|(_, v)| v.as_str().map(str::to_string));
-            assert_eq!(ack.as_deref(), Some(chunk), "reply {v}");
+            let ack = harness::ack_of(&buf[..n]);
+            assert_eq!(ack.as_deref(), Some(chunk), "reply {:02x?}", &buf[..n]);
             Reply::Acked
         }
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Reply::Silent,

@@ -283,6 +283,35 @@ pub fn request(s: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// A Forward-mode request asking for an ack:
+/// `[tag, [[1_700_000_000 + i, {"msg": msgs[i]}]...], {"chunk": chunk}]`.
+pub fn forward_request<S: AsRef<str>>(tag: &str, msgs: &[S], chunk: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmp::encode::write_array_len(&mut out, 3).expect("encode");
+    rmp::encode::write_str(&mut out, tag).expect("encode");
+    rmp::encode::write_array_len(&mut out, msgs.len() as u32).expect("encode");
+    for (i, m) in msgs.iter().enumerate() {
+        rmp::encode::write_array_len(&mut out, 2).expect("encode");
+        rmp::encode::write_uint(&mut out, 1_700_000_000 + i as u64).expect("encode");
+        rmp::encode::write_map_len(&mut out, 1).expect("encode");
+        rmp::encode::write_str(&mut out, "msg").expect("encode");
+        rmp::encode::write_str(&mut out, m.as_ref()).expect("encode");
+    }
+    rmp::encode::write_map_len(&mut out, 1).expect("encode");
+    rmp::encode::write_str(&mut out, "chunk").expect("encode");
+    rmp::encode::write_str(&mut out, chunk).expect("encode");
+    out
+}
+
+/// The `ack` string of a reply (`{"ack": id}`), `None` when the bytes are not one.
+pub fn ack_of(reply: &[u8]) -> Option<String> {
+    let v = rmpv::decode::read_value(&mut &reply[..]).ok()?;
+    v.as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("ack"))
+        .and_then(|(_, v)| v.as_str().map(str::to_string))
+}
+
 /// Runs a Python snippet with a timeout; panics with its output on failure.
 pub fn python(script: &str) -> String {
     let mut child = Command::new("python3")

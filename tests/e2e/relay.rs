@@ -16,23 +16,12 @@ use std::time::{Duration, Instant};
 
 const EVENTS_PER_BATCH: usize = 10;
 
-/// `[tag, [[time, {"msg": "b<batch>-<i>"}]...], {"chunk": id}]`.
+/// Batch `batch`: `EVENTS_PER_BATCH` events `{"msg": "b<batch>-<i>"}` asking for ack `chunk`.
 fn forward(tag: &str, batch: usize, chunk: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    rmp::encode::write_array_len(&mut out, 3).expect("encode");
-    rmp::encode::write_str(&mut out, tag).expect("encode");
-    rmp::encode::write_array_len(&mut out, EVENTS_PER_BATCH as u32).expect("encode");
-    for i in 0..EVENTS_PER_BATCH {
-        rmp::encode::write_array_len(&mut out, 2).expect("encode");
-        rmp::encode::write_uint(&mut out, 1_700_000_000 + i as u64).expect("encode");
-        rmp::encode::write_map_len(&mut out, 1).expect("encode");
-        rmp::encode::write_str(&mut out, "msg").expect("encode");
-        rmp::encode::write_str(&mut out, &format!("b{batch:04}-{i:02}")).expect("encode");
-    }
-    rmp::encode::write_map_len(&mut out, 1).expect("encode");
-    rmp::encode::write_str(&mut out, "chunk").expect("encode");
-    rmp::encode::write_str(&mut out, chunk).expect("encode");
-    out
+    let msgs: Vec<String> = (0..EVENTS_PER_BATCH)
+        .map(|i| format!("b{batch:04}-{i:02}"))
+        .collect();
+    harness::forward_request(tag, &msgs, chunk)
 }
 
 /// One attempt: `true` when the matching ack came back.
@@ -46,15 +35,7 @@ fn try_send(port: u16, bytes: &[u8], chunk: &str) -> bool {
     }
     let mut buf = vec![0u8; 512];
     match s.read(&mut buf) {
-        Ok(n) if n > 0 => {
-            let Ok(v) = rmpv::decode::read_value(&mut &buf[..n]) else {
-                return false;
-            };
-            v.as_map()
-                .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("ack")))
-                .and_then(|(_, v)| v.as_str())
-                == Some(chunk)
-        }
+        Ok(n) if n > 0 => harness::ack_of(&buf[..n]).as_deref() == Some(chunk),
         // Closed without an ack, or no ack within the timeout: resend.
         Ok(_) | Err(_) => false,
     }
