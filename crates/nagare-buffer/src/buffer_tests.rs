@@ -1585,3 +1585,29 @@ fn flushed_files_are_reused_and_resume_keeps_only_the_new_chunks_batches() {
         assert_eq!(f.buffer.resume_report().removed_stray, 1);
     }
 }
+
+/// A chunk in a reused file flushed without a mirror is read back from its file: only its
+/// own batches, although the file still holds the earlier chunk's bytes after them.
+#[test]
+fn a_reused_file_read_back_yields_only_its_own_batches() {
+    let one = entry_len(100);
+    let limit = (one * 10).to_string();
+    let mut f = open(
+        "tag",
+        &[("chunk_limit_size", limit.as_str()), ("flush_mode", "lazy")],
+        true,
+    );
+    f.buffer.mirror_budget = 0;
+    f.write("t", &records(9, 100));
+    for l in f.drain() {
+        f.buffer.commit(l).expect("commit");
+    }
+    let new = batch(&[(T0, &[("msg", "new")]), (T0, &[("msg", "newer")])]);
+    f.write("t", &new);
+    let path = f.chunk_files().pop().expect("chunk");
+    assert!(std::fs::metadata(&path).expect("stat").len() > (one * 9) as u64);
+    let leases = f.drain();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].data(), new.as_slice());
+    assert_eq!(leases[0].records(), 2);
+}
