@@ -25,7 +25,7 @@ mod error;
 mod location;
 mod parser;
 mod ruby;
-pub mod types;
+pub use nagare_types as types;
 
 use std::path::Path;
 

@@ -4,6 +4,7 @@
 //! Lexical tokens come from the pest grammar in `fluentd.pest`; this module drives them the
 //! way Fluentd drives Ruby's `StringScanner`, and scans quoted strings and JSON by hand.
 
+use nagare_types::parse_json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -592,70 +593,6 @@ check brackets, quotes and commas (trailing commas are not allowed), or quote th
     ))
 }
 
-/// Parses JSON the way Ruby's `JSON.parse` does for configs: `//` and `/* */` comments
-/// outside strings are whitespace, and an unknown escape like `\.` is the bare character.
-pub(crate) fn parse_json(text: &str) -> Result<serde_json::Value, serde_json::Error> {
-    serde_json::from_str(&strip_js_comments(text))
-}
-
-fn strip_js_comments(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    let mut in_string = false;
-    while let Some(c) = chars.next() {
-        if in_string {
-            match c {
-                '\\' => match chars.next() {
-                    // Ruby's JSON parser drops the backslash of an unknown escape (`\.` is `.`).
-                    Some(n)
-                        if !matches!(n, '"' | '\\' | '/' | 'b' | 'f' | 'n' | 'r' | 't' | 'u') =>
-                    {
-                        out.push(n)
-                    }
-                    Some(n) => {
-                        out.push('\\');
-                        out.push(n);
-                    }
-                    None => out.push('\\'),
-                },
-                '"' => {
-                    in_string = false;
-                    out.push(c);
-                }
-                _ => out.push(c),
-            }
-            continue;
-        }
-        match (c, chars.peek()) {
-            ('"', _) => {
-                in_string = true;
-                out.push(c);
-            }
-            ('/', Some('/')) => {
-                for d in chars.by_ref() {
-                    if d == '\n' {
-                        out.push('\n');
-                        break;
-                    }
-                }
-            }
-            ('/', Some('*')) => {
-                chars.next();
-                let mut prev = '\0';
-                for d in chars.by_ref() {
-                    if prev == '*' && d == '/' {
-                        break;
-                    }
-                    prev = d;
-                }
-                out.push(' ');
-            }
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// Follows JSON lexical state so the scanner knows when the top-level bracket closes.
 #[derive(Default)]
 struct JsonTracker {
@@ -961,20 +898,6 @@ mod tests {
         ];
         for (rule, text, expect) in cases {
             assert_eq!(lex(*rule, text), *expect, "{rule:?} on {text:?}");
-        }
-    }
-
-    #[test]
-    fn js_comments_are_stripped_outside_strings() {
-        let cases = [
-            ("[1, // one\n 2]", "[1, \n 2]"),
-            ("[\"a//b\"]", "[\"a//b\"]"),
-            ("[1 /* x */, 2]", "[1  , 2]"),
-            ("[\"\\\"//\"]", "[\"\\\"//\"]"),
-            ("[\"a\\.b\\\\\"]", "[\"a.b\\\\\"]"),
-        ];
-        for (input, expect) in cases {
-            assert_eq!(strip_js_comments(input), expect);
         }
     }
 

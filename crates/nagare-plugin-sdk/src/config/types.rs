@@ -17,53 +17,19 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 
-/// Parses Fluentd's `size`: `<int>k|m|g|t` (case-insensitive, powers of 1024) or an integer.
-/// Unlike Fluentd's unanchored regex, trailing garbage is an error.
+/// Parses Fluentd's `size`: `<int>k|m|g|t` (case-insensitive, powers of 1024) or an integer,
+/// read exactly as the host reads its own parameters ([`nagare_types::parse_size`] in strict
+/// mode): the unit regex is unanchored, as in Fluentd, so `"1.5k"` is 5 KiB; garbage,
+/// negatives and overflow are `None`.
 pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (digits, mult) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_lowercase() {
-                'k' => 10,
-                'm' => 20,
-                'g' => 30,
-                't' => 40,
-                _ => return None,
-            };
-            (&s[..i], 1u64 << shift)
-        }
-        _ => (s, 1),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse::<u64>().ok()?.checked_mul(mult)
+    nagare_types::parse_size(s.trim(), true).ok()
 }
 
-/// Parses Fluentd's `time`: `<num>s|m|h|d` or a float number of seconds (`"0.1"` = 100 ms).
-/// Fluentd reads `"10sec"` as 10 seconds; so does this.
+/// Parses Fluentd's `time`: `<int>s|m|h|d` (unanchored, as in Fluentd: `"10sec"` is 10 s and
+/// `"1.5m"` is 5 minutes — the host warns about such values) or a float number of seconds
+/// (`"0.1"` = 100 ms); the host's own reading ([`nagare_types::parse_duration`], strict).
 pub fn parse_time(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let end = s
-        .find(|c: char| {
-            !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E')
-        })
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(end);
-    let mult = match unit.chars().next() {
-        None => 1.0,
-        Some('s') => 1.0,
-        Some('m') => 60.0,
-        Some('h') => 3600.0,
-        Some('d') => 86400.0,
-        Some(_) => return None,
-    };
-    let v: f64 = num.parse().ok()?;
-    let secs = v * mult;
-    if !secs.is_finite() || secs < 0.0 {
-        return None;
-    }
-    Duration::try_from_secs_f64(secs).ok()
+    nagare_types::parse_duration(s.trim(), true).ok()
 }
 
 /// Parses Fluentd's `bool`: `true`/`yes` → true, `false`/`no` → false, `""` → true.
@@ -306,7 +272,7 @@ mod tests {
                 ("k", None),
                 ("1x", None),
                 ("-1", None),
-                ("1.5k", None),
+                ("1.5k", Some(5 << 10)),
                 ("99999999999999999999t", None),
             ],
         );
@@ -326,10 +292,13 @@ mod tests {
                 ("1d", Some(Duration::from_secs(86400))),
                 ("0.5", Some(Duration::from_millis(500))),
                 ("0.1", Some(Duration::from_millis(100))),
-                ("1.5m", Some(Duration::from_secs(90))),
+                // Fluentd's unanchored /([0-9]+)m/: the digits next to the unit.
+                ("1.5m", Some(Duration::from_secs(300))),
+                ("0.2s", Some(Duration::from_secs(2))),
                 ("", None),
                 ("abc", None),
-                ("-1s", None),
+                ("-1s", Some(Duration::from_secs(1))),
+                ("-1", None),
                 ("10x", None),
             ],
         );

@@ -307,3 +307,17 @@ proptest! {
         prop_assert_eq!(parse_hash(&shorthand.join(",")), Ok(map));
     }
 }
+
+#[test]
+fn js_comments_are_stripped_outside_strings() {
+    let cases = [
+        ("[1, // one\n 2]", "[1, \n 2]"),
+        ("[\"a//b\"]", "[\"a//b\"]"),
+        ("[1 /* x */, 2]", "[1  , 2]"),
+        ("[\"\\\"//\"]", "[\"\\\"//\"]"),
+        ("[\"a\\.b\\\\\"]", "[\"a.b\\\\\"]"),
+    ];
+    for (input, expect) in cases {
+        assert_eq!(strip_js_comments(input), expect);
+    }
+}

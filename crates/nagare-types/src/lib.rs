@@ -1,10 +1,11 @@
-//! Fluentd's parameter types (`lib/fluent/config/types.rs`): the conversions a plugin applies
-//! to an attribute string.
+//! Fluentd's parameter types (`lib/fluent/config/types.rb`): the conversions a plugin applies
+//! to an attribute string. Shared by the host (`nagare-config`, `nagare-buffer`) and the
+//! plugin SDK, so a parameter reads the same whether the host or a plugin reads it.
 //!
 //! Lenient mode (`strict: false`, Fluentd's default) follows Ruby's `to_i`/`to_f`: `"1x"` is 1,
 //! `"hoge"` is 0. Strict mode (`<system> strict_config_value true`) follows `Integer()`/`Float()`
 //! and rejects such values. Size and time suffix regexes are unanchored, as in Fluentd, so
-//! `"10sec"` is 10 seconds.
+//! `"10sec"` is 10 seconds and `"0.2s"` is 2 seconds.
 
 use std::time::Duration;
 
@@ -274,7 +275,7 @@ pub fn parse_enum<'a>(s: &str, options: &[&'a str]) -> Result<&'a str, TypeError
 /// `\s*,\s*` after trimming (trailing empty items dropped, as Ruby's `split` does).
 pub fn parse_array(s: &str) -> Result<Vec<Json>, TypeError> {
     if s.starts_with('[') {
-        return match crate::parser::parse_json(s) {
+        return match parse_json(s) {
             Ok(Json::Array(a)) => Ok(a),
             Ok(_) => Err(invalid("array", s, "array required")),
             Err(e) => Err(invalid("array", s, e.to_string())),
@@ -299,7 +300,7 @@ fn split_commas(s: &str) -> Vec<String> {
 /// split on its first `:` (string values).
 pub fn parse_hash(s: &str) -> Result<Map<String, Json>, TypeError> {
     if s.starts_with('{') {
-        return match crate::parser::parse_json(s) {
+        return match parse_json(s) {
             Ok(Json::Object(m)) => Ok(m),
             Ok(_) => Err(invalid("hash", s, "hash required")),
             Err(e) => Err(invalid("hash", s, e.to_string())),
@@ -363,6 +364,70 @@ pub fn parse_regexp(s: &str) -> Result<Regexp, TypeError> {
     })
 }
 
+/// Parses JSON the way Ruby's `JSON.parse` does for configs: `//` and `/* */` comments
+/// outside strings are whitespace, and an unknown escape like `\.` is the bare character.
+pub fn parse_json(text: &str) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::from_str(&strip_js_comments(text))
+}
+
+fn strip_js_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            match c {
+                '\\' => match chars.next() {
+                    // Ruby's JSON parser drops the backslash of an unknown escape (`\.` is `.`).
+                    Some(n)
+                        if !matches!(n, '"' | '\\' | '/' | 'b' | 'f' | 'n' | 'r' | 't' | 'u') =>
+                    {
+                        out.push(n)
+                    }
+                    Some(n) => {
+                        out.push('\\');
+                        out.push(n);
+                    }
+                    None => out.push('\\'),
+                },
+                '"' => {
+                    in_string = false;
+                    out.push(c);
+                }
+                _ => out.push(c),
+            }
+            continue;
+        }
+        match (c, chars.peek()) {
+            ('"', _) => {
+                in_string = true;
+                out.push(c);
+            }
+            ('/', Some('/')) => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                let mut prev = '\0';
+                for d in chars.by_ref() {
+                    if prev == '*' && d == '/' {
+                        break;
+                    }
+                    prev = d;
+                }
+                out.push(' ');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
-#[path = "types_tests.rs"]
+#[path = "tests.rs"]
 mod tests;
