@@ -22,6 +22,11 @@
 //!   chunk is written under an exclusive lock (`file_permission` for new files), the file
 //!   (and a new file's directory) is fsynced before `write` returns `Ok`. A failed write is
 //!   rolled back (the new file removed, an appended file truncated back) and `RETRYABLE`.
+//! * **Throughput**: a chunk that goes to one plain-text file with nothing to inject (the
+//!   common case) is formatted straight from its msgpack bytes into a buffer reused across
+//!   chunks and written in [`STREAM_PIECE`] slices while it is formatted (still under the
+//!   lock, still undone whole on any error); other chunks are formatted whole, then
+//!   compressed, then written with one `write`.
 //! * `symlink_path` points at the latest file written (highest timekey).
 
 pub mod fsio;
