@@ -530,7 +530,12 @@ fn raw_value(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Option<usize> {
                     Some((hdr, len)) => {
                         let end = hdr.checked_add(len)?;
                         key.get(hdr..end)?;
-                        out.extend_from_slice(if i > 0 { b",\"" } else { b"\"" });
+                        // Fixed-size pieces: copied inline, not through memcpy.
+                        if i > 0 {
+                            out.extend_from_slice(b",\"");
+                        } else {
+                            out.push(b'"');
+                        }
                         escape_in(key, hdr, end, out);
                         out.extend_from_slice(b"\":");
                         at += end;
