@@ -857,3 +857,59 @@ fn streamed_chunks_are_written_in_pieces_and_undone_whole() -> R {
     assert!(f.files().is_empty(), "{:?}", f.files());
     Ok(())
 }
+
+#[test]
+fn streamed_chunks_name_files_and_move_symlinks_like_whole_ones() -> R {
+    // The host passes the timekey, the output is plain text: the streamed path. Same files,
+    // same symlink rules as `fluentd_symlink_cases`.
+    let f = fx();
+    let conf = "path {dir}/${tag}/out_file_test\nsymlink_path {dir}/foo/${tag}\nutc\n<buffer tag,time>\n timekey_use_utc true\n</buffer>";
+    let out = f.out(conf)?;
+    let link = f.dir.path().join("foo/tag");
+    let t2 = 1_294_064_116; // 2011-01-03 14:15:16 UTC
+    write(
+        &out,
+        "tag",
+        &entries(&[(T, &[("a", Value::from(1))])]),
+        &[("timekey", DAY)],
+        1,
+    )?;
+    write(
+        &out,
+        "tag",
+        &entries(&[(t2, &[("a", Value::from(2))])]),
+        &[("timekey", "1294012800")],
+        2,
+    )?;
+    write(
+        &out,
+        "tag",
+        &entries(&[(T, &[("a", Value::from(3))])]),
+        &[("timekey", DAY)],
+        3,
+    )?;
+    assert_eq!(
+        f.files(),
+        [
+            "foo/tag",
+            "tag/out_file_test.20110102_0.log",
+            "tag/out_file_test.20110102_1.log",
+            "tag/out_file_test.20110103_0.log",
+        ]
+    );
+    let target = std::fs::read_link(&link).unwrap_or_default();
+    assert!(
+        target.display().to_string().ends_with("20110103_0.log"),
+        "{}",
+        target.display()
+    );
+    assert_eq!(
+        f.read("tag/out_file_test.20110102_1.log"),
+        "2011-01-02T13:14:15Z\ttag\t{\"a\":3}\n"
+    );
+    assert_eq!(
+        f.read("tag/out_file_test.20110103_0.log"),
+        "2011-01-03T14:15:16Z\ttag\t{\"a\":2}\n"
+    );
+    Ok(())
+}
