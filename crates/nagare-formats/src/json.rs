@@ -341,6 +341,18 @@ pub fn write_json(v: &Value, out: &mut String) {
     append_utf8(out, b);
 }
 
+/// A positive fixint (0..=127) in decimal, without itoa's buffer and copy.
+#[inline(always)]
+fn push_small(out: &mut Vec<u8>, v: u8) {
+    if v < 10 {
+        out.push(b'0' + v);
+    } else if v < 100 {
+        out.extend_from_slice(&[b'0' + v / 10, b'0' + v % 10]);
+    } else {
+        out.extend_from_slice(&[b'1', b'0' + (v - 100) / 10, b'0' + v % 10]);
+    }
+}
+
 fn push_int(out: &mut Vec<u8>, i: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
 }
@@ -447,7 +459,7 @@ fn raw_value(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Option<usize> {
     let m = *raw.first()?;
     match m {
         0x00..=0x7f => {
-            push_int(out, m);
+            push_small(out, m);
             Some(1)
         }
         0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => {
@@ -568,8 +580,13 @@ fn raw_value(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Option<usize> {
                         end
                     }
                     m @ 0x00..=0x7f => {
-                        push_int(out, m);
+                        push_small(out, m);
                         1
+                    }
+                    m @ 0xcc..=0xcf => {
+                        let n = 1usize << (m - 0xcc);
+                        push_int(out, be(v, 1, n)?);
+                        1 + n
                     }
                     _ => raw_value(v, out, depth + 1)?,
                 };
@@ -1249,6 +1266,24 @@ mod tests {
             let got = write_scalar_to_s_raw(raw, &mut out)
                 .map(|_| String::from_utf8_lossy(&out).into_owned());
             assert_eq!(got.as_deref(), to_s, "{raw:x?}");
+        }
+    }
+
+    #[test]
+    fn small_ints_in_decimal() {
+        for v in 0u8..=127 {
+            let mut out = Vec::new();
+            push_small(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+            // as a map value (inlined) and on its own
+            let mut raw = vec![0x81, 0xa1, b'k', v];
+            let mut out = Vec::new();
+            assert_eq!(write_json_raw_buf(&raw, &mut out), Some(4));
+            assert_eq!(String::from_utf8_lossy(&out), format!(r#"{{"k":{v}}}"#));
+            raw.drain(..3);
+            let mut out = Vec::new();
+            assert_eq!(write_json_raw_buf(&raw, &mut out), Some(1));
+            assert_eq!(out, v.to_string().into_bytes());
         }
     }
 
