@@ -180,6 +180,16 @@ const JSON_ESCAPE: [u8; 256] = {
 };
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+/// `WORD_MASK[n]`: the low `n` bytes of a word.
+const WORD_MASK: [u64; 9] = {
+    let mut t = [u64::MAX; 9];
+    let mut n = 0;
+    while n < 8 {
+        t[n] = (1u64 << (8 * n)) - 1;
+        n += 1;
+    }
+    t
+};
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
@@ -213,10 +223,7 @@ fn escape_window(buf: &[u8], start: usize, end: usize, out: &mut Vec<u8>) -> boo
         let left = end - i;
         let at = match buf.get(i..).and_then(<[u8]>::first_chunk::<8>) {
             Some(w) => {
-                let mut m = special(u64::from_le_bytes(*w), hi);
-                if left < 8 {
-                    m &= (1u64 << (8 * left)) - 1;
-                }
+                let m = special(u64::from_le_bytes(*w), hi) & WORD_MASK[left.min(8)];
                 let kept = out.len();
                 out.extend_from_slice(w);
                 if m == 0 {
