@@ -74,8 +74,8 @@ pub trait Formatter: Send + Sync + Debug {
 /// passed to another formatter is noticed and refilled, never misused.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    /// The address of the formatter that filled `time_text`.
-    owner: usize,
+    /// The [`formatter_id`] of the formatter that filled `time_text` (0: none).
+    owner: u64,
     /// The time `time_text` shows (nanoseconds zeroed when the format ignores them).
     time: Option<EventTime>,
     time_text: String,
@@ -90,7 +90,7 @@ impl Scratch {
     /// Appends the rendering of `key` by `owner`, from the cache or by `render`.
     pub(crate) fn cached_time(
         &mut self,
-        owner: usize,
+        owner: u64,
         key: EventTime,
         out: &mut Vec<u8>,
         render: impl FnOnce(&mut String) -> Result<(), FormatError>,
@@ -105,6 +105,13 @@ impl Scratch {
         out.extend_from_slice(self.time_text.as_bytes());
         Ok(())
     }
+}
+
+/// A fresh id for a formatter instance that caches in a [`Scratch`] (never 0, never reused,
+/// so a scratch cannot mistake a new formatter for an old one at the same address).
+pub(crate) fn formatter_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The `<format>` section: its params, `@type` included.

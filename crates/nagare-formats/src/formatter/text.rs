@@ -52,6 +52,8 @@ pub(crate) struct OutFileFormatter {
     time: TimeOut,
     /// The time text depends on the second only (one rendering per second is reused).
     per_second: bool,
+    /// This instance's id in a [`Scratch`].
+    id: u64,
 }
 
 impl OutFileFormatter {
@@ -85,6 +87,7 @@ impl OutFileFormatter {
             delimiter,
             time,
             per_second,
+            id: super::formatter_id(),
         })
     }
 }
@@ -169,8 +172,7 @@ impl OutFileFormatter {
                     } else {
                         time
                     };
-                    let owner = std::ptr::from_ref(self) as usize;
-                    scratch.cached_time(owner, key, out, |s| f.format_into(time, s))?;
+                    scratch.cached_time(self.id, key, out, |s| f.format_into(time, s))?;
                 }
                 TimeOut::Text(f) => {
                     let mut s = String::new();
@@ -1008,6 +1010,26 @@ mod tests {
             &rec(&[("a", rec(&[("k", Value::from(1))]))]),
             "{\"k\" => 1}\n",
         );
+    }
+
+    #[test]
+    fn a_scratch_outliving_its_formatter_is_not_reused_by_the_next() {
+        // Each formatter is dropped before the next is built, likely at the same address.
+        let mut scratch = Scratch::new();
+        for (zone, expect) in [
+            ("+09:00", "2016-04-01T21:34:56+09:00"),
+            ("+01:00", "2016-04-01T13:34:56+01:00"),
+            ("-02:00", "2016-04-01T10:34:56-02:00"),
+        ] {
+            let f = fmt(&[
+                ("@type", "out_file"),
+                ("timezone", zone),
+                ("output_tag", "false"),
+            ]);
+            let mut line = Vec::new();
+            let _ = f.format_raw_with(TAG, TIME, &[0x80], &mut line, &mut scratch);
+            assert_eq!(String::from_utf8_lossy(&line), format!("{expect}\t{{}}\n"));
+        }
     }
 
     #[test]
