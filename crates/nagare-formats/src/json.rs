@@ -685,9 +685,8 @@ fn skip_value(raw: &[u8], depth: usize) -> Option<usize> {
     Some(at)
 }
 
-/// The entries of the msgpack map at the start of `raw`, as `(key bytes, value bytes)`
-/// where the key is a str/bin, in order; `None` when `raw` is not a map, a key is not a
-/// string, or the bytes are malformed.
+/// The entries of the msgpack map at the start of `raw`, in order, as [`RawPair`]s (keys that
+/// are str or bin); `None` when `raw` is not a map.
 pub fn raw_map_pairs(raw: &[u8]) -> Option<RawMapPairs<'_>> {
     let m = *raw.first()?;
     let (at, n) = match m {
@@ -704,8 +703,19 @@ pub fn raw_map_pairs(raw: &[u8]) -> Option<RawMapPairs<'_>> {
     })
 }
 
-/// Iterator of [`raw_map_pairs`]: `Some(None)` once on malformed bytes or a non-string key,
-/// then nothing.
+/// One entry of a raw map ([`raw_map_pairs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawPair<'a> {
+    /// The key's bytes (not checked for UTF-8).
+    pub key: &'a [u8],
+    /// Whether the key is a msgpack str (a Ruby String) rather than a bin.
+    pub key_is_str: bool,
+    /// The value's raw msgpack bytes.
+    pub value: &'a [u8],
+}
+
+/// Iterator of [`raw_map_pairs`]: `Some(None)` once on malformed bytes or a key that is not
+/// a str or bin, then nothing.
 #[derive(Debug, Clone)]
 pub struct RawMapPairs<'a> {
     raw: &'a [u8],
@@ -722,7 +732,7 @@ impl<'a> RawMapPairs<'a> {
 }
 
 impl<'a> Iterator for RawMapPairs<'a> {
-    type Item = Option<(&'a [u8], &'a [u8])>;
+    type Item = Option<RawPair<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 || self.failed {
@@ -732,10 +742,15 @@ impl<'a> Iterator for RawMapPairs<'a> {
         let pair = (|| {
             let rest = self.raw.get(self.at..)?;
             let (key, used) = raw_str(rest)?;
+            let key_is_str = matches!(rest.first(), Some(0xa0..=0xbf | 0xd9..=0xdb));
             let vrest = rest.get(used..)?;
             let vlen = skip_value(vrest, 1)?;
             self.at += used + vlen;
-            Some((key, vrest.get(..vlen)?))
+            Some(RawPair {
+                key,
+                key_is_str,
+                value: vrest.get(..vlen)?,
+            })
         })();
         if pair.is_none() {
             self.failed = true;
@@ -1296,19 +1311,26 @@ mod tests {
 
     #[test]
     fn raw_map_pairs_in_order() {
-        // {"a": 1, "b": [2], 3: 4}
-        let raw = [0x83, 0xa1, b'a', 0x01, 0xa1, b'b', 0x91, 0x02, 0x03, 0x04];
+        // {"a": 1, bin "b": [2], 3: 4}
+        let raw = [
+            0x83, 0xa1, b'a', 0x01, 0xc4, 1, b'b', 0x91, 0x02, 0x03, 0x04,
+        ];
         let mut it = raw_map_pairs(&raw).into_iter().flatten();
-        assert_eq!(it.next(), Some(Some((&b"a"[..], &[0x01][..]))));
-        assert_eq!(it.next(), Some(Some((&b"b"[..], &[0x91, 0x02][..]))));
+        let pair = |key: &'static [u8], key_is_str, value: &'static [u8]| RawPair {
+            key,
+            key_is_str,
+            value,
+        };
+        assert_eq!(it.next(), Some(Some(pair(b"a", true, &[0x01]))));
+        assert_eq!(it.next(), Some(Some(pair(b"b", false, &[0x91, 0x02]))));
         assert_eq!(it.next(), Some(None), "a non-string key stops the walk");
         assert_eq!(it.next(), None);
         assert!(raw_map_pairs(&[0x91, 0x01]).is_none());
-        let Some(mut whole) = raw_map_pairs(&raw[..8]) else {
+        let Some(mut whole) = raw_map_pairs(&raw[..9]) else {
             panic!("a map");
         };
         assert_eq!(whole.by_ref().take(2).filter(Option::is_some).count(), 2);
-        assert_eq!(whole.position(), 8);
+        assert_eq!(whole.position(), 9);
     }
 
     #[test]

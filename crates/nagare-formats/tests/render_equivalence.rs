@@ -231,6 +231,13 @@ fn record() -> impl Strategy<Value = Value> {
             .prop_map(|k| Value::from(String::from_utf8_lossy(&k).into_owned())),
         1 => tricky_bytes().prop_map(raw_str),
         1 => leaf(),
+        // the message keys of FORMATS, as str and as bin
+        1 => prop_oneof![
+            Just(Value::from("b")),
+            Just(Value::from("message")),
+            Just(Value::Binary(b"b".to_vec())),
+            Just(Value::Binary(b"message".to_vec())),
+        ],
     ];
     proptest::collection::vec((key, value()), 0..8).prop_map(Value::Map)
 }

@@ -5,7 +5,7 @@ use rmpv::Value;
 use super::{Formatter, Scratch, build_formatter, lookup, newline_param};
 use crate::error::{ConfigError, FormatError};
 use crate::json::{
-    raw_map_pairs, raw_str, write_inspect, write_json_buf, write_json_raw_buf,
+    RawPair, raw_map_pairs, raw_str, write_inspect, write_json_buf, write_json_raw_buf,
     write_ruby_float_buf, write_scalar_to_s_raw, write_to_s,
 };
 use crate::params::Params;
@@ -314,7 +314,7 @@ impl LtsvFormatter {
     fn raw_line(&self, raw: &[u8], out: &mut Vec<u8>) -> Option<()> {
         let mut pairs = raw_map_pairs(raw)?;
         for (i, pair) in pairs.by_ref().enumerate() {
-            let (key, value) = pair?;
+            let RawPair { key, value, .. } = pair?;
             if i > 0 {
                 push(out, &self.delimiter);
             }
@@ -585,8 +585,13 @@ impl Formatter for SingleValueFormatter {
         // The first pair whose key is `message_key`, as `lookup` finds it.
         let mut found = None;
         for pair in raw_map_pairs(raw)? {
-            let (key, value) = pair?;
-            if key == self.message_key.as_bytes() {
+            let RawPair {
+                key,
+                key_is_str,
+                value,
+            } = pair?;
+            // `lookup` matches str keys only (a bin key is not a Ruby String in the map).
+            if key_is_str && key == self.message_key.as_bytes() {
                 found = Some(value);
                 break;
             }
@@ -993,6 +998,15 @@ mod tests {
                 expect,
             );
         }
+        // a bin key is not the message key, even with the same bytes
+        check(
+            &[("@type", "single_value")],
+            &Value::Map(vec![
+                (Value::Binary(b"message".to_vec()), Value::from("bin")),
+                (Value::from("message"), Value::from("str")),
+            ]),
+            "str\n",
+        );
         // a str that is not UTF-8 is written as is
         let bad = rmpv::decode::read_value(
             &mut &[
