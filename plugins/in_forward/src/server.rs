@@ -6,13 +6,9 @@
 //! back and the blocking `emit` then waits for room on a blocking thread (never on the
 //! reactor); the socket is not read meanwhile, so a full buffer pushes back on the sender.
 //! With a resend window the whole check–emit–record sequence runs on a blocking thread (it
-//! writes to disk). The ack is written only after the batch was accepted. Consecutive
-//! same-tag requests already complete in the connection's buffer go out as one batch (a
-//! [`Group`]; not with a resend window), their acks in order after it: one emit — and one
-//! fsync for a file buffer — per read instead of per request. A failed emit or a broken stream closes the
+//! writes to disk). The ack is written only after the batch was accepted. A failed emit or a broken stream closes the
 //! connection without an ack (the client retries).
 
-use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,71 +96,6 @@ enum Emitted {
     Events { records: u32, interrupted: bool },
     /// An exact resend of an accepted request: not emitted.
     Resend,
-}
-
-/// Bytes of events one [`Group`] gathers at most before it is emitted.
-const GROUP_MAX_BYTES: usize = 1 << 20;
-
-/// What [`Connection::admit`] keeps of an event request.
-struct Admitted<'a> {
-    tag: String,
-    /// The events, still in the decoder's buffer when they arrived canonical.
-    data: Cow<'a, [u8]>,
-    records: u32,
-    /// Bytes buffered when the request was taken: the most the group it starts can gather.
-    hint: usize,
-    /// The ack id, and the encoding to answer in.
-    ack: Option<(AckId, Encoding)>,
-}
-
-/// Consecutive event requests of one connection, already complete in its buffer, emitted as
-/// one batch: same tag, in stream order, up to [`GROUP_MAX_BYTES`]. Each request's ack goes
-/// out after the whole group was accepted, in order, so an ack still means "this and every
-/// earlier event is accepted" — and a file buffer fsyncs once per group, not per request.
-/// With a resend window every request stands alone (each id is checked and recorded with
-/// its own events).
-struct Group {
-    tag: String,
-    data: Vec<u8>,
-    records: u32,
-    acks: Vec<(AckId, Encoding)>,
-}
-
-impl Group {
-    fn new(a: Admitted<'_>) -> Self {
-        // One copy out of the decoder's buffer, sized for the requests that may join.
-        let mut data = Vec::with_capacity(
-            a.hint
-                .clamp(a.data.len(), GROUP_MAX_BYTES.max(a.data.len())),
-        );
-        data.extend_from_slice(&a.data);
-        Group {
-            tag: a.tag,
-            data,
-            records: a.records,
-            acks: a.ack.into_iter().collect(),
-        }
-    }
-
-    /// Whether `a` may join: grouping allowed, the same tag (or no events: an ack only), and
-    /// room left.
-    fn can_join(&self, a: &Admitted<'_>, grouping: bool) -> bool {
-        grouping
-            && (a.records == 0 || self.records == 0 || a.tag == self.tag)
-            && self.data.len() + a.data.len() <= GROUP_MAX_BYTES
-            && self.records.checked_add(a.records).is_some()
-    }
-
-    fn join(&mut self, a: Admitted<'_>) {
-        if a.records > 0 {
-            if self.records == 0 {
-                self.tag = a.tag;
-            }
-            self.data.extend_from_slice(&a.data);
-            self.records += a.records;
-        }
-        self.acks.extend(a.ack);
-    }
 }
 
 /// Why a connection was closed early.
@@ -350,45 +281,15 @@ impl Connection {
                 return Ok(());
             }
         }
-        let deny_keepalive = self.shared.settings.deny_keepalive;
         loop {
-            // Every complete request already buffered, grouped (see `Group`); the group goes
-            // out before the socket is read again, so no ack waits on the network.
-            let mut group: Option<Group> = None;
-            let mut handled = false;
             loop {
-                let hint = decoder.buffered();
-                let req = match decoder.next_request() {
-                    Ok(Some(req)) => req,
-                    Ok(None) => break,
-                    Err(e) => {
-                        // What came before the broken bytes is still emitted (and acked).
-                        if let Some(g) = group.take() {
-                            self.deliver(stream, g).await?;
-                        }
-                        return Err(e.into());
-                    }
-                };
-                handled = true;
-                if let Some(a) = self.admit(req, hint) {
-                    match group.as_mut() {
-                        Some(g) if g.can_join(&a, self.shared.dedupe.is_none()) => g.join(a),
-                        _ => {
-                            if let Some(g) = group.replace(Group::new(a)) {
-                                self.deliver(stream, g).await?;
-                            }
-                        }
-                    }
+                match decoder.next_request()? {
+                    None => break,
+                    Some(req) => self.handle(stream, req).await?,
                 }
-                if deny_keepalive {
-                    break;
+                if self.shared.settings.deny_keepalive {
+                    return Ok(());
                 }
-            }
-            if let Some(g) = group {
-                self.deliver(stream, g).await?;
-            }
-            if deny_keepalive && handled {
-                return Ok(());
             }
             if !self.fill(stream, &mut decoder).await? {
                 return Ok(());
@@ -434,20 +335,17 @@ impl Connection {
         }
     }
 
-    /// Logs and counts what a request needs, and gives what is left to emit and ack: its
-    /// events (owned) and its ack id. `hint`: bytes buffered before the request was taken
-    /// (sizes the group's buffer so the requests after it join without a reallocation).
-    fn admit<'a>(&self, req: Request<'a>, hint: usize) -> Option<Admitted<'a>> {
-        let shared = &self.shared;
+    async fn handle(&mut self, stream: &mut TcpStream, req: Request<'_>) -> Result<(), Close> {
+        let shared = self.shared.clone();
         let batch = match req {
-            Request::Heartbeat => return None,
+            Request::Heartbeat => return Ok(()),
             Request::Broken { reason, size } => {
                 shared.metrics.dropped.inc();
                 shared.warn(
                     "broken",
                     format_args!("forward: {reason} (host: {}, size: {size})", self.peer),
                 );
-                return None;
+                return Ok(());
             }
             Request::Oversized { tag, size, limit } => {
                 shared.metrics.dropped.inc();
@@ -459,7 +357,7 @@ impl Connection {
                         self.peer
                     ),
                 );
-                return None;
+                return Ok(());
             }
             Request::Events(b) => b,
         };
@@ -489,34 +387,13 @@ impl Connection {
                 ),
             );
         }
+        let ack = batch.chunk_option.clone();
+        let encoding = batch.encoding;
         shared.metrics.requests.inc();
-        let data = if batch.records > 0 {
-            batch.chunk
-        } else {
-            Cow::Borrowed(&[][..])
-        };
-        Some(Admitted {
-            tag: batch.tag,
-            data,
-            records: batch.records,
-            hint,
-            ack: batch.chunk_option.map(|id| (id, batch.encoding)),
-        })
-    }
-
-    /// Emits a group, then writes its acks in order; an emit failure closes the connection
-    /// without any of them (the client resends).
-    async fn deliver(&mut self, stream: &mut TcpStream, group: Group) -> Result<(), Close> {
-        let shared = self.shared.clone();
-        let Group {
-            tag,
-            data,
-            records,
-            acks,
-        } = group;
-        // With a resend window a group is one request (see `Group::can_join`).
-        let ack = acks.first().map(|(id, _)| id.clone());
-        if records > 0 {
+        if batch.records > 0 {
+            let records = batch.records;
+            let tag = batch.tag;
+            let data = batch.chunk.into_owned();
             let fields = self.source_fields().await;
             let (data, records) = match &fields {
                 Some(f) => add_fields(&data, f).unwrap_or((data, records)),
@@ -612,8 +489,8 @@ impl Connection {
                 Err(e) => return Err(Close::Emit(format!("emit task failed: {e}"))),
             }
         }
-        for (id, encoding) in &acks {
-            self.write_ack(stream, id, *encoding).await?;
+        if let Some(id) = ack {
+            self.write_ack(stream, &id, encoding).await?;
         }
         Ok(())
     }

@@ -124,67 +124,6 @@ fn packed_forward_is_emitted_then_acked() {
     input.stop().unwrap_or_default();
 }
 
-/// Requests already buffered together: same-tag runs are emitted as one batch, acks come in
-/// order after it, a tag change or an ack-only request keeps the order.
-#[test]
-fn buffered_same_tag_requests_are_emitted_together_and_acked_in_order() {
-    let kit = TestKit::new(nagare_plugin_module());
-    let (mut input, addr) = start(&kit, "");
-    let mut s = connect(addr);
-    let mut req = Vec::new();
-    let c = chunk(2);
-    for (tag, id) in [("a", "1"), ("a", "2"), ("b", "3"), ("a", "4")] {
-        encode_packed_forward(&mut req, tag, &c, 2, Compression::Text, Some(id));
-    }
-    // No events, only an ack request: answered in order too.
-    encode_packed_forward(&mut req, "a", &[], 0, Compression::Text, Some("5"));
-    encode_packed_forward(&mut req, "a", &c, 2, Compression::Text, None);
-    s.write_all(&req).unwrap_or_default();
-    // Several acks may come in one read: split them off a kept buffer.
-    let mut acks: Vec<String> = Vec::new();
-    let mut buf = Vec::new();
-    let mut b = [0u8; 512];
-    while acks.len() < 5 {
-        if let Ok(n) = nagare_core::value_len(&buf) {
-            let one: Vec<u8> = buf.drain(..n).collect();
-            let ack = decode_ack(&one).ok();
-            acks.push(
-                ack.and_then(|a| a.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-            );
-            continue;
-        }
-        match s.read(&mut b) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&b[..n]),
-        }
-    }
-    assert_eq!(acks, ["1", "2", "3", "4", "5"]);
-    // Every event exactly once, in stream order; batches never mix tags.
-    let wait_for = |n: u32| {
-        for _ in 0..1000 {
-            let got: u32 = input.emitter().batches().iter().map(|b| b.records).sum();
-            if got >= n {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
-    wait_for(10);
-    let batches = input.emitter().batches();
-    let per_tag: Vec<(String, u32)> = batches.iter().map(|b| (b.tag.clone(), b.records)).collect();
-    let total: u32 = per_tag.iter().map(|(_, n)| n).sum();
-    assert_eq!(total, 10, "{per_tag:?}");
-    let tags: Vec<&str> = per_tag.iter().map(|(t, _)| t.as_str()).collect();
-    let mut runs = tags.clone();
-    runs.dedup();
-    assert_eq!(runs, ["a", "b", "a"], "{per_tag:?}");
-    // Whatever the reads, fewer batches than requests when they arrived together is the
-    // point; at least the leading "a" requests came in one read here (one write of < 1 KB).
-    assert_eq!(per_tag.first(), Some(&("a".to_string(), 4)), "{per_tag:?}");
-    input.stop().unwrap_or_default();
-}
-
 #[test]
 fn json_request_gets_json_ack() {
     let kit = TestKit::new(nagare_plugin_module());
