@@ -562,11 +562,14 @@ impl Buffer {
     ///
     /// `records` is the caller's count of entries in `data`. When chunking needs nothing
     /// from the records (chunk keys `tag` or none), no `chunk_limit_records` is set and the
-    /// whole batch fits the staged chunk (or a fresh one), the batch is appended as is and
-    /// counted as `records` entries after only a cheap shape check (see
-    /// [`Buffer::whole_batch`]); the caller vouches for the bytes and the count (in_forward
-    /// has validated every entry). Every other batch is walked entry by entry, and then
-    /// the buffer counts entries itself and `records` is only a sizing hint.
+    /// whole batch fits a chunk, the batch is appended as is and counted as `records`
+    /// entries after only a cheap shape check (see [`Buffer::whole_batch`]); the caller
+    /// vouches for the bytes and the count (in_forward has validated every entry). When
+    /// the staged chunk has no room for such a batch, that chunk is enqueued and the batch
+    /// starts a fresh one, never split (Fluentd's `write_once` does the same: "event
+    /// streams should be appended into a chunk at once as far as possible"). Every other
+    /// batch is walked entry by entry, split across chunks where it must be, and then the
+    /// buffer counts entries itself and `records` is only a sizing hint.
     pub fn write(&self, tag: &str, data: &[u8], records: u64) -> Result<WriteReceipt, BufferError> {
         // 1. Group: the whole batch at once when it can be, else walk it outside the lock.
         let mut receipt = WriteReceipt::default();
@@ -583,10 +586,12 @@ impl Buffer {
 
     /// The fast path of [`Buffer::write`]: the batch as one group of one range holding
     /// `records` entries, when chunking needs no per-record data, no
-    /// `chunk_limit_records` is set, the batch is within the file frame limit and fits the
-    /// staged chunk's room (or a fresh chunk), and it passes a cheap shape check: it starts
-    /// with a 2-array marker and is at least 3 bytes per entry (the smallest
-    /// `[time, {}]`). `None`: walk it.
+    /// `chunk_limit_records` is set, the batch alone fits a chunk and the file frame limit,
+    /// and it passes a cheap shape check: it starts with a 2-array marker and is at least
+    /// 3 bytes per entry (the smallest `[time, {}]`). `None`: walk it.
+    ///
+    /// Whether the staged chunk has room is not asked here: a whole batch that does not
+    /// fit it makes [`Buffer::write_group`] enqueue that chunk and start a fresh one.
     fn whole_batch(&self, tag: &str, data: &[u8], records: u64) -> Option<Group> {
         let cfg = &self.cfg;
         let len = data.len() as u64;
@@ -601,21 +606,12 @@ impl Buffer {
         {
             return None;
         }
-        let meta = Metadata {
-            timekey: None,
-            tag: cfg.chunk_keys.tag.then(|| tag.to_string()),
-            variables: Default::default(),
-        };
-        // Splitting across chunks needs entry boundaries: walk when the staged chunk has
-        // no room. (If another writer fills it before `store` takes the lock again, the
-        // batch goes whole into a fresh chunk: still within the limits.)
-        let fits = self
-            .lock()
-            .stage
-            .get(&meta)
-            .is_none_or(|c| c.bytes + len <= cfg.chunk_limit_size);
-        fits.then(|| Group {
-            meta,
+        Some(Group {
+            meta: Metadata {
+                timekey: None,
+                tag: cfg.chunk_keys.tag.then(|| tag.to_string()),
+                variables: Default::default(),
+            },
             ranges: std::iter::once(0..data.len()).collect(),
             whole: Some(records),
         })
@@ -811,6 +807,9 @@ impl Buffer {
         Ok(receipt)
     }
 
+    /// Appends one group to its staged chunk under the lock, rolling over to fresh chunks:
+    /// what does not fit the staged chunk enqueues it. Entries are split across chunks;
+    /// a whole batch (one range) never is: it goes whole into a fresh chunk.
     fn write_group(
         &self,
         st: &mut State,
@@ -860,7 +859,8 @@ impl Buffer {
             }
             if take == 0 {
                 if chunk.records == 0 {
-                    // Cannot happen (oversized records were refused); never loop forever.
+                    // Cannot happen (oversized records and whole batches larger than a
+                    // chunk never get here); never loop forever.
                     i += 1;
                     continue;
                 }

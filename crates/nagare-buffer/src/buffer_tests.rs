@@ -343,17 +343,20 @@ fn invalid_bytes_are_refused_whole() {
 }
 
 /// The whole-batch fast path (true count given) stores exactly what the entry walk
-/// (count 0) stores: same chunks, bytes, records and counters, memory and file.
+/// (count 0) stores when every batch fits the room left in its staged chunk: same chunks,
+/// bytes, records and counters, memory and file. (Batches that do not fit: see
+/// `whole_batch_without_room_enqueues_the_staged_chunk`.)
 #[test]
 fn whole_batch_fast_path_matches_the_walk() {
     let one = entry_len(100);
     let limit = (one * 10).to_string();
+    // Tags alternate a, b, a, ... (one chunk for both without chunk keys).
     let batches: &[&[usize]] = &[
         &[1],
         &[3, 3, 3],
-        &[10],      // exactly a chunk
-        &[4, 4, 4], // the third does not fit the staged chunk: split by the walk
-        &[9, 1, 5, 5],
+        &[10],         // exactly a chunk
+        &[4, 4, 2, 6], // a: 4 + 2, b: 4 + 6 (one chunk: 4 + 4 + 2 full, then 6)
+        &[9, 1, 1, 5],
         &[7, 3, 2], // fills a chunk exactly, then a fresh one
     ];
     let configs: &[(&str, &[(&str, &str)])] = &[
@@ -405,6 +408,71 @@ fn whole_batch_fast_path_matches_the_walk() {
                     "chunks stay within chunk_limit_size"
                 );
             }
+        }
+    }
+}
+
+/// A whole batch that fits a chunk but not the room left in the staged one enqueues the
+/// staged chunk and goes whole into a fresh one (Fluentd's `write_once`: an event stream
+/// goes into one chunk as far as possible), where the walk splits it. Either way every
+/// entry is stored once and in order, every chunk stays within `chunk_limit_size`, the
+/// counters agree, and a file buffer resumes the same chunks after a restart (the
+/// enqueued one was made durable and renamed to its queued name).
+#[test]
+fn whole_batch_without_room_enqueues_the_staged_chunk() {
+    let one = entry_len(100);
+    let limit = (one * 10).to_string();
+    // Batch sizes (entries, one tag), then the chunks' records with the true count (fast
+    // path) and with count 0 (the walk), in queue order (the staged chunk, if any, last).
+    let check = |arg: &str, file: bool, sizes: &[usize], fast: &[u64], walk: &[u64]| {
+        for (count, expect) in [(true, fast), (false, walk)] {
+            let case = format!("{arg:?} file {file} {sizes:?} fast {count}");
+            let f = open(arg, &[("chunk_limit_size", &limit)], file);
+            let mut all = Vec::new();
+            for n in sizes {
+                let data = records(*n, 100);
+                let r = f
+                    .buffer
+                    .write("t", &data, if count { *n as u64 } else { 0 })
+                    .expect("write");
+                assert_eq!(r.records, *n as u64, "{case}");
+                all.extend_from_slice(&data);
+                f.clock.advance(Duration::from_secs(1));
+            }
+            let m = f.buffer.metrics();
+            assert_eq!(m.write_records, all.len() as u64 / one as u64, "{case}");
+            assert_eq!(m.queue_length + m.stage_length, expect.len(), "{case}");
+            assert!(m.stage_length <= 1, "{case}");
+            assert_eq!(m.stage_byte_size + m.queue_byte_size, all.len() as u64);
+            let f = if file {
+                let (dir, clock) = (f.dir, f.clock);
+                drop(f.buffer);
+                open_at(
+                    arg,
+                    &[("chunk_limit_size", &limit)],
+                    true,
+                    dir,
+                    clock,
+                    false,
+                )
+            } else {
+                f
+            };
+            let leases = f.drain();
+            let got: Vec<u64> = leases.iter().map(|l| l.records()).collect();
+            assert_eq!(got, expect, "{case}");
+            assert!(leases.iter().all(|l| l.data().len() <= one * 10), "{case}");
+            let data: Vec<u8> = leases.iter().flat_map(|l| l.data().to_vec()).collect();
+            assert!(data == all, "{case}: entries stored once, in order");
+        }
+    };
+    for file in [false, true] {
+        for arg in ["", "tag"] {
+            check(arg, file, &[4, 4, 4], &[8, 4], &[10, 2]);
+            check(arg, file, &[9, 5, 4], &[9, 9], &[10, 8]);
+            check(arg, file, &[3, 8, 8, 1], &[3, 8, 9], &[10, 10]);
+            // A batch of exactly a chunk after a partly filled one.
+            check(arg, file, &[2, 10, 1], &[2, 10, 1], &[10, 3]);
         }
     }
 }
@@ -1487,9 +1555,10 @@ fn file_leases_equal_their_files_payloads_with_or_without_a_mirror() {
     check(0, usize::MAX / one, &[false]);
     // Room for the first two batches only: the mirror is dropped at the third.
     check(10, 3, &[false]);
-    // Chunks of 5: [1, 2, 2 of 3] and [1 of 3, 4]; the first fills the budget, so the
-    // second starts without a mirror.
-    check(5, 5, &[true, false]);
+    // Chunks of 5: [1, 2], [3] and [4] (a whole batch goes to a fresh chunk, unsplit);
+    // the first holds 3 of the 5 budgeted entries, so the later ones, which would pass
+    // it, lose their mirrors.
+    check(5, 5, &[true, false, false]);
 }
 
 /// The read buffer of a committed chunk is reused for the next chunk's mirror (no fresh
