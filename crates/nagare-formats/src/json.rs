@@ -8,7 +8,8 @@
 //!
 //! The renderers write into a `Vec<u8>` (`*_buf`; the `String` functions wrap them):
 //! [`write_json_raw_buf`] renders straight from msgpack bytes, the hot path of the json and
-//! out_file formatters; [`write_json_string`] escapes with a word-at-a-time scan, copying
+//! out_file formatters (maps, i.e. records, through a write cursor over room made ahead in the
+//! buffer: the private `map` module); [`write_json_string`] escapes with a word-at-a-time scan, copying
 //! clean runs whole and checking UTF-8 once per string from its first non-ASCII byte;
 //! integers go through `itoa` and floats through [`write_ruby_float_buf`], neither
 //! allocating. [`raw_map_pairs`], [`raw_str`], [`skip_raw`] and [`write_scalar_to_s_raw`]
@@ -23,6 +24,8 @@
 use std::fmt::Write as _;
 
 use rmpv::Value;
+
+mod map;
 
 /// Appends Ruby's `Float#to_s` of `f` (`1.0`, `0.0001`, `1.0e-05`, `1.0e+16`).
 pub fn write_ruby_float(f: f64, out: &mut String) {
@@ -536,71 +539,7 @@ fn raw_value(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Option<usize> {
             out.push(b']');
             Some(at)
         }
-        0x80..=0x8f | 0xde | 0xdf => {
-            let (mut at, n) = match m {
-                0x80..=0x8f => (1, usize::from(m & 0x0f)),
-                0xde => (3, be(raw, 1, 2)? as usize),
-                _ => (5, be(raw, 1, 4)? as usize),
-            };
-            out.push(b'{');
-            for i in 0..n {
-                let key = raw.get(at..)?;
-                match str_head(key, *key.first()?) {
-                    Some((hdr, len)) => {
-                        let end = hdr.checked_add(len)?;
-                        key.get(hdr..end)?;
-                        // Fixed-size pieces: copied inline, not through memcpy.
-                        if i > 0 {
-                            out.extend_from_slice(b",\"");
-                        } else {
-                            out.push(b'"');
-                        }
-                        escape_in(key, hdr, end, out);
-                        out.extend_from_slice(b"\":");
-                        at += end;
-                    }
-                    None => {
-                        // Non-string keys: Ruby's `to_s`, through the decoded value.
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        let mut rest = key;
-                        let k = rmpv::decode::read_value(&mut rest).ok()?;
-                        write_json_string(to_s(&k).as_bytes(), out);
-                        out.push(b':');
-                        at += key.len() - rest.len();
-                    }
-                }
-                // The usual values (short strings, small integers) without a call.
-                let v = raw.get(at..)?;
-                at += match *v.first()? {
-                    m @ 0xa0..=0xbf => {
-                        let end = 1 + usize::from(m & 0x1f);
-                        v.get(..end)?;
-                        write_json_string_in(v, 1, end, out);
-                        end
-                    }
-                    0xd9 => {
-                        let end = 2 + usize::from(*v.get(1)?);
-                        v.get(..end)?;
-                        write_json_string_in(v, 2, end, out);
-                        end
-                    }
-                    m @ 0x00..=0x7f => {
-                        push_small(out, m);
-                        1
-                    }
-                    m @ 0xcc..=0xcf => {
-                        let n = 1usize << (m - 0xcc);
-                        push_int(out, be(v, 1, n)?);
-                        1 + n
-                    }
-                    _ => raw_value(v, out, depth + 1)?,
-                };
-            }
-            out.push(b'}');
-            Some(at)
-        }
+        0x80..=0x8f | 0xde | 0xdf => map::write_map(raw, out, depth),
         // Other ext values and the rest: rare; render through the decoded value.
         _ => {
             let mut rest = raw;

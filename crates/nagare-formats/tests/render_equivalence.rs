@@ -248,6 +248,109 @@ fn encode(v: &Value) -> Vec<u8> {
     bytes
 }
 
+/// `v` encoded with encodings chosen by `pick` wherever msgpack offers more than one: str
+/// and bin lengths, map and array headers and integers wider than they need (peers such as
+/// other Forward clients do not always pick the smallest), so every header the map renderer
+/// reads is reached, not just the ones rmpv writes.
+fn encode_wide(v: &Value, pick: &mut impl FnMut() -> u8, out: &mut Vec<u8>) {
+    fn len_header(out: &mut Vec<u8>, len: usize, fix: Option<u8>, m8: u8, choice: u8) {
+        let wide = [m8, m8 + 1, m8 + 2];
+        match (choice % 4, fix) {
+            (0, Some(f)) => out.push(f | len as u8),
+            (1, _) if len < 0x100 && m8 != 0 => {
+                out.push(wide[0]);
+                out.push(len as u8);
+            }
+            (2, _) if len < 0x10000 => {
+                out.push(wide[1]);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(wide[2]);
+                out.extend_from_slice(&(len as u32).to_be_bytes());
+            }
+        }
+    }
+    match v {
+        Value::String(s) => {
+            let b = s.as_bytes();
+            let fix = (b.len() < 32).then_some(0xa0);
+            len_header(out, b.len(), fix, 0xd9, pick());
+            out.extend_from_slice(b);
+        }
+        Value::Binary(b) => {
+            len_header(out, b.len(), None, 0xc4, pick());
+            out.extend_from_slice(b);
+        }
+        Value::Map(m) => {
+            let fix = (m.len() < 16).then_some(0x80);
+            // map16/map32 only (0xde, 0xdf): no 8-bit map header exists.
+            match (pick() % 3, fix) {
+                (0, Some(f)) => out.push(f | m.len() as u8),
+                (1, _) if m.len() < 0x10000 => {
+                    out.push(0xde);
+                    out.extend_from_slice(&(m.len() as u16).to_be_bytes());
+                }
+                _ => {
+                    out.push(0xdf);
+                    out.extend_from_slice(&(m.len() as u32).to_be_bytes());
+                }
+            }
+            for (k, x) in m {
+                encode_wide(k, pick, out);
+                encode_wide(x, pick, out);
+            }
+        }
+        Value::Array(a) => {
+            let fix = (a.len() < 16).then_some(0x90);
+            match (pick() % 2, fix) {
+                (0, Some(f)) => out.push(f | a.len() as u8),
+                _ => {
+                    out.push(0xdd);
+                    out.extend_from_slice(&(a.len() as u32).to_be_bytes());
+                }
+            }
+            for x in a {
+                encode_wide(x, pick, out);
+            }
+        }
+        Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) => {
+                let widths: [(u8, usize); 4] = [(0xcc, 1), (0xcd, 2), (0xce, 4), (0xcf, 8)];
+                let fits: Vec<_> = widths
+                    .iter()
+                    .filter(|&&(_, n)| n == 8 || u < 1u64 << (8 * n))
+                    .collect();
+                let choice = usize::from(pick());
+                if u < 0x80 && choice % (fits.len() + 1) == 0 {
+                    out.push(u as u8);
+                } else if let Some(&&(m, n)) = fits.get(choice % fits.len()) {
+                    out.push(m);
+                    out.extend_from_slice(&u.to_be_bytes()[8 - n..]);
+                }
+            }
+            (None, Some(n)) => {
+                let widths: [(u8, usize); 4] = [(0xd0, 1), (0xd1, 2), (0xd2, 4), (0xd3, 8)];
+                let fits: Vec<_> = widths
+                    .iter()
+                    .filter(|&&(_, w)| w == 8 || n >= -(1i64 << (8 * w - 1)))
+                    .collect();
+                let choice = usize::from(pick());
+                if n >= -32 && choice % (fits.len() + 1) == 0 {
+                    out.push(n as i8 as u8);
+                } else if let Some(&&(m, w)) = fits.get(choice % fits.len()) {
+                    out.push(m);
+                    out.extend_from_slice(&n.to_be_bytes()[8 - w..]);
+                }
+            }
+            (None, None) => {}
+        },
+        other => {
+            let _ = rmpv::encode::write_value(out, other);
+        }
+    }
+}
+
 fn formatter(pairs: &[(&str, &str)]) -> Box<dyn nagare_formats::Formatter> {
     match build_formatter(&Params::from_pairs(pairs.iter().copied())) {
         Ok(f) => f,
@@ -296,6 +399,44 @@ proptest! {
         let decoded = rmpv::decode::read_value(&mut bytes.as_slice()).expect("decode");
         prop_assert_eq!(String::from_utf8_lossy(&fast), reference::to_json(&decoded));
         prop_assert!(std::str::from_utf8(&fast).is_ok());
+    }
+
+    /// The map renderer on records encoded with any of msgpack's headers (not only the
+    /// smallest), long strings among short ones, after text already in the buffer and with
+    /// bytes after the record: the reference's text, and the bytes after are not consumed.
+    #[test]
+    fn raw_json_of_widely_encoded_records(
+        v in record(),
+        long in proptest::option::of((tricky_bytes(), 2040usize..2100)),
+        choices in proptest::collection::vec(any::<u8>(), 1..64),
+        tail in proptest::collection::vec(any::<u8>(), 0..20),
+    ) {
+        let v = match (v, long) {
+            (Value::Map(mut m), Some((piece, len))) => {
+                // a string around the renderer's long-string threshold
+                let mut b = piece.repeat(len / piece.len().max(1) + 1);
+                b.resize(len, b'x');
+                m.push((Value::from("long"), raw_str(b)));
+                Value::Map(m)
+            }
+            (v, _) => v,
+        };
+        let mut next = 0usize;
+        let mut pick = || {
+            next += 1;
+            choices[next % choices.len()]
+        };
+        let mut bytes = Vec::new();
+        encode_wide(&v, &mut pick, &mut bytes);
+        let len = bytes.len();
+        bytes.extend_from_slice(&tail);
+        let mut fast = b"before".to_vec();
+        prop_assert_eq!(write_json_raw_buf(&bytes, &mut fast), Some(len));
+        let decoded = rmpv::decode::read_value(&mut &bytes[..len]).expect("decode");
+        prop_assert_eq!(
+            String::from_utf8_lossy(&fast),
+            format!("before{}", reference::to_json(&decoded))
+        );
     }
 
     /// So does the general path (a decoded value into a byte buffer).
