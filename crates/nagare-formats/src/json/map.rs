@@ -15,15 +15,16 @@
 //! their size is zeroed for them); the text is the same either way.
 
 use super::{
-    HEX, HI, JSON_ESCAPE, WORD_MASK, be, escape_in, lossy_escape, raw_value, special, str_head,
-    to_s, write_json_string,
+    HEX, JSON_ESCAPE, be, escape_in, lossy_escape, raw_value, str_head, to_s, write_json_string,
 };
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+use super::{HI, WORD_MASK, special};
 
 /// The widest JSON rendering of one byte of a string: a control character's `\u00XX`.
 const PER_BYTE: usize = 6;
 /// Room beyond `PER_BYTE` bytes per string byte that any piece may need: quotes, comma,
-/// colon, the whole word the last 8-byte store writes past a string's end, or the sign and
-/// 20 digits of an integer.
+/// colon, the whole block the last store of a string writes past its end ([`BLOCK`]), or the
+/// sign and 20 digits of an integer.
 const SLACK: usize = 32;
 /// The most room made ahead for a whole map at its start (more is made per piece as needed).
 const START_ROOM: usize = 16 * 1024;
@@ -40,6 +41,62 @@ const DIGITS2: [[u8; 2]; 100] = {
     }
     t
 };
+
+/// The bytes a string is scanned and copied by at a time: SSE2's 16 on x86_64 (always
+/// there), a machine word elsewhere.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+const BLOCK: usize = 16;
+/// The bytes a string is scanned and copied by at a time.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+const BLOCK: usize = 8;
+
+/// The index of the first of the first `left` bytes of `w` that a JSON string cannot hold
+/// as is: a control character, `"` or `\`, or, while `ascii` (UTF-8 not checked yet), a
+/// byte >= 0x80.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn first_special(w: &[u8; BLOCK], ascii: bool, left: usize) -> Option<usize> {
+    // SAFETY: `sse2_first_special` only needs SSE2, which this build enables for every
+    // function (the cfg above; x86_64's baseline), so every CPU it runs on has it.
+    unsafe { sse2_first_special(w, ascii, left) }
+}
+
+/// [`first_special`] with SSE2 compares.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn sse2_first_special(w: &[u8; BLOCK], ascii: bool, left: usize) -> Option<usize> {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
+        _mm_set1_epi8,
+    };
+    let [a, b] = [w.first_chunk::<8>(), w.last_chunk::<8>()].map(|h| match h {
+        Some(h) => i64::from_le_bytes(*h),
+        None => 0,
+    });
+    let v = _mm_set_epi64x(b, a);
+    // Signed: bytes >= 0x80 are below 0x20 too.
+    let low = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+    let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+    let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+    let mut m = _mm_movemask_epi8(_mm_or_si128(low, _mm_or_si128(quote, backslash))) as u32;
+    if !ascii {
+        // Bytes >= 0x80 pass once the string is known to be UTF-8.
+        m &= !(_mm_movemask_epi8(v) as u32);
+    }
+    m &= (1u32 << left.min(BLOCK)) - 1;
+    (m != 0).then(|| m.trailing_zeros() as usize)
+}
+
+/// The index of the first of the first `left` bytes of `w` that a JSON string cannot hold
+/// as is: a control character, `"` or `\`, or, while `ascii` (UTF-8 not checked yet), a
+/// byte >= 0x80.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn first_special(w: &[u8; BLOCK], ascii: bool, left: usize) -> Option<usize> {
+    let m = special(u64::from_le_bytes(*w), if ascii { HI } else { 0 }) & WORD_MASK[left.min(8)];
+    (m != 0).then(|| (m.trailing_zeros() / 8) as usize)
+}
 
 /// A write cursor into `v`: bytes before `pos` are rendered text, bytes from `pos` to
 /// `v.len()` are room (zeros or stale text) that the next pieces overwrite. `pos <= v.len()`.
@@ -130,40 +187,41 @@ impl<'a> Out<'a> {
 
     /// The escaped text of `src[start..end]` (no quotes); `Some(false)` when those bytes are
     /// not UTF-8 (the cursor then stands somewhere inside the partial text). Needs room for
-    /// `PER_BYTE * (end - start) + 8` bytes. Bytes of `src` past `end` may be read, never
+    /// `PER_BYTE * (end - start) + BLOCK` bytes. Bytes of `src` past `end` may be read, never
     /// rendered.
     ///
-    /// Each word is checked ([`special`]) and stored whole; the cursor then moves to the
-    /// string's end or to the first byte that needs attention. UTF-8 is checked once, from
-    /// the first non-ASCII byte to the end.
+    /// Each block of [`BLOCK`] bytes is checked ([`first_special`]) and stored whole; the
+    /// cursor then moves to the string's end or to the first byte that needs attention. UTF-8
+    /// is checked once, from the first non-ASCII byte to the end.
     #[inline(always)]
     fn escape(&mut self, src: &[u8], start: usize, end: usize) -> Option<bool> {
-        let mut hi = HI;
+        let mut ascii = true;
         let mut i = start;
         while i < end {
             let left = end - i;
-            let w = match src.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+            let w = match src.get(i..).and_then(<[u8]>::first_chunk::<BLOCK>) {
                 Some(w) => *w,
                 None => {
-                    // The last bytes of `src`: a word padded with zeros (masked off below).
+                    // The last bytes of `src`: a block padded with zeros (never rendered:
+                    // `left` stops before them).
                     let rest = src.get(i..)?;
-                    let mut w = [0u8; 8];
+                    let mut w = [0u8; BLOCK];
                     w.get_mut(..rest.len())?.copy_from_slice(rest);
                     w
                 }
             };
-            self.v.get_mut(self.pos..self.pos + 8)?.copy_from_slice(&w);
-            let m = special(u64::from_le_bytes(w), hi) & WORD_MASK[left.min(8)];
-            if m == 0 {
-                if left <= 8 {
+            self.v
+                .get_mut(self.pos..self.pos + BLOCK)?
+                .copy_from_slice(&w);
+            let Some(p) = first_special(&w, ascii, left) else {
+                if left <= BLOCK {
                     self.pos += left;
                     return Some(true);
                 }
-                self.pos += 8;
-                i += 8;
+                self.pos += BLOCK;
+                i += BLOCK;
                 continue;
-            }
-            let p = (m.trailing_zeros() / 8) as usize;
+            };
             self.pos += p;
             let at = i + p;
             let b = *src.get(at)?;
@@ -173,7 +231,7 @@ impl<'a> Out<'a> {
                 if std::str::from_utf8(src.get(at..end)?).is_err() {
                     return Some(false);
                 }
-                hi = 0;
+                ascii = false;
                 i = at;
                 continue;
             }
@@ -336,6 +394,29 @@ mod tests {
         assert_eq!(o.uint(v), Some(()));
         o.finish();
         assert_eq!(String::from_utf8_lossy(&buf), v.to_string());
+    }
+
+    #[test]
+    fn first_special_finds_the_first_byte_exactly() {
+        // Each byte value alone at each position of a clean block, every `left`.
+        for b in 0u8..=255 {
+            for pos in 0..BLOCK {
+                let mut w = [b'a'; BLOCK];
+                w[pos] = b;
+                let needs = b < 0x20 || b == b'"' || b == b'\\';
+                for left in 0..=BLOCK + 1 {
+                    let seen = pos < left;
+                    let want = (seen && (needs || b >= 0x80)).then_some(pos);
+                    assert_eq!(first_special(&w, true, left), want, "{b:#x} at {pos}");
+                    // Once UTF-8 is known, non-ASCII bytes pass.
+                    let want = (seen && needs).then_some(pos);
+                    assert_eq!(first_special(&w, false, left), want, "{b:#x} at {pos}");
+                }
+                // An earlier special byte wins.
+                w[0] = b'"';
+                assert_eq!(first_special(&w, true, BLOCK), Some(0));
+            }
+        }
     }
 
     #[test]
