@@ -27,6 +27,8 @@ use rmpv::Value;
 
 mod map;
 
+pub(crate) use map::KeyCache;
+
 /// Appends Ruby's `Float#to_s` of `f` (`1.0`, `0.0001`, `1.0e-05`, `1.0e+16`).
 pub fn write_ruby_float(f: f64, out: &mut String) {
     let mut b = Vec::with_capacity(32);
@@ -435,6 +437,19 @@ pub fn write_json_raw_buf(raw: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     raw_value(raw, out, 0)
 }
 
+/// [`write_json_raw_buf`] for one record of a batch: a map's keys are looked up in and added
+/// to `keys` (rendered once per batch). The text is the same.
+pub(crate) fn write_json_raw_keyed(
+    raw: &[u8],
+    out: &mut Vec<u8>,
+    keys: &mut KeyCache,
+) -> Option<usize> {
+    match raw.first() {
+        Some(0x80..=0x8f | 0xde | 0xdf) => map::write_map(raw, out, 0, Some(keys)),
+        _ => raw_value(raw, out, 0),
+    }
+}
+
 #[inline(always)]
 fn be(raw: &[u8], at: usize, n: usize) -> Option<u64> {
     let b = raw.get(at..at.checked_add(n)?)?;
@@ -539,7 +554,7 @@ fn raw_value(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Option<usize> {
             out.push(b']');
             Some(at)
         }
-        0x80..=0x8f | 0xde | 0xdf => map::write_map(raw, out, depth),
+        0x80..=0x8f | 0xde | 0xdf => map::write_map(raw, out, depth, None),
         // Other ext values and the rest: rare; render through the decoded value.
         _ => {
             let mut rest = raw;

@@ -70,8 +70,9 @@ pub trait Formatter: Send + Sync + Debug {
 }
 
 /// State a formatter may reuse across the events of a batch ([`Formatter::format_raw_with`]):
-/// the last time it rendered. Make one per batch (or keep one per formatter); a scratch
-/// passed to another formatter is noticed and refilled, never misused.
+/// the last time it rendered, and the JSON text of the record keys it met (by their raw
+/// bytes). Make one per batch (or keep one per formatter); a scratch passed to another
+/// formatter is noticed and refilled, never misused.
 #[derive(Debug, Default)]
 pub struct Scratch {
     /// The [`formatter_id`] of the formatter that filled `time_text` (0: none).
@@ -79,6 +80,8 @@ pub struct Scratch {
     /// The time `time_text` shows (nanoseconds zeroed when the format ignores them).
     time: Option<EventTime>,
     time_text: String,
+    /// Rendered JSON keys by their raw bytes: the same for any formatter.
+    pub(crate) json_keys: crate::json::KeyCache,
 }
 
 impl Scratch {

@@ -6,7 +6,7 @@ use super::{Formatter, Scratch, build_formatter, lookup, newline_param};
 use crate::error::{ConfigError, FormatError};
 use crate::json::{
     RawPair, raw_map_pairs, raw_str, write_inspect, write_json_buf, write_json_raw_buf,
-    write_ruby_float_buf, write_scalar_to_s_raw, write_to_s,
+    write_json_raw_keyed, write_ruby_float_buf, write_scalar_to_s_raw, write_to_s,
 };
 use crate::params::Params;
 use crate::time::{EventTime, TimeFormatter, Zone};
@@ -149,7 +149,7 @@ impl Formatter for OutFileFormatter {
             out.truncate(mark);
             return Some(Err(e));
         }
-        if write_json_raw_buf(raw, out).is_none() {
+        if write_json_raw_keyed(raw, out, &mut scratch.json_keys).is_none() {
             out.truncate(mark);
             return None;
         }
@@ -241,6 +241,23 @@ impl Formatter for JsonFormatter {
     ) -> Option<Result<(), FormatError>> {
         let mark = out.len();
         if write_json_raw_buf(raw, out).is_none() {
+            out.truncate(mark);
+            return None;
+        }
+        push_sep(out, self.newline);
+        Some(Ok(()))
+    }
+
+    fn format_raw_with(
+        &self,
+        _tag: &str,
+        _time: EventTime,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+    ) -> Option<Result<(), FormatError>> {
+        let mark = out.len();
+        if write_json_raw_keyed(raw, out, &mut scratch.json_keys).is_none() {
             out.truncate(mark);
             return None;
         }

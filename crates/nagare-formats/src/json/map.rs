@@ -98,6 +98,126 @@ fn first_special(w: &[u8; BLOCK], ascii: bool, left: usize) -> Option<usize> {
     (m != 0).then(|| (m.trailing_zeros() / 8) as usize)
 }
 
+/// The first [`BLOCK`] bytes of `src`; when it is shorter (the last bytes of a record), its
+/// bytes padded with zeros, gathered with a few overlapping fixed-size loads rather than a
+/// `memcpy` call.
+#[inline(always)]
+fn load_block(src: &[u8]) -> [u8; BLOCK] {
+    if let Some(w) = src.first_chunk::<BLOCK>() {
+        return *w;
+    }
+    let n = src.len();
+    // Two loads of `k` bytes, one at the start and one ending at `n` (they overlap when
+    // n < 2k, and put the same bytes in the same places): every byte of `src`, once.
+    let pair = |k: usize| -> u128 {
+        let word = |b: &[u8]| b.iter().rev().fold(0u128, |a, &x| (a << 8) | u128::from(x));
+        let head = word(src.get(..k).unwrap_or_default());
+        let tail = word(src.get(n - k..).unwrap_or_default());
+        head | (tail << (8 * (n - k)))
+    };
+    let v = match n {
+        8.. => pair(8),
+        4..=7 => pair(4),
+        2..=3 => pair(2),
+        1 => pair(1),
+        0 => 0,
+    };
+    let mut w = [0u8; BLOCK];
+    for (slot, byte) in w.iter_mut().zip(v.to_le_bytes()) {
+        *slot = byte;
+    }
+    w
+}
+
+/// The rendered text of map keys met before (`"key":`), by their raw msgpack bytes (header
+/// included), one slot per position in the map: the records of one chunk usually share
+/// their keys, in the same order, so a key is rendered once per chunk and then found with
+/// one masked 16-byte compare. Only keys whose raw bytes fit in 16 are kept.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct KeyCache {
+    slots: Vec<KeySlot>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct KeySlot {
+    /// The key's raw bytes, zero-padded (little-endian, as [`load_block`] reads them).
+    raw: u128,
+    /// The low `raw_len` bytes.
+    mask: u128,
+    raw_len: usize,
+    /// `"key":` and room to copy it as one fixed-size piece.
+    text: [u8; KEY_TEXT],
+    text_len: usize,
+}
+
+/// Keys rendered longer than this (`"key":` included) are not cached.
+const KEY_TEXT: usize = 32;
+/// Keys cached per map position for at most this many positions.
+const KEY_SLOTS: usize = 64;
+
+impl KeyCache {
+    /// The slot of position `i` if it holds the key at the start of `key`.
+    #[inline(always)]
+    fn find(&self, i: usize, key: &[u8]) -> Option<&KeySlot> {
+        let slot = self.slots.get(i)?;
+        let w = u128::from_le_bytes(load_block16(key));
+        (w & slot.mask == slot.raw && key.len() >= slot.raw_len).then_some(slot)
+    }
+
+    /// Remembers that the raw key `raw` renders as `text` at position `i`.
+    #[cold]
+    #[inline(never)]
+    fn store(&mut self, i: usize, raw: &[u8], text: &[u8]) {
+        let raw_len = raw.len();
+        if raw_len > 16 || text.len() > KEY_TEXT || i >= KEY_SLOTS || i > self.slots.len() {
+            return;
+        }
+        let mut bytes = [0u8; 16];
+        let mut t = [0u8; KEY_TEXT];
+        if let (Some(b), Some(d)) = (bytes.get_mut(..raw_len), t.get_mut(..text.len())) {
+            b.copy_from_slice(raw);
+            d.copy_from_slice(text);
+        } else {
+            return;
+        }
+        let slot = KeySlot {
+            raw: u128::from_le_bytes(bytes),
+            mask: if raw_len == 16 {
+                u128::MAX
+            } else {
+                (1u128 << (8 * raw_len)) - 1
+            },
+            raw_len,
+            text: t,
+            text_len: text.len(),
+        };
+        match self.slots.get_mut(i) {
+            Some(s) => *s = slot,
+            None => self.slots.push(slot),
+        }
+    }
+}
+
+/// The first 16 bytes of `src`, zero-padded ([`load_block`] at 16 bytes whatever
+/// [`BLOCK`] is).
+#[inline(always)]
+fn load_block16(src: &[u8]) -> [u8; 16] {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        load_block(src)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        let mut w = [0u8; 16];
+        let lo = load_block(src);
+        let hi = load_block(src.get(BLOCK..).unwrap_or_default());
+        for (slot, b) in w.iter_mut().zip(lo.into_iter().chain(hi)) {
+            *slot = b;
+        }
+        w
+    }
+}
+
 /// A write cursor into `v`: bytes before `pos` are rendered text, bytes from `pos` to
 /// `v.len()` are room (zeros or stale text) that the next pieces overwrite. `pos <= v.len()`.
 struct Out<'a> {
@@ -199,17 +319,7 @@ impl<'a> Out<'a> {
         let mut i = start;
         while i < end {
             let left = end - i;
-            let w = match src.get(i..).and_then(<[u8]>::first_chunk::<BLOCK>) {
-                Some(w) => *w,
-                None => {
-                    // The last bytes of `src`: a block padded with zeros (never rendered:
-                    // `left` stops before them).
-                    let rest = src.get(i..)?;
-                    let mut w = [0u8; BLOCK];
-                    w.get_mut(..rest.len())?.copy_from_slice(rest);
-                    w
-                }
-            };
+            let w = load_block(src.get(i..)?);
             self.v
                 .get_mut(self.pos..self.pos + BLOCK)?
                 .copy_from_slice(&w);
@@ -274,8 +384,14 @@ impl<'a> Out<'a> {
 
 /// Appends the JSON text of the msgpack map at the start of `raw` (marker `0x80..=0x8f`,
 /// `0xde` or `0xdf`); the bytes consumed. `None` when `raw` is malformed or nested deeper
-/// than the general renderer allows (`out` may then hold a partial rendering).
-pub(super) fn write_map(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Option<usize> {
+/// than the general renderer allows (`out` may then hold a partial rendering). With `keys`,
+/// its keys are looked up in and added to that cache.
+pub(super) fn write_map(
+    raw: &[u8],
+    out: &mut Vec<u8>,
+    depth: usize,
+    mut keys: Option<&mut KeyCache>,
+) -> Option<usize> {
     let m = *raw.first()?;
     let (mut at, n) = match m {
         0x80..=0x8f => (1, usize::from(m & 0x0f)),
@@ -288,33 +404,46 @@ pub(super) fn write_map(raw: &[u8], out: &mut Vec<u8>, depth: usize) -> Option<u
     o.put([b'{'])?;
     for i in 0..n {
         let key = raw.get(at..)?;
-        match str_head(key, *key.first()?) {
-            Some((hdr, len)) => {
-                let end = hdr.checked_add(len)?;
-                key.get(hdr..end)?;
-                o.room(SLACK);
-                if i > 0 {
-                    o.put(*b",\"")?;
-                } else {
-                    o.put([b'"'])?;
-                }
-                o.text(key, hdr, end)?;
-                o.room(SLACK);
-                o.put(*b"\":")?;
-                at += end;
+        if let Some(slot) = keys.as_deref().and_then(|k| k.find(i, key)) {
+            o.room(KEY_TEXT + SLACK);
+            if i > 0 {
+                o.put([b','])?;
             }
-            None => {
-                // Non-string keys: Ruby's `to_s`, through the decoded value.
-                let mut rest = key;
-                let k = rmpv::decode::read_value(&mut rest).ok()?;
-                let v = o.vec();
-                if i > 0 {
-                    v.push(b',');
+            o.put(slot.text)?;
+            o.pos -= KEY_TEXT - slot.text_len;
+            at += slot.raw_len;
+        } else {
+            match str_head(key, *key.first()?) {
+                Some((hdr, len)) => {
+                    let end = hdr.checked_add(len)?;
+                    key.get(hdr..end)?;
+                    o.room(SLACK);
+                    if i > 0 {
+                        o.put([b','])?;
+                    }
+                    let from = o.pos;
+                    o.put([b'"'])?;
+                    o.text(key, hdr, end)?;
+                    o.room(SLACK);
+                    o.put(*b"\":")?;
+                    if let Some(k) = keys.as_deref_mut() {
+                        k.store(i, key.get(..end)?, o.v.get(from..o.pos)?);
+                    }
+                    at += end;
                 }
-                write_json_string(to_s(&k).as_bytes(), v);
-                v.push(b':');
-                o.resync();
-                at += key.len() - rest.len();
+                None => {
+                    // Non-string keys: Ruby's `to_s`, through the decoded value.
+                    let mut rest = key;
+                    let k = rmpv::decode::read_value(&mut rest).ok()?;
+                    let v = o.vec();
+                    if i > 0 {
+                        v.push(b',');
+                    }
+                    write_json_string(to_s(&k).as_bytes(), v);
+                    v.push(b':');
+                    o.resync();
+                    at += key.len() - rest.len();
+                }
             }
         }
         let v = raw.get(at..)?;
@@ -415,6 +544,68 @@ mod tests {
                 // An earlier special byte wins.
                 w[0] = b'"';
                 assert_eq!(first_special(&w, true, BLOCK), Some(0));
+            }
+        }
+    }
+
+    /// Renders `raw` through a shared key cache and on its own: the same text.
+    fn check_keyed(keys: &mut KeyCache, raw: &[u8], expect: &str) {
+        let mut cached = b"x".to_vec();
+        assert_eq!(write_map(raw, &mut cached, 0, Some(keys)), Some(raw.len()));
+        let mut plain = b"x".to_vec();
+        assert_eq!(write_map(raw, &mut plain, 0, None), Some(raw.len()));
+        assert_eq!(
+            String::from_utf8_lossy(&cached),
+            format!("x{expect}"),
+            "{raw:x?}"
+        );
+        assert_eq!(cached, plain);
+    }
+
+    #[test]
+    fn cached_keys_match_their_raw_bytes_exactly() {
+        let mut keys = KeyCache::default();
+        for (raw, expect) in [
+            (&b"\x82\xa1a\x01\xa1b\x02"[..], r#"{"a":1,"b":2}"#),
+            // the same keys again (from the cache), then other values
+            (b"\x82\xa1a\x01\xa1b\x02", r#"{"a":1,"b":2}"#),
+            (b"\x82\xa1a\xa1x\xa1b\xc0", r#"{"a":"x","b":null}"#),
+            // the keys swapped, a key one byte longer, the same key as str8 and as bin
+            (b"\x82\xa1b\x01\xa1a\x02", r#"{"b":1,"a":2}"#),
+            (b"\x82\xa2ab\x01\xa1b\x02", r#"{"ab":1,"b":2}"#),
+            (b"\x82\xd9\x01a\x01\xc4\x01b\x02", r#"{"a":1,"b":2}"#),
+            // a key that needs escaping, a key of 15 bytes (16 raw) and one of 16 (not kept)
+            (b"\x81\xa2\"\n\x01", r#"{"\"\n":1}"#),
+            (b"\x81\xa2\"\n\x01", r#"{"\"\n":1}"#),
+            (
+                b"\x82\xaf0123456789abcde\x01\xb00123456789abcdef\x02",
+                r#"{"0123456789abcde":1,"0123456789abcdef":2}"#,
+            ),
+            (
+                b"\x82\xaf0123456789abcde\x01\xb00123456789abcdef\x02",
+                r#"{"0123456789abcde":1,"0123456789abcdef":2}"#,
+            ),
+            // a key that ends the record's bytes early: a prefix of a cached key
+            (b"\x81\xa1a\x01", r#"{"a":1}"#),
+            (b"\x80", "{}"),
+        ] {
+            check_keyed(&mut keys, raw, expect);
+        }
+        // A truncated record whose key would match a cached key padded with zeros.
+        let mut keys = KeyCache::default();
+        check_keyed(&mut keys, b"\x81\xa2a\x00\x01", r#"{"a\u0000":1}"#);
+        let mut out = Vec::new();
+        assert_eq!(write_map(b"\x81\xa2a", &mut out, 0, Some(&mut keys)), None);
+    }
+
+    #[test]
+    fn tails_loaded_without_memcpy() {
+        let bytes: Vec<u8> = (1..=40).collect();
+        for n in 0..=BLOCK + 2 {
+            let src = &bytes[..n];
+            let w = load_block(src);
+            for (i, b) in w.iter().enumerate() {
+                assert_eq!(*b, src.get(i).copied().unwrap_or(0), "{n} bytes, byte {i}");
             }
         }
     }
