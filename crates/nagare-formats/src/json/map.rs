@@ -277,24 +277,32 @@ impl<'a> Out<'a> {
         self.v.truncate(self.pos);
     }
 
-    /// `v` in decimal.
+    /// `v` in decimal: digits made two at a time at the end of a stack buffer, then stored
+    /// as one fixed 32-byte piece (no digit count first, no `memcpy` call). Needs room for
+    /// 32 bytes.
     #[inline(always)]
     fn uint(&mut self, mut v: u64) -> Option<()> {
-        let n = v.checked_ilog10().unwrap_or(0) as usize + 1;
-        let d = self.v.get_mut(self.pos..self.pos + n)?;
-        let mut k = n;
+        // At most 20 digits end at index 20; 32 bytes from any start up to 20 fit in 52.
+        let mut buf = [0u8; 52];
+        let mut k = 20;
         while v >= 100 {
-            k = k.checked_sub(2)?;
-            d.get_mut(k..k + 2)?
+            k -= 2;
+            buf.get_mut(k..k + 2)?
                 .copy_from_slice(&DIGITS2[(v % 100) as usize]);
             v /= 100;
         }
         if v >= 10 {
-            d.get_mut(..2)?.copy_from_slice(&DIGITS2[v as usize]);
+            k -= 2;
+            buf.get_mut(k..k + 2)?.copy_from_slice(&DIGITS2[v as usize]);
         } else {
-            *d.first_mut()? = b'0' + v as u8;
+            k -= 1;
+            *buf.get_mut(k)? = b'0' + v as u8;
         }
-        self.pos += n;
+        let digits = buf.get(k..)?.first_chunk::<32>()?;
+        self.v
+            .get_mut(self.pos..self.pos + 32)?
+            .copy_from_slice(digits);
+        self.pos += 20 - k;
         Some(())
     }
 
