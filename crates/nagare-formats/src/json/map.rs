@@ -152,6 +152,17 @@ struct KeySlot {
     text_len: usize,
 }
 
+impl KeySlot {
+    /// A slot no key matches (`w & 0` is never 1).
+    const NONE: KeySlot = KeySlot {
+        raw: 1,
+        mask: 0,
+        raw_len: 0,
+        text: [0; KEY_TEXT],
+        text_len: 0,
+    };
+}
+
 /// Keys rendered longer than this (`"key":` included) are not cached.
 const KEY_TEXT: usize = 32;
 /// Keys cached per map position for at most this many positions.
@@ -171,7 +182,15 @@ impl KeyCache {
     #[inline(never)]
     fn store(&mut self, i: usize, raw: &[u8], text: &[u8]) {
         let raw_len = raw.len();
-        if raw_len > 16 || text.len() > KEY_TEXT || i >= KEY_SLOTS || i > self.slots.len() {
+        if i >= KEY_SLOTS {
+            return;
+        }
+        // Positions before `i` whose keys are not kept (too long) hold a slot that matches
+        // nothing, so the keys after them are kept all the same.
+        while self.slots.len() < i {
+            self.slots.push(KeySlot::NONE);
+        }
+        if raw_len > 16 || text.len() > KEY_TEXT {
             return;
         }
         let mut bytes = [0u8; 16];
@@ -595,6 +614,16 @@ mod tests {
                 b"\x82\xaf0123456789abcde\x01\xb00123456789abcdef\x02",
                 r#"{"0123456789abcde":1,"0123456789abcdef":2}"#,
             ),
+            // a first key too long to keep, then keys kept after it
+            (
+                b"\x82\xb1a_key_of_17_bytes\x01\xa1b\x02",
+                r#"{"a_key_of_17_bytes":1,"b":2}"#,
+            ),
+            (
+                b"\x82\xb1a_key_of_17_bytes\x01\xa1b\x02",
+                r#"{"a_key_of_17_bytes":1,"b":2}"#,
+            ),
+            (b"\x82\xa1b\x01\xa1b\x02", r#"{"b":1,"b":2}"#),
             // a key that ends the record's bytes early: a prefix of a cached key
             (b"\x81\xa1a\x01", r#"{"a":1}"#),
             (b"\x80", "{}"),
