@@ -29,7 +29,10 @@
 //!   error, never as an unwind across `extern "C"` (which would abort the host);
 //! * Fluentd's config value types ([`config`]), unknown-param warnings included;
 //! * Fluentd's chunk format ([`chunk`]);
-//! * logs and metrics through the host ([`context`], [`info!`] and friends);
+//! * logs and metrics through the host ([`context`], [`info!`] and friends), and a rate
+//!   limiter for per-event warnings ([`log_limiter`]);
+//! * Fluentd's `record_accessor` helper: `key`, `$.a.b`, `$['a'][0]` paths on raw and
+//!   decoded records ([`record_accessor`]);
 //! * a per-`.so` tokio runtime (`runtime` feature) and an in-process test kit (`testkit`).
 //!
 //! This crate depends on `nagare-plugin-api` and external crates only, so out-of-tree
@@ -42,7 +45,9 @@ pub mod context;
 pub mod error;
 pub mod export;
 pub mod guard;
+pub mod log_limiter;
 pub mod plugin;
+pub mod record_accessor;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 #[cfg(feature = "testkit")]

@@ -20,8 +20,8 @@
 //! chunk whose events all stay comes back as [`FilterOutcome::Unchanged`] without a copy.
 //! Metrics: `records_kept`, `records_dropped`.
 
-pub mod accessor;
-pub mod limiter;
+pub use nagare_plugin_sdk::log_limiter as limiter;
+pub use nagare_plugin_sdk::record_accessor as accessor;
 pub mod ruby_regex;
 
 use std::borrow::Cow;

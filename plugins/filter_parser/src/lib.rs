@@ -23,10 +23,8 @@
 //! are counted in `error_records_dropped` and reported by a rate-limited warning.
 //! Metrics: `records_out`, `error_records`, `error_records_dropped`.
 
-#[path = "../../filter_grep/src/accessor.rs"]
-pub mod accessor;
-#[path = "../../filter_grep/src/limiter.rs"]
-pub mod limiter;
+pub use nagare_plugin_sdk::log_limiter as limiter;
+pub use nagare_plugin_sdk::record_accessor as accessor;
 
 use std::borrow::Cow;
 use std::time::Duration;

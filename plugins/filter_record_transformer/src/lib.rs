@@ -18,10 +18,8 @@
 //! with a rate-limited warning and counted in `error_records` (the epoch-1 ABI has no way to
 //! send part of a chunk to `@ERROR`). Metrics: `records_out`, `error_records`.
 
-#[path = "../../filter_grep/src/accessor.rs"]
-pub mod accessor;
-#[path = "../../filter_grep/src/limiter.rs"]
-pub mod limiter;
+pub use nagare_plugin_sdk::log_limiter as limiter;
+pub use nagare_plugin_sdk::record_accessor as accessor;
 pub mod template;
 
 use std::time::Duration;

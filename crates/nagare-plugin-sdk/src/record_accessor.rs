@@ -7,8 +7,8 @@
 //! [`RecordAccessor::get_raw`] walks raw msgpack without decoding anything but the path;
 //! [`RecordAccessor::get`] and [`RecordAccessor::delete`] work on decoded records.
 //!
-//! This file is shared by the filter plugins (`filter_grep` owns it; `filter_parser` and
-//! `filter_record_transformer` include it by path) until the SDK grows the helper.
+//! Used by filter_grep, filter_record_transformer and filter_parser; out-of-tree plugins
+//! get the same reading of `$.a.b` paths from here.
 
 #![allow(dead_code)] // each including plugin uses a different subset
 
@@ -16,7 +16,7 @@ use std::fmt;
 
 use nagare_core::msgpack::{Head, MAX_DEPTH, read_head, value_len};
 use nagare_core::record::MapIter;
-use nagare_plugin_sdk::rmpv::Value;
+use rmpv::Value;
 
 /// One step of a path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -359,7 +359,7 @@ pub fn write_value_lossless(out: &mut Vec<u8>, v: &Value) {
         }
         // Writing into a Vec cannot fail.
         other => {
-            let _ = nagare_plugin_sdk::rmpv::encode::write_value(out, other);
+            let _ = rmpv::encode::write_value(out, other);
         }
     }
 }
@@ -597,7 +597,7 @@ mod tests {
 
     fn encode(v: &Value) -> Vec<u8> {
         let mut out = Vec::new();
-        let _ = nagare_plugin_sdk::rmpv::encode::write_value(&mut out, v);
+        let _ = rmpv::encode::write_value(&mut out, v);
         out
     }
 
@@ -609,11 +609,9 @@ mod tests {
             let acc = RecordAccessor::parse(param).unwrap_or_else(|e| panic!("{e}"));
             let got = acc.get(&rec).map(|v| v.cloned());
             assert_eq!(got, expect, "get {param:?}");
-            let got_raw = acc.get_raw(&raw).map(|v| {
-                v.map(|mut b| {
-                    nagare_plugin_sdk::rmpv::decode::read_value(&mut b).unwrap_or(Value::Nil)
-                })
-            });
+            let got_raw = acc
+                .get_raw(&raw)
+                .map(|v| v.map(|mut b| rmpv::decode::read_value(&mut b).unwrap_or(Value::Nil)));
             assert_eq!(got_raw, expect, "get_raw {param:?}");
         };
         check("key1", Ok(Some(Value::from("v1"))));
@@ -679,7 +677,7 @@ mod tests {
         let raw: &[u8] = &[
             0x82, 0xa1, b'k', 0xa1, 0xff, 0xa1, b'a', 0x91, 0xc4, 0x01, 0x00,
         ];
-        let v = nagare_plugin_sdk::rmpv::decode::read_value(&mut &raw[..]).unwrap_or(Value::Nil);
+        let v = rmpv::decode::read_value(&mut &raw[..]).unwrap_or(Value::Nil);
         let mut out = Vec::new();
         write_value_lossless(&mut out, &v);
         assert_eq!(out, raw);

@@ -4,7 +4,7 @@
 //! admitted message learns how many were suppressed since the previous one, so the log line
 //! can say so. Lock-free: one atomic timestamp and one atomic counter.
 //!
-//! Shared by the filter plugins (`filter_grep` owns it; the others include it by path).
+//! Used by the filter plugins for their per-event warnings.
 
 #![allow(dead_code)] // each including plugin uses a different subset
 
