@@ -29,8 +29,7 @@
 //!   compressed, then written with one `write`.
 //! * `symlink_path` points at the latest file written (highest timekey).
 
-pub mod fsio;
-pub mod meta;
+pub use nagare_fileout::{fsio, meta};
 pub mod path;
 
 use std::collections::HashMap;

@@ -18,14 +18,7 @@
 //! messages. Without it, placeholders are expanded from what each chunk carries (its tag,
 //! its variables, its `timekey`, else its first event's time).
 
-// Shared with out_file (compiled into this `.so` separately, so no symbols clash). Some
-// helpers are only used by out_file.
-#[allow(dead_code)]
-#[path = "../../out_file/src/fsio.rs"]
-pub mod fsio;
-#[allow(dead_code)]
-#[path = "../../out_file/src/meta.rs"]
-pub mod meta;
+pub use nagare_fileout::{fsio, meta};
 
 use nagare_buffer::placeholders::expand;
 use nagare_buffer::{ChunkId, ChunkKeys, RecordKey, TimeKey};

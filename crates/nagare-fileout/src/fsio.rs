@@ -1,5 +1,4 @@
-//! File-system steps shared by `out_file` and `out_secondary_file` (the latter includes this
-//! file with `#[path]`, so both `.so`s carry their own copy and no symbols clash):
+//! File-system steps shared by `out_file` and `out_secondary_file`:
 //! directories with a mode, appends under an exclusive lock, fsync of the file and of a new
 //! file's directory, `ln -sf` done atomically, Fluentd's `writable_p?`, and the encodings.
 

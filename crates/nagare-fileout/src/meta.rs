@@ -1,5 +1,4 @@
-//! Chunk keys and chunk metadata as the file outputs see them (shared with
-//! `out_secondary_file` through `#[path]`).
+//! Chunk keys and chunk metadata as the file outputs see them.
 //!
 //! The host owns the `<buffer>` and hands every chunk over with its chunk-key `variables`
 //! (plus `"timekey"` when `time` is a chunk key). When a chunk comes without them (an
