@@ -142,12 +142,8 @@ fn warn_fractional_times(e: &Element, warnings: &mut Vec<Warning>) {
         if let Some(unit) = fractional_time_unit(v) {
             let v = v.trim();
             let read_as = crate::types::parse_time(v, false).unwrap_or_default();
-            let unit_secs = match unit {
-                's' => 1.0,
-                'm' => 60.0,
-                'h' => 3600.0,
-                _ => 86400.0,
-            };
+            // The unit's length in seconds, as the type itself reads "1s", "1m", ...
+            let unit_secs = crate::types::parse_time(&format!("1{unit}"), true).unwrap_or(1.0);
             let meant = v
                 .get(..v.len() - 1)
                 .and_then(|n| n.parse::<f64>().ok())

@@ -6,8 +6,6 @@
 //!
 //! Used by the filter plugins for their per-event warnings.
 
-#![allow(dead_code)] // each including plugin uses a different subset
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

@@ -10,8 +10,6 @@
 //! Used by filter_grep, filter_record_transformer and filter_parser; out-of-tree plugins
 //! get the same reading of `$.a.b` paths from here.
 
-#![allow(dead_code)] // each including plugin uses a different subset
-
 use std::fmt;
 
 use nagare_core::msgpack::{Head, MAX_DEPTH, read_head, value_len};

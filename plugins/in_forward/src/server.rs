@@ -78,14 +78,8 @@ pub struct Shared {
 impl Shared {
     fn warn(&self, category: &'static str, msg: std::fmt::Arguments<'_>) {
         if let Some(suppressed) = self.limiter.check(category) {
-            if suppressed > 0 {
-                nagare_plugin_sdk::warn!(
-                    self.log,
-                    "{msg} ({suppressed} similar messages suppressed)"
-                );
-            } else {
-                nagare_plugin_sdk::warn!(self.log, "{msg}");
-            }
+            let note = nagare_plugin_sdk::log_limiter::suppressed_note(suppressed);
+            nagare_plugin_sdk::warn!(self.log, "{msg}{note}");
         }
     }
 }
