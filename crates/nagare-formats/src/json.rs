@@ -452,8 +452,17 @@ pub(crate) fn write_json_raw_keyed(
 
 #[inline(always)]
 fn be(raw: &[u8], at: usize, n: usize) -> Option<u64> {
-    let b = raw.get(at..at.checked_add(n)?)?;
-    Some(b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+    let b = raw.get(at..)?;
+    match n {
+        1 => b.first().map(|&x| u64::from(x)),
+        2 => b.first_chunk().map(|x| u64::from(u16::from_be_bytes(*x))),
+        4 => b.first_chunk().map(|x| u64::from(u32::from_be_bytes(*x))),
+        8 => b.first_chunk().map(|x| u64::from_be_bytes(*x)),
+        _ => {
+            let b = b.get(..n)?;
+            Some(b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+        }
+    }
 }
 
 /// The header length and body length of a str/bin value with marker `m`, if it is one.

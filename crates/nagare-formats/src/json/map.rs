@@ -1,11 +1,12 @@
 //! The JSON text of a msgpack map rendered straight from its bytes: the hot path of the json
 //! and out_file formatters (a record is a map).
 //!
-//! The text is written through a cursor ([`Out`]) into bytes the `Vec` already holds: room
-//! is made ahead (the `Vec` grown with zeros) for the whole map at its start and checked
-//! again before each piece for the widest rendering it can have, the pieces are stored at
-//! the cursor, and the `Vec` is cut back to the cursor at the end. Each piece is then one bounds-checked store, with no capacity check, no
-//! length update and no `memcpy` call per value; a string is scanned and copied a whole block
+//! The text is written through a cursor ([`Out`]) into the `Vec`'s spare capacity: room is
+//! reserved ahead for the whole map at its start and checked again before each piece for the
+//! widest rendering it can have, each piece is stored whole at the cursor (a fixed-size block
+//! of which only a prefix may count), and the `Vec`'s length is moved to the cursor at the
+//! end. Room is never zeroed. Each piece is then one bounds-checked store, with no length
+//! update and no `memcpy` call per value; a string is scanned and copied a whole block
 //! at a time (16 bytes with SSE2 on x86_64, 8 elsewhere) and the cursor advanced by the bytes
 //! that belong to it. With a [`KeyCache`] (a batch's [`crate::Scratch`]), a key met before at
 //! the same position is copied from its earlier rendering.
@@ -14,7 +15,9 @@
 //! rendered here entirely. Any other value (floats, arrays, nested maps, ext) goes through the
 //! general renderer (`raw_value`) at that point, non-string keys through Ruby's `to_s` of the
 //! decoded key, strings longer than [`LONG`] through the `Vec` escaper (no room six times
-//! their size is zeroed for them); the text is the same either way.
+//! their size is reserved for them); the text is the same either way.
+
+use std::mem::MaybeUninit;
 
 use super::{
     HEX, JSON_ESCAPE, be, escape_in, lossy_escape, raw_value, str_head, to_s, write_json_string,
@@ -28,9 +31,10 @@ const PER_BYTE: usize = 6;
 /// colon, the whole block the last store of a string writes past its end ([`BLOCK`]), or the
 /// sign and 20 digits of an integer.
 const SLACK: usize = 32;
-/// The most room made ahead for a whole map at its start (more is made per piece as needed).
-const START_ROOM: usize = 16 * 1024;
-/// Strings longer than this are escaped through the `Vec` (room for them is not zeroed ahead).
+/// The most map bytes room is made for ahead, at the map's start (more is made per piece as
+/// needed). `raw` may run past the map (the rest of a chunk), so this stays small.
+const START_ROOM: usize = 2 * 1024;
+/// Strings longer than this are escaped through the `Vec` (room for them is not reserved ahead).
 pub(super) const LONG: usize = 2048;
 
 /// Two decimal digits for each value below 100.
@@ -111,24 +115,29 @@ fn load_block(src: &[u8]) -> [u8; BLOCK] {
     let n = src.len();
     // Two loads of `k` bytes, one at the start and one ending at `n` (they overlap when
     // n < 2k, and put the same bytes in the same places): every byte of `src`, once.
-    let pair = |k: usize| -> u128 {
-        let word = |b: &[u8]| b.iter().rev().fold(0u128, |a, &x| (a << 8) | u128::from(x));
-        let head = word(src.get(..k).unwrap_or_default());
-        let tail = word(src.get(n - k..).unwrap_or_default());
-        head | (tail << (8 * (n - k)))
-    };
+    macro_rules! pair {
+        ($t:ty, $k:literal) => {{
+            let head = src
+                .first_chunk::<$k>()
+                .map_or(0, |h| <$t>::from_le_bytes(*h));
+            let tail = src
+                .last_chunk::<$k>()
+                .map_or(0, |t| <$t>::from_le_bytes(*t));
+            u128::from(head) | (u128::from(tail) << (8 * (n - $k)))
+        }};
+    }
     let v = match n {
-        8.. => pair(8),
-        4..=7 => pair(4),
-        2..=3 => pair(2),
-        1 => pair(1),
+        8.. => pair!(u64, 8),
+        4..=7 => pair!(u32, 4),
+        2..=3 => pair!(u16, 2),
+        1 => src.first().map_or(0, |&b| u128::from(b)),
         0 => 0,
     };
-    let mut w = [0u8; BLOCK];
-    for (slot, byte) in w.iter_mut().zip(v.to_le_bytes()) {
-        *slot = byte;
+    let bytes = v.to_le_bytes();
+    match bytes.first_chunk::<BLOCK>() {
+        Some(w) => *w,
+        None => [0u8; BLOCK],
     }
-    w
 }
 
 /// The rendered text of map keys met before (`"key":`), by their raw msgpack bytes (header
@@ -239,8 +248,12 @@ fn load_block16(src: &[u8]) -> [u8; 16] {
     }
 }
 
-/// A write cursor into `v`: bytes before `pos` are rendered text, bytes from `pos` to
-/// `v.len()` are room (zeros or stale text) that the next pieces overwrite. `pos <= v.len()`.
+/// A write cursor over `v`'s spare capacity: `v[..v.len()]` is text rendered before, the
+/// bytes from `v.len()` to `pos` are rendered text not yet counted in the length (written
+/// into the spare capacity), and the capacity past `pos` is room the next pieces are stored
+/// into. Pieces are stored whole (a fixed-size block, of which only a prefix may count), so
+/// room is never zeroed ahead. `v.len() <= pos <= v.capacity()`, and every byte below `pos`
+/// has been written: [`Out::commit`] relies on it.
 struct Out<'a> {
     v: &'a mut Vec<u8>,
     pos: usize,
@@ -254,7 +267,7 @@ impl<'a> Out<'a> {
     /// Makes at least `need` bytes of room after the cursor.
     #[inline(always)]
     fn room(&mut self, need: usize) {
-        if self.v.len() - self.pos < need {
+        if self.v.capacity().saturating_sub(self.pos) < need {
             self.grow(need);
         }
     }
@@ -262,26 +275,55 @@ impl<'a> Out<'a> {
     #[cold]
     #[inline(never)]
     fn grow(&mut self, need: usize) {
+        // The text below `pos` must be inside the length before the `Vec` may move.
+        self.commit();
+        self.v.reserve(need.saturating_add(SLACK));
+    }
+
+    /// Counts the rendered text in `v`'s length.
+    #[inline(always)]
+    fn commit(&mut self) {
+        if self.pos <= self.v.capacity() {
+            // SAFETY: `v.len() <= pos <= v.capacity()`, and every byte below `pos` was
+            // written: those below `v.len()` by the `Vec`'s own methods, those from
+            // `v.len()` by a store through `slots` (`put`, `uint`, `escape`), which only
+            // move `pos` over bytes they have just written.
+            unsafe { self.v.set_len(self.pos) };
+        }
+    }
+
+    /// The `N` bytes of spare capacity at the cursor.
+    #[inline(always)]
+    fn slots<const N: usize>(&mut self) -> Option<&mut [MaybeUninit<u8>; N]> {
+        let off = self.pos.checked_sub(self.v.len())?;
         self.v
-            .resize(self.pos.saturating_add(need).saturating_add(SLACK), 0);
+            .spare_capacity_mut()
+            .get_mut(off..)?
+            .first_chunk_mut::<N>()
     }
 
     /// Stores `bytes` at the cursor. `None` only when no room was made for them (a bug the
     /// caller turns into the general renderer's answer, never a panic).
     #[inline(always)]
     fn put<const N: usize>(&mut self, bytes: [u8; N]) -> Option<()> {
-        self.v
-            .get_mut(self.pos..self.pos + N)?
-            .copy_from_slice(&bytes);
+        self.store(bytes)?;
         self.pos += N;
         Some(())
     }
 
-    /// The `Vec` cut back to the rendered text, for a renderer that appends to it; call
+    /// Writes `bytes` at the cursor without moving it (the caller then moves it over the
+    /// bytes that count, at most `N`).
+    #[inline(always)]
+    fn store<const N: usize>(&mut self, bytes: [u8; N]) -> Option<()> {
+        *self.slots::<N>()? = bytes.map(MaybeUninit::new);
+        Some(())
+    }
+
+    /// The `Vec` holding exactly the rendered text, for a renderer that appends to it; call
     /// [`Out::resync`] after.
     #[inline(always)]
     fn vec(&mut self) -> &mut Vec<u8> {
-        self.v.truncate(self.pos);
+        self.commit();
         self.v
     }
 
@@ -291,9 +333,9 @@ impl<'a> Out<'a> {
         self.pos = self.v.len();
     }
 
-    /// Cuts the `Vec` back to the rendered text.
-    fn finish(self) {
-        self.v.truncate(self.pos);
+    /// Counts the rendered text in the `Vec` and ends the cursor.
+    fn finish(mut self) {
+        self.commit();
     }
 
     /// `v` in decimal: digits made two at a time at the end of a stack buffer, then stored
@@ -318,9 +360,7 @@ impl<'a> Out<'a> {
             *buf.get_mut(k)? = b'0' + v as u8;
         }
         let digits = buf.get(k..)?.first_chunk::<32>()?;
-        self.v
-            .get_mut(self.pos..self.pos + 32)?
-            .copy_from_slice(digits);
+        self.store(*digits)?;
         self.pos += 20 - k;
         Some(())
     }
@@ -349,9 +389,7 @@ impl<'a> Out<'a> {
         while i < end {
             let left = end - i;
             let w = load_block(src.get(i..)?);
-            self.v
-                .get_mut(self.pos..self.pos + BLOCK)?
-                .copy_from_slice(&w);
+            self.store(w)?;
             let Some(p) = first_special(&w, ascii, left) else {
                 if left <= BLOCK {
                     self.pos += left;
@@ -438,8 +476,8 @@ pub(super) fn write_map(
             if i > 0 {
                 o.put([b','])?;
             }
-            o.put(slot.text)?;
-            o.pos -= KEY_TEXT - slot.text_len;
+            o.store(slot.text)?;
+            o.pos += slot.text_len;
             at += slot.raw_len;
         } else {
             match str_head(key, *key.first()?) {
@@ -456,6 +494,7 @@ pub(super) fn write_map(
                     o.room(SLACK);
                     o.put(*b"\":")?;
                     if let Some(k) = keys.as_deref_mut() {
+                        o.commit();
                         k.store(i, key.get(..end)?, o.v.get(from..o.pos)?);
                     }
                     at += end;
