@@ -512,6 +512,48 @@ proptest! {
         }
     }
 
+    /// The prefix path reads records laid end to end (as in a chunk, any header widths):
+    /// when it answers, it measured exactly the record and wrote what `format_raw_with`
+    /// writes; when it does not, it left the buffer as it was.
+    #[test]
+    fn prefix_path_measures_each_record(
+        records in proptest::collection::vec(record(), 1..5),
+        choices in proptest::collection::vec(any::<u8>(), 1..64),
+        tail in proptest::collection::vec(any::<u8>(), 0..20),
+    ) {
+        let mut next = 0usize;
+        let mut pick = || {
+            next += 1;
+            choices[next % choices.len()]
+        };
+        let mut chunk = Vec::new();
+        let mut spans = Vec::new();
+        for r in &records {
+            let start = chunk.len();
+            encode_wide(r, &mut pick, &mut chunk);
+            spans.push(start..chunk.len());
+        }
+        chunk.extend_from_slice(&tail);
+        let t = EventTime::new(1_700_000_000, 5);
+        for (pairs, f) in FORMATS.iter().zip(FORMATTERS.iter()) {
+            let (mut scratch, mut scratch2) = (Scratch::new(), Scratch::new());
+            for span in &spans {
+                let mut got = b"head".to_vec();
+                let mut want = b"head".to_vec();
+                let exact = chunk.get(span.clone()).unwrap_or_default();
+                let answer = f.format_raw_prefix_with("app.x", t, &chunk[span.start..], &mut got, &mut scratch);
+                match answer {
+                    Some(r) => {
+                        prop_assert_eq!(r.ok(), Some(span.len()), "{:?}", pairs);
+                        prop_assert!(f.format_raw_with("app.x", t, exact, &mut want, &mut scratch2).is_some());
+                        prop_assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want), "{:?}", pairs);
+                    }
+                    None => prop_assert_eq!(&got, b"head", "{:?}", pairs),
+                }
+            }
+        }
+    }
+
     /// A batch whose records share keys (in the same order or not, as str or bin, with any
     /// header width) through one scratch: the rendered keys the scratch keeps never change
     /// the text.

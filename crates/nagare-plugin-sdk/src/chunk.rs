@@ -242,6 +242,58 @@ impl<'a> ChunkReader<'a> {
         })
     }
 
+    /// Reads the next entry by letting `render` walk its record: `render` gets the entry's
+    /// time and the chunk's bytes from the record's first byte to the chunk's end, and
+    /// answers how many of them the record took (`None`: it cannot say). An output that
+    /// renders each record straight from its bytes (out_file's JSON) then walks each record
+    /// once, not once here and once again to render it; and its reads never stop short at a
+    /// record's last bytes.
+    ///
+    /// `render` must answer the record's exact length: the reader moves on by it. A chunk
+    /// handed over by the host is well-formed (it validates every batch it accepts), and a
+    /// renderer that decodes the record fully measures it exactly.
+    ///
+    /// Only host-shaped entries (`0x92`, a fixext8 EventTime, a map) are read this way. For
+    /// anything else, or when `render` answers `None`, 0 or more than is left, nothing is
+    /// consumed ([`Visited::Fallback`]): the caller undoes what `render` did and reads the
+    /// entry with [`Iterator::next`], which gives every answer (errors included) as before.
+    #[inline]
+    pub fn next_rendering(
+        &mut self,
+        render: impl FnOnce(EventTime, &'a [u8]) -> Option<usize>,
+    ) -> Visited<'a> {
+        if self.failed || self.pos >= self.data.len() {
+            return Visited::End;
+        }
+        let data = self.data;
+        let start = self.pos;
+        let Some(rec_start) = start.checked_add(11) else {
+            return Visited::Fallback;
+        };
+        let Some(&[0x92, 0xd7, 0x00, s0, s1, s2, s3, n0, n1, n2, n3]) = data.get(start..rec_start)
+        else {
+            return Visited::Fallback;
+        };
+        let Some(rest) = data
+            .get(rec_start..)
+            .filter(|r| matches!(r.first(), Some(0x80..=0x8f | 0xde | 0xdf)))
+        else {
+            return Visited::Fallback;
+        };
+        let time = EventTime {
+            sec: u32::from_be_bytes([s0, s1, s2, s3]),
+            nsec: u32::from_be_bytes([n0, n1, n2, n3]),
+        };
+        let Some(record) = render(time, rest)
+            .filter(|&n| n > 0)
+            .and_then(|n| rest.get(..n))
+        else {
+            return Visited::Fallback;
+        };
+        self.pos = rec_start + record.len();
+        Visited::Entry(Entry { time, record })
+    }
+
     /// Reads the entry at the reader's position: the fast path, else the general walk.
     #[inline]
     fn read_entry(&mut self) -> Result<Entry<'a>, ChunkError> {
@@ -980,6 +1032,42 @@ mod tests {
                         prop_assert_eq!(Some(seen), want);
                         got.push(Ok(e));
                     }
+                    Visited::End => break,
+                    Visited::Fallback => {
+                        prop_assert_eq!(r.pos, before);
+                        match r.next() {
+                            Some(e) => got.push(e),
+                            None => break,
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(got, expect);
+        }
+
+        /// Rendering reads the same entries as the iterator when the renderer measures
+        /// records exactly, and consumes nothing when it cannot say or says too much.
+        #[test]
+        fn rendering_agrees_with_iterator(
+            parts in proptest::collection::vec(arb_entryish(), 0..5),
+            refuse in any::<u8>(),
+        ) {
+            let chunk = parts.concat();
+            let expect: Vec<_> = ChunkReader::new(&chunk).collect();
+            let mut got = Vec::new();
+            let mut r = ChunkReader::new(&chunk);
+            let mut calls = 0u8;
+            loop {
+                let before = r.pos;
+                calls = calls.wrapping_add(1);
+                // Every so often the renderer declines, or claims more than the chunk holds.
+                let answer = |_: EventTime, rest: &[u8]| match calls % 8 {
+                    0 if refuse % 2 == 0 => None,
+                    1 if refuse % 3 == 0 => Some(rest.len() + 1),
+                    _ => nagare_core::fast::map(rest, 0, 1, nagare_core::msgpack::MAX_DEPTH).ok(),
+                };
+                match r.next_rendering(answer) {
+                    Visited::Entry(e) => got.push(Ok(e)),
                     Visited::End => break,
                     Visited::Fallback => {
                         prop_assert_eq!(r.pos, before);

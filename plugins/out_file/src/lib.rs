@@ -41,7 +41,9 @@ use nagare_buffer::{ChunkId, ChunkKeys, Metadata};
 use nagare_formats::{Formatter, InjectConfig, Injector, Params, Scratch};
 use nagare_plugin_sdk::api::ConfigNode;
 use nagare_plugin_sdk::config::attr;
-use nagare_plugin_sdk::{Chunk, Counter, Output, PluginContext, Result, error, export_plugins};
+use nagare_plugin_sdk::{
+    Chunk, Counter, Output, PluginContext, Result, Visited, error, export_plugins,
+};
 use serde::Deserialize;
 
 use crate::meta::{Groups, chunk_is_keyed, chunk_metadata, entry_metadata};
@@ -679,21 +681,49 @@ impl FileOutput {
         let mut scratch = Scratch::new();
         let (mut records, mut bytes) = (0u32, 0usize);
         buf.clear();
-        for entry in chunk.entries().map_err(|e| bad(&e))? {
-            let entry = entry.map_err(|e| bad(&e))?;
-            let time = nagare_formats::EventTime::new(entry.time.sec, entry.time.nsec);
+        let mut reader = chunk.entries().map_err(|e| bad(&e))?;
+        loop {
+            // Hot path: the formatter walks each record once, rendering it and measuring it
+            // for the reader.
             let mark = buf.len();
-            match self
-                .formatter
-                .format_raw_with(tag, time, entry.record, buf, &mut scratch)
-            {
-                Some(r) => r.map_err(|e| bad(&e))?,
-                None => {
+            let mut failed = None;
+            let visited = reader.next_rendering(|time, rest| {
+                let time = nagare_formats::EventTime::new(time.sec, time.nsec);
+                match self
+                    .formatter
+                    .format_raw_prefix_with(tag, time, rest, buf, &mut scratch)?
+                {
+                    Ok(used) => Some(used),
+                    Err(e) => {
+                        failed = Some(e);
+                        None
+                    }
+                }
+            });
+            match visited {
+                Visited::Entry(_) => {}
+                Visited::End => break,
+                Visited::Fallback => {
                     buf.truncate(mark);
-                    let record = entry.value().map_err(|e| bad(&e))?;
-                    self.formatter
-                        .format(tag, time, &record, buf)
-                        .map_err(|e| bad(&e))?;
+                    if let Some(e) = failed {
+                        return Err(bad(&e));
+                    }
+                    let Some(entry) = reader.next() else { break };
+                    let entry = entry.map_err(|e| bad(&e))?;
+                    let time = nagare_formats::EventTime::new(entry.time.sec, entry.time.nsec);
+                    match self
+                        .formatter
+                        .format_raw_with(tag, time, entry.record, buf, &mut scratch)
+                    {
+                        Some(r) => r.map_err(|e| bad(&e))?,
+                        None => {
+                            buf.truncate(mark);
+                            let record = entry.value().map_err(|e| bad(&e))?;
+                            self.formatter
+                                .format(tag, time, &record, buf)
+                                .map_err(|e| bad(&e))?;
+                        }
+                    }
                 }
             }
             records += 1;

@@ -56,6 +56,23 @@ pub trait Formatter: Send + Sync + Debug {
         self.format_raw(tag, time, raw, out)
     }
 
+    /// [`Formatter::format_raw_with`] for a record that starts `raw` and may be followed by
+    /// other bytes (the rest of a chunk): the same text, and the record's length in bytes,
+    /// measured by the walk that renders it. A chunk reader then moves on by that length
+    /// instead of walking the record a second time.
+    /// `None`: not supported, or the bytes need the general path (nothing is then left in
+    /// `out`).
+    fn format_raw_prefix_with(
+        &self,
+        _tag: &str,
+        _time: EventTime,
+        _raw: &[u8],
+        _out: &mut Vec<u8>,
+        _scratch: &mut Scratch,
+    ) -> Option<Result<usize, FormatError>> {
+        None
+    }
+
     /// The formatted event as a new buffer.
     fn format_to_vec(
         &self,

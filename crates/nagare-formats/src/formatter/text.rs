@@ -138,6 +138,20 @@ impl Formatter for OutFileFormatter {
         out: &mut Vec<u8>,
         scratch: &mut Scratch,
     ) -> Option<Result<(), FormatError>> {
+        Some(
+            self.format_raw_prefix_with(tag, time, raw, out, scratch)?
+                .map(|_| ()),
+        )
+    }
+
+    fn format_raw_prefix_with(
+        &self,
+        tag: &str,
+        time: EventTime,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+    ) -> Option<Result<usize, FormatError>> {
         if raw
             .first()
             .is_none_or(|&m| !matches!(m, 0x80..=0x8f | 0xde | 0xdf))
@@ -149,12 +163,12 @@ impl Formatter for OutFileFormatter {
             out.truncate(mark);
             return Some(Err(e));
         }
-        if write_json_raw_keyed(raw, out, &mut scratch.json_keys).is_none() {
+        let Some(used) = write_json_raw_keyed(raw, out, &mut scratch.json_keys) else {
             out.truncate(mark);
             return None;
-        }
+        };
         out.push(b'\n');
-        Some(Ok(()))
+        Some(Ok(used))
     }
 }
 
@@ -250,19 +264,33 @@ impl Formatter for JsonFormatter {
 
     fn format_raw_with(
         &self,
+        tag: &str,
+        time: EventTime,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+    ) -> Option<Result<(), FormatError>> {
+        Some(
+            self.format_raw_prefix_with(tag, time, raw, out, scratch)?
+                .map(|_| ()),
+        )
+    }
+
+    fn format_raw_prefix_with(
+        &self,
         _tag: &str,
         _time: EventTime,
         raw: &[u8],
         out: &mut Vec<u8>,
         scratch: &mut Scratch,
-    ) -> Option<Result<(), FormatError>> {
+    ) -> Option<Result<usize, FormatError>> {
         let mark = out.len();
-        if write_json_raw_keyed(raw, out, &mut scratch.json_keys).is_none() {
+        let Some(used) = write_json_raw_keyed(raw, out, &mut scratch.json_keys) else {
             out.truncate(mark);
             return None;
-        }
+        };
         push_sep(out, self.newline);
-        Some(Ok(()))
+        Some(Ok(used))
     }
 }
 
