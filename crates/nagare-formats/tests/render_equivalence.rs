@@ -554,6 +554,63 @@ proptest! {
         }
     }
 
+    /// A batch whose records repeat whole pairs, keep them at a position for a while and
+    /// change them (more often than the renderer's miss limit), through one scratch: the
+    /// pairs the scratch keeps never change the text.
+    #[test]
+    fn shared_pairs_over_a_batch(
+        records in proptest::collection::vec(
+            proptest::collection::vec((0usize..4, 0usize..8), 0..6),
+            1..24,
+        ),
+        choices in proptest::collection::vec(any::<u8>(), 1..16),
+    ) {
+        let keys = [
+            Value::from("host"),
+            Value::from("level"),
+            Value::Binary(b"pid".to_vec()),
+            Value::from("fifteen_bytes__"),
+        ];
+        let values = [
+            Value::from("info"),
+            Value::from("web-01.eu-west.example.com"),
+            Value::from(4242),
+            Value::from(-7),
+            Value::Nil,
+            Value::from("a\"b\u{1}"),
+            Value::Binary(vec![0xff, b'x']),
+            Value::F64(1.5),
+        ];
+        let mut next = 0usize;
+        let mut pick = || {
+            next += 1;
+            choices[next % choices.len()]
+        };
+        for pairs in [&[("@type", "json")][..], &[("@type", "out_file"), ("utc", "true")]] {
+            let f = formatter(pairs);
+            let mut scratch = Scratch::new();
+            let mut batch = Vec::new();
+            let mut expect = Vec::new();
+            for fields in &records {
+                let rec = Value::Map(
+                    fields.iter().map(|&(k, v)| (keys[k].clone(), values[v].clone())).collect(),
+                );
+                let mut raw = Vec::new();
+                encode_wide(&rec, &mut pick, &mut raw);
+                let decoded = rmpv::decode::read_value(&mut raw.as_slice()).expect("decode");
+                let t = EventTime::new(1_700_000_000, 0);
+                let general = f.format_to_vec("app.x", t, &decoded).map_err(|e| e.to_string());
+                prop_assert!(general.is_ok());
+                expect.extend_from_slice(&general.unwrap_or_default());
+                match f.format_raw_with("app.x", t, &raw, &mut batch, &mut scratch) {
+                    Some(r) => prop_assert!(r.is_ok()),
+                    None => prop_assert!(false, "the raw path answers for a map"),
+                }
+            }
+            prop_assert_eq!(String::from_utf8_lossy(&batch), String::from_utf8_lossy(&expect));
+        }
+    }
+
     /// A batch whose records share keys (in the same order or not, as str or bin, with any
     /// header width) through one scratch: the rendered keys the scratch keeps never change
     /// the text.

@@ -144,10 +144,52 @@ fn load_block(src: &[u8]) -> [u8; BLOCK] {
 /// included), one slot per position in the map: the records of one chunk usually share
 /// their keys, in the same order, so a key is rendered once per chunk and then found with
 /// one masked 16-byte compare. Only keys whose raw bytes fit in 16 are kept.
+///
+/// It also keeps whole pairs (`"key":value`) whose raw bytes fit in 32, again one per
+/// position: fields such as a level, a host or a pid often repeat the same value through a
+/// chunk, and such a pair is then found with two masked compares and copied as one piece. A
+/// position whose pair keeps changing ([`PAIR_MISSES`] times) stops being kept, so a
+/// sequence number or a timestamp costs no more than before.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct KeyCache {
     slots: Vec<KeySlot>,
+    pairs: Vec<PairSlot>,
 }
+
+/// A whole pair met before at one map position.
+#[derive(Debug, Clone, Copy)]
+struct PairSlot {
+    /// The pair's raw bytes (key then value), zero-padded, as two little-endian halves.
+    raw: [u128; 2],
+    /// The low `raw_len` bytes of the two halves.
+    mask: [u128; 2],
+    /// 0: nothing kept (never matches).
+    raw_len: usize,
+    /// `"key":value` and room to copy it as one fixed-size piece.
+    text: [u8; PAIR_TEXT],
+    text_len: usize,
+    /// Times the position held another pair than the one kept.
+    misses: u8,
+}
+
+impl PairSlot {
+    /// A slot that matches nothing and may still keep a pair.
+    const EMPTY: PairSlot = PairSlot {
+        raw: [1, 1],
+        mask: [0, 0],
+        raw_len: 0,
+        text: [0; PAIR_TEXT],
+        text_len: 0,
+        misses: 0,
+    };
+}
+
+/// Pairs whose raw bytes are longer than this are not kept.
+const PAIR_RAW: usize = 32;
+/// Pairs rendered longer than this are not kept.
+const PAIR_TEXT: usize = 64;
+/// A position stops keeping pairs after this many misses (per batch).
+const PAIR_MISSES: u8 = 4;
 
 #[derive(Debug, Clone, Copy)]
 struct KeySlot {
@@ -184,6 +226,92 @@ impl KeyCache {
         let slot = self.slots.get(i)?;
         let w = u128::from_le_bytes(load_block16(key));
         (w & slot.mask == slot.raw && key.len() >= slot.raw_len).then_some(slot)
+    }
+
+    /// The pair kept for position `i` if the bytes at the start of `key` are that pair.
+    #[inline(always)]
+    fn find_pair(&self, i: usize, key: &[u8]) -> Option<&PairSlot> {
+        let slot = self.pairs.get(i)?;
+        if slot.raw_len == 0 || key.len() < slot.raw_len {
+            return None;
+        }
+        let a = u128::from_le_bytes(load_block16(key));
+        let b = u128::from_le_bytes(load_block16(key.get(16..).unwrap_or_default()));
+        (a & slot.mask[0] == slot.raw[0] && b & slot.mask[1] == slot.raw[1]).then_some(slot)
+    }
+
+    /// Whether a pair of `raw_len` raw bytes rendered in `text_len` may be kept for
+    /// position `i` (which did not match the pair kept there, if any): counts the miss.
+    #[inline(always)]
+    fn pair_wanted(&mut self, i: usize, raw_len: usize, text_len: usize) -> bool {
+        if raw_len > PAIR_RAW || text_len > PAIR_TEXT || i >= KEY_SLOTS {
+            return false;
+        }
+        match self.pairs.get_mut(i) {
+            Some(p) if p.misses >= PAIR_MISSES => false,
+            Some(p) => {
+                if p.raw_len != 0 {
+                    p.misses += 1;
+                    if p.misses >= PAIR_MISSES {
+                        *p = PairSlot {
+                            misses: PAIR_MISSES,
+                            ..PairSlot::EMPTY
+                        };
+                        return false;
+                    }
+                }
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Keeps the pair `raw` (at most [`PAIR_RAW`] bytes), rendered as `text` (at most
+    /// [`PAIR_TEXT`]), for position `i`.
+    #[cold]
+    #[inline(never)]
+    fn store_pair(&mut self, i: usize, raw: &[u8], text: &[u8]) {
+        let raw_len = raw.len();
+        if raw_len == 0 || raw_len > PAIR_RAW || text.len() > PAIR_TEXT || i >= KEY_SLOTS {
+            return;
+        }
+        while self.pairs.len() <= i {
+            self.pairs.push(PairSlot::EMPTY);
+        }
+        let mut bytes = [0u8; PAIR_RAW];
+        let mut t = [0u8; PAIR_TEXT];
+        if let (Some(b), Some(d)) = (bytes.get_mut(..raw_len), t.get_mut(..text.len())) {
+            b.copy_from_slice(raw);
+            d.copy_from_slice(text);
+        } else {
+            return;
+        }
+        let half = |k: usize| -> u128 {
+            bytes
+                .get(16 * k..16 * k + 16)
+                .and_then(|h| h.first_chunk::<16>())
+                .map_or(0, |h| u128::from_le_bytes(*h))
+        };
+        let mask_of = |n: usize| -> u128 {
+            match n {
+                0 => 0,
+                16.. => u128::MAX,
+                n => (1u128 << (8 * n)) - 1,
+            }
+        };
+        if let Some(p) = self.pairs.get_mut(i) {
+            *p = PairSlot {
+                raw: [half(0), half(1)],
+                mask: [
+                    mask_of(raw_len.min(16)),
+                    mask_of(raw_len.saturating_sub(16)),
+                ],
+                raw_len,
+                text: t,
+                text_len: text.len(),
+                misses: p.misses,
+            };
+        }
     }
 
     /// Remembers that the raw key `raw` renders as `text` at position `i`.
@@ -471,6 +599,18 @@ pub(super) fn write_map(
     o.put([b'{'])?;
     for i in 0..n {
         let key = raw.get(at..)?;
+        if let Some(p) = keys.as_deref().and_then(|k| k.find_pair(i, key)) {
+            o.room(PAIR_TEXT + SLACK);
+            if i > 0 {
+                o.put([b','])?;
+            }
+            o.put(p.text)?;
+            o.pos -= PAIR_TEXT - p.text_len;
+            at += p.raw_len;
+            continue;
+        }
+        let pair_at = at;
+        let pair_from = o.pos + usize::from(i > 0);
         if let Some(slot) = keys.as_deref().and_then(|k| k.find(i, key)) {
             o.room(KEY_TEXT + SLACK);
             if i > 0 {
@@ -573,6 +713,12 @@ pub(super) fn write_map(
                 used
             }
         };
+        if let Some(k) = keys.as_deref_mut() {
+            if k.pair_wanted(i, at - pair_at, o.pos - pair_from) {
+                o.commit();
+                k.store_pair(i, raw.get(pair_at..at)?, o.v.get(pair_from..o.pos)?);
+            }
+        }
     }
     o.room(SLACK);
     o.put([b'}'])?;
