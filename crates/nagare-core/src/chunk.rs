@@ -115,15 +115,17 @@ pub(crate) enum Parsed<'a> {
 }
 
 /// Parses the entry at `buf[pos..]`, returning it and its length: one pass of the fast path
-/// ([`crate::fast::entry`]) for the usual shapes, the general path for the rest.
+/// ([`crate::fast::entry`]) for the usual shapes, the general path for the rest. With `FAST`
+/// false, the general path alone (the reference the fast path is tested against).
 #[inline]
-fn parse_entry<'a>(
+fn parse_entry<'a, const FAST: bool>(
     buf: &'a [u8],
     pos: usize,
     index: u32,
     sk: &mut Skipper,
 ) -> Result<(Parsed<'a>, usize), ChunkError> {
-    if let Some(rest) = buf.get(pos..)
+    if FAST
+        && let Some(rest) = buf.get(pos..)
         && let Ok((entry, canonical)) = crate::fast::entry(rest, 0, MAX_DEPTH)
     {
         let len = entry.raw.len();
@@ -245,7 +247,7 @@ impl<'a> Iterator for ChunkReader<'a> {
             return None;
         }
         let index = self.index;
-        match parse_entry(self.buf, self.pos, index, &mut self.sk) {
+        match parse_entry::<true>(self.buf, self.pos, index, &mut self.sk) {
             Ok((parsed, len)) => {
                 let offset = self.pos;
                 self.pos += len;
@@ -292,7 +294,7 @@ pub fn validate_chunk(bytes: &[u8]) -> Result<ChunkInfo, ChunkError> {
     let mut pos = 0;
     let mut index = 0u32;
     while pos < bytes.len() {
-        let (parsed, len) = parse_entry(bytes, pos, index, &mut sk)?;
+        let (parsed, len) = parse_entry::<true>(bytes, pos, index, &mut sk)?;
         match parsed {
             Parsed::Valid { canonical, .. } => {
                 info.records = info
@@ -370,7 +372,7 @@ pub struct Normalized<'a> {
 /// are re-packed as `0x92`. Records are never decoded or re-encoded.
 pub fn normalize_chunk(bytes: &[u8], opts: NormalizeOptions) -> Result<Normalized<'_>, ChunkError> {
     let mut now = None;
-    normalize_with(bytes, opts, &mut || *now.get_or_insert_with(EventTime::now))
+    normalize_with::<true>(bytes, opts, &mut || *now.get_or_insert_with(EventTime::now))
 }
 
 /// [`normalize_chunk`] with a fixed "now" (for tests and for one clock read per request).
@@ -379,7 +381,7 @@ pub fn normalize_chunk_at(
     opts: NormalizeOptions,
     now: EventTime,
 ) -> Result<Normalized<'_>, ChunkError> {
-    normalize_with(bytes, opts, &mut || now)
+    normalize_with::<true>(bytes, opts, &mut || now)
 }
 
 /// Like [`normalize_chunk`] but takes and returns an owned buffer, reusing it when it is
@@ -401,7 +403,8 @@ pub fn normalize_chunk_vec(
     Ok((data.unwrap_or(bytes), meta))
 }
 
-fn normalize_with<'a>(
+/// [`normalize_chunk`] with a clock; `FAST` as for [`parse_entry`].
+pub(crate) fn normalize_with<'a, const FAST: bool>(
     bytes: &'a [u8],
     opts: NormalizeOptions,
     now: &mut dyn FnMut() -> EventTime,
@@ -423,7 +426,7 @@ fn normalize_with<'a>(
         }
     };
     while pos < bytes.len() {
-        let (parsed, len) = match parse_entry(bytes, pos, index, &mut sk) {
+        let (parsed, len) = match parse_entry::<FAST>(bytes, pos, index, &mut sk) {
             Ok(p) => p,
             Err(ChunkError::Truncated { index, offset, .. })
                 if opts.truncated == TruncatedPolicy::Drop =>

@@ -406,6 +406,35 @@ mod tests {
         })
     }
 
+    /// A record of the usual shape: keys drawn from a few (so that records repeat them,
+    /// as a stream's do), values strings, integers, nil, bools and now and then a container.
+    fn arb_record() -> impl Strategy<Value = Vec<u8>> {
+        let key = prop_oneof![
+            Just("host".to_owned()),
+            Just("msg".to_owned()),
+            Just("level".to_owned()),
+            Just("a_key_exactly_31_bytes_long_xyz".to_owned()),
+            "[a-z]{0,33}",
+        ];
+        let value = prop_oneof![
+            4 => "[a-z ]{0,40}".prop_map(rmpv::Value::from),
+            2 => any::<i64>().prop_map(rmpv::Value::from),
+            2 => (0u8..128).prop_map(rmpv::Value::from),
+            1 => Just(rmpv::Value::Nil),
+            1 => any::<bool>().prop_map(rmpv::Value::from),
+            1 => proptest::collection::vec(any::<u8>(), 0..3).prop_map(|b| rmpv::Value::Array(b.into_iter().map(rmpv::Value::from).collect())),
+        ];
+        proptest::collection::vec((key, value), 0..36).prop_map(|pairs| {
+            let map = pairs
+                .into_iter()
+                .map(|(k, v)| (rmpv::Value::from(k), v))
+                .collect();
+            let mut b = Vec::new();
+            let _ = rmpv::encode::write_value(&mut b, &rmpv::Value::Map(map));
+            b
+        })
+    }
+
     /// Bytes that are mostly the shapes the fast path handles, with arbitrary bytes mixed in.
     fn arb_entryish() -> impl Strategy<Value = Vec<u8>> {
         let time = prop_oneof![
@@ -507,6 +536,45 @@ mod tests {
                 index += 1;
             };
             prop_assert_eq!(fast, general);
+        }
+
+        /// Normalizing with the fast path gives the same
+        /// bytes, counts and errors as the general path alone, on chunks of similar records
+        /// with corrupted bytes and cut tails.
+        #[test]
+        fn normalize_agrees_with_general_path(
+            recs in proptest::collection::vec((arb_record(), any::<bool>()), 0..6),
+            corrupt in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..3),
+            cut in proptest::option::of(0usize..2000),
+            keep in any::<bool>(),
+        ) {
+            let mut chunk = Vec::new();
+            for (i, (rec, int_time)) in recs.iter().enumerate() {
+                chunk.push(0x92);
+                if *int_time {
+                    crate::msgpack::write_int(&mut chunk, i as i64);
+                } else {
+                    EventTime::new(i as u32, 7).write_to(&mut chunk);
+                }
+                chunk.extend_from_slice(rec);
+            }
+            for (at, byte) in corrupt {
+                let len = chunk.len().max(1);
+                if let Some(b) = chunk.get_mut(usize::from(at) % len) { *b = byte }
+            }
+            if let Some(c) = cut { chunk.truncate(c) }
+            for truncated in [crate::TruncatedPolicy::Error, crate::TruncatedPolicy::Drop] {
+                let opts = crate::NormalizeOptions {
+                    invalid: if keep { crate::InvalidPolicy::Keep } else { crate::InvalidPolicy::Skip },
+                    truncated,
+                };
+                let now = EventTime::new(99, 1);
+                let fast = crate::chunk::normalize_with::<true>(&chunk, opts, &mut || now)
+                    .map_err(|e| e.to_string());
+                let general = crate::chunk::normalize_with::<false>(&chunk, opts, &mut || now)
+                    .map_err(|e| e.to_string());
+                prop_assert_eq!(fast, general, "chunk {:02x?}", chunk);
+            }
         }
 
         #[test]
