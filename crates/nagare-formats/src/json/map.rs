@@ -17,8 +17,6 @@
 //! decoded key, strings longer than [`LONG`] through the `Vec` escaper (no room six times
 //! their size is reserved for them); the text is the same either way.
 
-use std::mem::MaybeUninit;
-
 use super::{
     HEX, JSON_ESCAPE, be, escape_in, lossy_escape, raw_value, str_head, to_s, write_json_string,
 };
@@ -380,22 +378,43 @@ fn load_block16(src: &[u8]) -> [u8; 16] {
 /// bytes from `v.len()` to `pos` are rendered text not yet counted in the length (written
 /// into the spare capacity), and the capacity past `pos` is room the next pieces are stored
 /// into. Pieces are stored whole (a fixed-size block, of which only a prefix may count), so
-/// room is never zeroed ahead. `v.len() <= pos <= v.capacity()`, and every byte below `pos`
-/// has been written: [`Out::commit`] relies on it.
+/// room is never zeroed ahead. `v.len() <= pos <= cap`, and every byte below `pos` has been
+/// written: [`Out::commit`] relies on it.
+///
+/// The cursor keeps `v`'s buffer pointer and capacity ([`Out::refresh`]) so that a store is
+/// one compare and one copy, with nothing read back from the `Vec`: at ~25 stores per
+/// record, the hot path of out_file. The `unsafe` is in two places, each with its reason.
 struct Out<'a> {
     v: &'a mut Vec<u8>,
+    /// `v`'s buffer, as `as_mut_ptr` gave it after the last call that may have moved it.
+    ptr: *mut u8,
+    /// `v.capacity()` at that time.
+    cap: usize,
     pos: usize,
 }
 
 impl<'a> Out<'a> {
     fn new(v: &'a mut Vec<u8>) -> Out<'a> {
-        Out { pos: v.len(), v }
+        let (ptr, cap) = (v.as_mut_ptr(), v.capacity());
+        Out {
+            pos: v.len(),
+            v,
+            ptr,
+            cap,
+        }
+    }
+
+    /// Takes `v`'s buffer pointer and capacity again (after anything that may move it).
+    #[inline(always)]
+    fn refresh(&mut self) {
+        self.ptr = self.v.as_mut_ptr();
+        self.cap = self.v.capacity();
     }
 
     /// Makes at least `need` bytes of room after the cursor.
     #[inline(always)]
     fn room(&mut self, need: usize) {
-        if self.v.capacity().saturating_sub(self.pos) < need {
+        if self.cap.saturating_sub(self.pos) < need {
             self.grow(need);
         }
     }
@@ -406,28 +425,18 @@ impl<'a> Out<'a> {
         // The text below `pos` must be inside the length before the `Vec` may move.
         self.commit();
         self.v.reserve(need.saturating_add(SLACK));
+        self.refresh();
     }
 
     /// Counts the rendered text in `v`'s length.
     #[inline(always)]
     fn commit(&mut self) {
-        if self.pos <= self.v.capacity() {
+        if self.pos <= self.cap && self.cap <= self.v.capacity() {
             // SAFETY: `v.len() <= pos <= v.capacity()`, and every byte below `pos` was
             // written: those below `v.len()` by the `Vec`'s own methods, those from
-            // `v.len()` by a store through `slots` (`put`, `uint`, `escape`), which only
-            // move `pos` over bytes they have just written.
+            // `v.len()` by `store`, and `pos` only moves over bytes just stored.
             unsafe { self.v.set_len(self.pos) };
         }
-    }
-
-    /// The `N` bytes of spare capacity at the cursor.
-    #[inline(always)]
-    fn slots<const N: usize>(&mut self) -> Option<&mut [MaybeUninit<u8>; N]> {
-        let off = self.pos.checked_sub(self.v.len())?;
-        self.v
-            .spare_capacity_mut()
-            .get_mut(off..)?
-            .first_chunk_mut::<N>()
     }
 
     /// Stores `bytes` at the cursor. `None` only when no room was made for them (a bug the
@@ -440,11 +449,25 @@ impl<'a> Out<'a> {
     }
 
     /// Writes `bytes` at the cursor without moving it (the caller then moves it over the
-    /// bytes that count, at most `N`).
+    /// bytes that count, at most `N`). `None` when there is no room for them.
     #[inline(always)]
     fn store<const N: usize>(&mut self, bytes: [u8; N]) -> Option<()> {
-        *self.slots::<N>()? = bytes.map(MaybeUninit::new);
+        if self.cap.saturating_sub(self.pos) < N {
+            return None;
+        }
+        // SAFETY: `ptr` is `v`'s buffer of `cap` bytes (taken again after every call that
+        // may move it: `new`, `grow`, `resync`), and `pos + N <= cap`, so the write is inside
+        // the allocation. The bytes are at or past `v.len()`, in spare capacity no reference
+        // points into, and `v` itself is borrowed mutably by this cursor alone.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.pos), N) };
         Some(())
+    }
+
+    /// The rendered text from `from` to the cursor (for the key caches; rare).
+    fn text_since(&mut self, from: usize) -> Option<&[u8]> {
+        self.commit();
+        self.refresh();
+        self.v.get(from..self.pos)
     }
 
     /// The `Vec` holding exactly the rendered text, for a renderer that appends to it; call
@@ -459,6 +482,7 @@ impl<'a> Out<'a> {
     #[inline(always)]
     fn resync(&mut self) {
         self.pos = self.v.len();
+        self.refresh();
     }
 
     /// Counts the rendered text in the `Vec` and ends the cursor.
@@ -634,8 +658,7 @@ pub(super) fn write_map(
                     o.room(SLACK);
                     o.put(*b"\":")?;
                     if let Some(k) = keys.as_deref_mut() {
-                        o.commit();
-                        k.store(i, key.get(..end)?, o.v.get(from..o.pos)?);
+                        k.store(i, key.get(..end)?, o.text_since(from)?);
                     }
                     at += end;
                 }
@@ -715,8 +738,7 @@ pub(super) fn write_map(
         };
         if let Some(k) = keys.as_deref_mut() {
             if k.pair_wanted(i, at - pair_at, o.pos - pair_from) {
-                o.commit();
-                k.store_pair(i, raw.get(pair_at..at)?, o.v.get(pair_from..o.pos)?);
+                k.store_pair(i, raw.get(pair_at..at)?, o.text_since(pair_from)?);
             }
         }
     }
