@@ -33,7 +33,7 @@ use crate::payload::Payload;
 use abi_stable::std_types::{RSlice, RStr, Tuple2};
 use nagare_buffer::{
     Buffer, BufferConfig, BufferError, BufferOptions, BufferType, ChunkLease, ConfigError,
-    Decision, Failure, FlushMode, Metrics, OverflowAction, WriteReceipt,
+    Decision, Durability, Failure, FlushMode, Metrics, OverflowAction, WriteReceipt,
 };
 use nagare_config::{Element, Value};
 use nagare_plugin_api::{ChunkFormat, ChunkRef, ErrorKind, OutputBox, PluginError};
@@ -633,24 +633,43 @@ impl BufferedRunner {
     }
 
     /// Writes a batch (concatenated msgpack `[time, record]` entries) into the buffer,
-    /// waiting for space when `overflow_action` is `block`. `Ok` means accepted (durable for
-    /// a file buffer).
-    pub fn submit(&self, tag: &str, data: &Payload, records: u32) -> Result<(), SubmitError> {
-        self.write(tag, data, records)
+    /// waiting for space when `overflow_action` is `block`. `Ok` means accepted; with
+    /// [`Durability::Now`], durable for a file buffer (per its `fsync` policy), with
+    /// [`Durability::Deferred`] durable once its chunk is queued.
+    pub fn submit(
+        &self,
+        tag: &str,
+        data: &Payload,
+        records: u32,
+        durability: Durability,
+    ) -> Result<(), SubmitError> {
+        self.write(tag, data, records, durability)
     }
 
     /// Like [`BufferedRunner::submit`] but never waits: a full buffer gives
     /// [`SubmitError::WouldBlock`] and stores nothing.
-    pub fn try_submit(&self, tag: &str, data: &Payload, records: u32) -> Result<(), SubmitError> {
+    pub fn try_submit(
+        &self,
+        tag: &str,
+        data: &Payload,
+        records: u32,
+        durability: Durability,
+    ) -> Result<(), SubmitError> {
         if self.is_full() {
             return Err(SubmitError::WouldBlock {
                 plugin_id: self.shared.spec.plugin_id.clone(),
             });
         }
-        self.write(tag, data, records)
+        self.write(tag, data, records, durability)
     }
 
-    fn write(&self, tag: &str, data: &Payload, records: u32) -> Result<(), SubmitError> {
+    fn write(
+        &self,
+        tag: &str,
+        data: &Payload,
+        records: u32,
+        durability: Durability,
+    ) -> Result<(), SubmitError> {
         let s = &self.shared;
         let plugin_id = || s.spec.plugin_id.clone();
         let Some(buffer) = s.buffer.get() else {
@@ -659,7 +678,7 @@ impl BufferedRunner {
             });
         };
         let receipt = buffer
-            .write(tag, data.as_slice(), u64::from(records))
+            .write_with(tag, data.as_slice(), u64::from(records), durability)
             .map_err(|e| match e {
                 BufferError::Overflow { .. } => SubmitError::Overflow {
                     plugin_id: plugin_id(),
@@ -1483,7 +1502,7 @@ mod tests {
             nagare_buffer::msgpack::write::entry(&mut data, 1_700_000_000, &[("key1", v)]);
         }
         r.runner
-            .submit("app.web", &Payload::from_host(data), 3)
+            .submit("app.web", &Payload::from_host(data), 3, Durability::Now)
             .expect("accepted");
         wait_until("two chunks", || r.primary.seen().len() == 2);
         let mut seen = r.primary.seen();
@@ -1501,8 +1520,12 @@ mod tests {
             &format!("  <buffer time>\n    timekey 1h\n{FAST}\n  </buffer>"),
             Fake::default(),
         );
-        r.runner.submit("a", &batch(1, "x"), 1).expect("accepted");
-        r.runner.submit("b", &batch(2, "x"), 2).expect("accepted");
+        r.runner
+            .submit("a", &batch(1, "x"), 1, Durability::Now)
+            .expect("accepted");
+        r.runner
+            .submit("b", &batch(2, "x"), 2, Durability::Now)
+            .expect("accepted");
         wait_until("two chunks", || r.primary.seen().len() == 2);
         let mut seen = r.primary.seen();
         seen.sort_by(|a, b| a.tag.cmp(&b.tag));
@@ -1521,7 +1544,9 @@ mod tests {
                 &format!("  <buffer>\n{FAST}\n  </buffer>"),
                 Fake::failing(&[kind, kind]),
             );
-            r.runner.submit("t", &batch(3, "v"), 3).expect("accepted");
+            r.runner
+                .submit("t", &batch(3, "v"), 3, Durability::Now)
+                .expect("accepted");
             wait_until("the chunk written", || r.primary.records() == 3);
             assert_eq!(r.runner.stats().retry_count.load(Ordering::Relaxed), 2);
             let m = metrics(&r);
@@ -1547,7 +1572,9 @@ mod tests {
                 Some(sec),
                 None,
             );
-            r.runner.submit("t", &batch(2, "v"), 2).expect("accepted");
+            r.runner
+                .submit("t", &batch(2, "v"), 2, Durability::Now)
+                .expect("accepted");
             let s = r.secondary.clone().expect("secondary");
             wait_until("the secondary write", || s.records() == 2);
             assert_eq!(r.primary.records(), 0);
@@ -1572,7 +1599,9 @@ mod tests {
             None,
             Some(root.path()),
         );
-        r.runner.submit("t", &batch(2, "v"), 2).expect("accepted");
+        r.runner
+            .submit("t", &batch(2, "v"), 2, Durability::Now)
+            .expect("accepted");
         // The runner counts the events after the buffer's rollback returns: wait for both.
         wait_until("the backup", || {
             metrics(&r).backup_count == 1
@@ -1592,7 +1621,9 @@ mod tests {
             &format!("  <buffer>\n{FAST}\n    retry_max_times 1\n  </buffer>"),
             f,
         );
-        r.runner.submit("t", &batch(4, "v"), 4).expect("accepted");
+        r.runner
+            .submit("t", &batch(4, "v"), 4, Durability::Now)
+            .expect("accepted");
         wait_until("the drop", || {
             metrics(&r).retry_limit_dropped_chunks == 1
                 && r.runner.stats().error_events.load(Ordering::Relaxed) == 4
@@ -1613,7 +1644,10 @@ mod tests {
         );
         let mut accepted = 0;
         let err = loop {
-            match r.runner.submit("t", &batch(1, "0123456789"), 1) {
+            match r
+                .runner
+                .submit("t", &batch(1, "0123456789"), 1, Durability::Now)
+            {
                 Ok(()) => accepted += 1,
                 Err(e) => break e,
             }
@@ -1623,7 +1657,7 @@ mod tests {
         assert_eq!(err.to_plugin_error().kind, ErrorKind::RETRYABLE);
         assert!(r.runner.is_full());
         assert!(matches!(
-            r.runner.try_submit("t", &batch(1, "x"), 1),
+            r.runner.try_submit("t", &batch(1, "x"), 1, Durability::Now),
             Err(SubmitError::WouldBlock { .. })
         ));
         r.primary.gate(true);
@@ -1642,18 +1676,18 @@ mod tests {
             f,
         );
         r.runner
-            .submit("t", &batch(3, "0123456789"), 3)
+            .submit("t", &batch(3, "0123456789"), 3, Durability::Now)
             .expect("accepted");
         assert!(r.runner.is_full());
         assert!(matches!(
-            r.runner.try_submit("t", &batch(1, "x"), 1),
+            r.runner.try_submit("t", &batch(1, "x"), 1, Durability::Now),
             Err(SubmitError::WouldBlock { .. })
         ));
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|sc| {
             sc.spawn(|| {
                 r.runner
-                    .submit("t", &batch(1, "x"), 1)
+                    .submit("t", &batch(1, "x"), 1, Durability::Now)
                     .expect("accepted after waiting");
                 done.store(true, Ordering::SeqCst);
             });
@@ -1681,7 +1715,7 @@ mod tests {
         );
         for _ in 0..10 {
             r.runner
-                .submit("t", &batch(1, "0123456789"), 1)
+                .submit("t", &batch(1, "0123456789"), 1, Durability::Now)
                 .expect("accepted");
         }
         assert!(metrics(&r).drop_oldest_chunk_count > 0);
@@ -1696,7 +1730,9 @@ mod tests {
             "  <buffer>\n    flush_interval 1h\n  </buffer>",
             Fake::default(),
         );
-        r.runner.submit("t", &batch(5, "v"), 5).expect("accepted");
+        r.runner
+            .submit("t", &batch(5, "v"), 5, Durability::Now)
+            .expect("accepted");
         assert_eq!(r.primary.records(), 0);
         r.runner.shutdown().expect("shutdown");
         assert_eq!(r.primary.records(), 5);
@@ -1705,7 +1741,9 @@ mod tests {
             "  <buffer>\n    flush_interval 1h\n    flush_at_shutdown false\n  </buffer>",
             Fake::default(),
         );
-        r.runner.submit("t", &batch(5, "v"), 5).expect("accepted");
+        r.runner
+            .submit("t", &batch(5, "v"), 5, Durability::Now)
+            .expect("accepted");
         r.runner.shutdown().expect("shutdown");
         assert_eq!(
             r.primary.records(),
@@ -1725,9 +1763,11 @@ mod tests {
             )
         };
         let r = rig(&conf("1h"), Fake::default());
-        r.runner.submit("app", &batch(3, "v"), 3).expect("accepted");
         r.runner
-            .submit("other", &batch(2, "v"), 2)
+            .submit("app", &batch(3, "v"), 3, Durability::Now)
+            .expect("accepted");
+        r.runner
+            .submit("other", &batch(2, "v"), 2, Durability::Now)
             .expect("accepted");
         r.runner.shutdown().expect("shutdown");
         assert_eq!(
@@ -1757,7 +1797,7 @@ mod tests {
         nagare_buffer::msgpack::write::entry(&mut data, 1, &[("k", &"x".repeat(100))]);
         nagare_buffer::msgpack::write::entry(&mut data, 1, &[("k", "small")]);
         r.runner
-            .submit("t", &Payload::from_host(data), 3)
+            .submit("t", &Payload::from_host(data), 3, Durability::Now)
             .expect("accepted");
         wait_until("the kept records", || r.primary.records() == 2);
         assert_eq!(
@@ -1783,13 +1823,15 @@ mod tests {
             Arc::new(|_: Batch, _: &PluginError| {}),
         );
         let e = runner
-            .submit("t", &batch(1, "v"), 1)
+            .submit("t", &batch(1, "v"), 1, Durability::Now)
             .expect_err("not started");
         assert!(matches!(e, SubmitError::Closed { .. }), "{e:?}");
         runner.start().expect("start");
         assert_eq!(runner.control("stats.v1", &[]).expect("control"), b"ok");
         runner.shutdown().expect("shutdown");
-        let e = runner.submit("t", &batch(1, "v"), 1).expect_err("stopped");
+        let e = runner
+            .submit("t", &batch(1, "v"), 1, Durability::Now)
+            .expect_err("stopped");
         assert!(matches!(e, SubmitError::Closed { .. }), "{e:?}");
         assert_eq!(e.to_plugin_error().kind, ErrorKind::RETRYABLE);
         let bad = runner.buffer_metrics().map(|m| m.write_count);
@@ -1801,7 +1843,12 @@ mod tests {
         let r = rig("", Fake::default());
         let e = r
             .runner
-            .submit("t", &Payload::from_host(vec![0xc1, 0x00]), 1)
+            .submit(
+                "t",
+                &Payload::from_host(vec![0xc1, 0x00]),
+                1,
+                Durability::Now,
+            )
             .expect_err("invalid");
         assert!(matches!(e, SubmitError::Invalid { .. }), "{e:?}");
         assert_eq!(e.to_plugin_error().kind, ErrorKind::UNRECOVERABLE);
@@ -1816,7 +1863,7 @@ mod tests {
         );
         for i in 0..40 {
             r.runner
-                .submit(&format!("t{}", i % 7), &batch(2, "v"), 2)
+                .submit(&format!("t{}", i % 7), &batch(2, "v"), 2, Durability::Now)
                 .expect("accepted");
         }
         r.runner.shutdown().expect("shutdown");
