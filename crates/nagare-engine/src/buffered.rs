@@ -33,7 +33,7 @@ use crate::payload::Payload;
 use abi_stable::std_types::{RSlice, RStr, Tuple2};
 use nagare_buffer::{
     Buffer, BufferConfig, BufferError, BufferOptions, BufferType, ChunkLease, ConfigError,
-    Decision, Durability, Failure, FlushMode, Metrics, OverflowAction, WriteReceipt,
+    Decision, Failure, FlushMode, Metrics, OverflowAction, WriteReceipt,
 };
 use nagare_config::{Element, Value};
 use nagare_plugin_api::{ChunkFormat, ChunkRef, ErrorKind, OutputBox, PluginError};
@@ -633,43 +633,24 @@ impl BufferedRunner {
     }
 
     /// Writes a batch (concatenated msgpack `[time, record]` entries) into the buffer,
-    /// waiting for space when `overflow_action` is `block`. `Ok` means accepted; with
-    /// [`Durability::Now`], durable for a file buffer (per its `fsync` policy), with
-    /// [`Durability::Deferred`] durable once its chunk is queued.
-    pub fn submit(
-        &self,
-        tag: &str,
-        data: &Payload,
-        records: u32,
-        durability: Durability,
-    ) -> Result<(), SubmitError> {
-        self.write(tag, data, records, durability)
+    /// waiting for space when `overflow_action` is `block`. `Ok` means accepted (durable for
+    /// a file buffer).
+    pub fn submit(&self, tag: &str, data: &Payload, records: u32) -> Result<(), SubmitError> {
+        self.write(tag, data, records)
     }
 
     /// Like [`BufferedRunner::submit`] but never waits: a full buffer gives
     /// [`SubmitError::WouldBlock`] and stores nothing.
-    pub fn try_submit(
-        &self,
-        tag: &str,
-        data: &Payload,
-        records: u32,
-        durability: Durability,
-    ) -> Result<(), SubmitError> {
+    pub fn try_submit(&self, tag: &str, data: &Payload, records: u32) -> Result<(), SubmitError> {
         if self.is_full() {
             return Err(SubmitError::WouldBlock {
                 plugin_id: self.shared.spec.plugin_id.clone(),
             });
         }
-        self.write(tag, data, records, durability)
+        self.write(tag, data, records)
     }
 
-    fn write(
-        &self,
-        tag: &str,
-        data: &Payload,
-        records: u32,
-        durability: Durability,
-    ) -> Result<(), SubmitError> {
+    fn write(&self, tag: &str, data: &Payload, records: u32) -> Result<(), SubmitError> {
         let s = &self.shared;
         let plugin_id = || s.spec.plugin_id.clone();
         let Some(buffer) = s.buffer.get() else {
@@ -678,7 +659,7 @@ impl BufferedRunner {
             });
         };
         let receipt = buffer
-            .write_with(tag, data.as_slice(), u64::from(records), durability)
+            .write(tag, data.as_slice(), u64::from(records))
             .map_err(|e| match e {
                 BufferError::Overflow { .. } => SubmitError::Overflow {
                     plugin_id: plugin_id(),
@@ -1502,7 +1483,7 @@ mod tests {
             nagare_buffer::msgpack::write::entry(&mut data, 1_700_000_000, &[("key1", v)]);
         }
         r.runner
-            .submit("app.web", &Payload::from_host(data), 3, Durability::Now)
+            .submit("app.web", &Payload::from_host(data), 3)
             .expect("accepted");
         wait_until("two chunks", || r.primary.seen().len() == 2);
         let mut seen = r.primary.seen();
@@ -1520,12 +1501,8 @@ mod tests {
             &format!("  <buffer time>\n    timekey 1h\n{FAST}\n  </buffer>"),
             Fake::default(),
         );
-        r.runner
-            .submit("a", &batch(1, "x"), 1, Durability::Now)
-            .expect("accepted");
-        r.runner
-            .submit("b", &batch(2, "x"), 2, Durability::Now)
-            .expect("accepted");
+        r.runner.submit("a", &batch(1, "x"), 1).expect("accepted");
+        r.runner.submit("b", &batch(2, "x"), 2).expect("accepted");
         wait_until("two chunks", || r.primary.seen().len() == 2);
         let mut seen = r.primary.seen();
         seen.sort_by(|a, b| a.tag.cmp(&b.tag));
@@ -1544,9 +1521,7 @@ mod tests {
                 &format!("  <buffer>\n{FAST}\n  </buffer>"),
                 Fake::failing(&[kind, kind]),
             );
-            r.runner
-                .submit("t", &batch(3, "v"), 3, Durability::Now)
-                .expect("accepted");
+            r.runner.submit("t", &batch(3, "v"), 3).expect("accepted");
             wait_until("the chunk written", || r.primary.records() == 3);
             assert_eq!(r.runner.stats().retry_count.load(Ordering::Relaxed), 2);
             let m = metrics(&r);
@@ -1572,9 +1547,7 @@ mod tests {
                 Some(sec),
                 None,
             );
-            r.runner
-                .submit("t", &batch(2, "v"), 2, Durability::Now)
-                .expect("accepted");
+            r.runner.submit("t", &batch(2, "v"), 2).expect("accepted");
             let s = r.secondary.clone().expect("secondary");
             wait_until("the secondary write", || s.records() == 2);
             assert_eq!(r.primary.records(), 0);
@@ -1599,9 +1572,7 @@ mod tests {
             None,
             Some(root.path()),
         );
-        r.runner
-            .submit("t", &batch(2, "v"), 2, Durability::Now)
-            .expect("accepted");
+        r.runner.submit("t", &batch(2, "v"), 2).expect("accepted");
         // The runner counts the events after the buffer's rollback returns: wait for both.
         wait_until("the backup", || {
             metrics(&r).backup_count == 1
@@ -1621,9 +1592,7 @@ mod tests {
             &format!("  <buffer>\n{FAST}\n    retry_max_times 1\n  </buffer>"),
             f,
         );
-        r.runner
-            .submit("t", &batch(4, "v"), 4, Durability::Now)
-            .expect("accepted");
+        r.runner.submit("t", &batch(4, "v"), 4).expect("accepted");
         wait_until("the drop", || {
             metrics(&r).retry_limit_dropped_chunks == 1
                 && r.runner.stats().error_events.load(Ordering::Relaxed) == 4
@@ -1644,10 +1613,7 @@ mod tests {
         );
         let mut accepted = 0;
         let err = loop {
-            match r
-                .runner
-                .submit("t", &batch(1, "0123456789"), 1, Durability::Now)
-            {
+            match r.runner.submit("t", &batch(1, "0123456789"), 1) {
                 Ok(()) => accepted += 1,
                 Err(e) => break e,
             }
@@ -1657,7 +1623,7 @@ mod tests {
         assert_eq!(err.to_plugin_error().kind, ErrorKind::RETRYABLE);
         assert!(r.runner.is_full());
         assert!(matches!(
-            r.runner.try_submit("t", &batch(1, "x"), 1, Durability::Now),
+            r.runner.try_submit("t", &batch(1, "x"), 1),
             Err(SubmitError::WouldBlock { .. })
         ));
         r.primary.gate(true);
@@ -1676,18 +1642,18 @@ mod tests {
             f,
         );
         r.runner
-            .submit("t", &batch(3, "0123456789"), 3, Durability::Now)
+            .submit("t", &batch(3, "0123456789"), 3)
             .expect("accepted");
         assert!(r.runner.is_full());
         assert!(matches!(
-            r.runner.try_submit("t", &batch(1, "x"), 1, Durability::Now),
+            r.runner.try_submit("t", &batch(1, "x"), 1),
             Err(SubmitError::WouldBlock { .. })
         ));
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|sc| {
             sc.spawn(|| {
                 r.runner
-                    .submit("t", &batch(1, "x"), 1, Durability::Now)
+                    .submit("t", &batch(1, "x"), 1)
                     .expect("accepted after waiting");
                 done.store(true, Ordering::SeqCst);
             });
@@ -1715,7 +1681,7 @@ mod tests {
         );
         for _ in 0..10 {
             r.runner
-                .submit("t", &batch(1, "0123456789"), 1, Durability::Now)
+                .submit("t", &batch(1, "0123456789"), 1)
                 .expect("accepted");
         }
         assert!(metrics(&r).drop_oldest_chunk_count > 0);
@@ -1730,9 +1696,7 @@ mod tests {
             "  <buffer>\n    flush_interval 1h\n  </buffer>",
             Fake::default(),
         );
-        r.runner
-            .submit("t", &batch(5, "v"), 5, Durability::Now)
-            .expect("accepted");
+        r.runner.submit("t", &batch(5, "v"), 5).expect("accepted");
         assert_eq!(r.primary.records(), 0);
         r.runner.shutdown().expect("shutdown");
         assert_eq!(r.primary.records(), 5);
@@ -1741,9 +1705,7 @@ mod tests {
             "  <buffer>\n    flush_interval 1h\n    flush_at_shutdown false\n  </buffer>",
             Fake::default(),
         );
-        r.runner
-            .submit("t", &batch(5, "v"), 5, Durability::Now)
-            .expect("accepted");
+        r.runner.submit("t", &batch(5, "v"), 5).expect("accepted");
         r.runner.shutdown().expect("shutdown");
         assert_eq!(
             r.primary.records(),
@@ -1763,11 +1725,9 @@ mod tests {
             )
         };
         let r = rig(&conf("1h"), Fake::default());
+        r.runner.submit("app", &batch(3, "v"), 3).expect("accepted");
         r.runner
-            .submit("app", &batch(3, "v"), 3, Durability::Now)
-            .expect("accepted");
-        r.runner
-            .submit("other", &batch(2, "v"), 2, Durability::Now)
+            .submit("other", &batch(2, "v"), 2)
             .expect("accepted");
         r.runner.shutdown().expect("shutdown");
         assert_eq!(
@@ -1797,7 +1757,7 @@ mod tests {
         nagare_buffer::msgpack::write::entry(&mut data, 1, &[("k", &"x".repeat(100))]);
         nagare_buffer::msgpack::write::entry(&mut data, 1, &[("k", "small")]);
         r.runner
-            .submit("t", &Payload::from_host(data), 3, Durability::Now)
+            .submit("t", &Payload::from_host(data), 3)
             .expect("accepted");
         wait_until("the kept records", || r.primary.records() == 2);
         assert_eq!(
@@ -1823,15 +1783,13 @@ mod tests {
             Arc::new(|_: Batch, _: &PluginError| {}),
         );
         let e = runner
-            .submit("t", &batch(1, "v"), 1, Durability::Now)
+            .submit("t", &batch(1, "v"), 1)
             .expect_err("not started");
         assert!(matches!(e, SubmitError::Closed { .. }), "{e:?}");
         runner.start().expect("start");
         assert_eq!(runner.control("stats.v1", &[]).expect("control"), b"ok");
         runner.shutdown().expect("shutdown");
-        let e = runner
-            .submit("t", &batch(1, "v"), 1, Durability::Now)
-            .expect_err("stopped");
+        let e = runner.submit("t", &batch(1, "v"), 1).expect_err("stopped");
         assert!(matches!(e, SubmitError::Closed { .. }), "{e:?}");
         assert_eq!(e.to_plugin_error().kind, ErrorKind::RETRYABLE);
         let bad = runner.buffer_metrics().map(|m| m.write_count);
@@ -1843,12 +1801,7 @@ mod tests {
         let r = rig("", Fake::default());
         let e = r
             .runner
-            .submit(
-                "t",
-                &Payload::from_host(vec![0xc1, 0x00]),
-                1,
-                Durability::Now,
-            )
+            .submit("t", &Payload::from_host(vec![0xc1, 0x00]), 1)
             .expect_err("invalid");
         assert!(matches!(e, SubmitError::Invalid { .. }), "{e:?}");
         assert_eq!(e.to_plugin_error().kind, ErrorKind::UNRECOVERABLE);
@@ -1863,7 +1816,7 @@ mod tests {
         );
         for i in 0..40 {
             r.runner
-                .submit(&format!("t{}", i % 7), &batch(2, "v"), 2, Durability::Now)
+                .submit(&format!("t{}", i % 7), &batch(2, "v"), 2)
                 .expect("accepted");
         }
         r.runner.shutdown().expect("shutdown");

@@ -13,8 +13,7 @@
 //! event again.
 
 use crate::payload::Payload;
-use crate::pipeline::{Delivery, Pipeline, Wait};
-use nagare_buffer::Durability;
+use crate::pipeline::{Pipeline, Wait};
 use nagare_core::chunk::ChunkWriter;
 use nagare_core::time::EventTime;
 use nagare_router::LabelRef;
@@ -156,11 +155,7 @@ fn emit_loop(p: &Pipeline, label: LabelRef, rx: &Receiver<LogLine>, stop: &Atomi
             &tag,
             Payload::from_host(w.into_bytes()),
             1,
-            // The collector's own log: nobody waits on its durability.
-            Delivery {
-                wait: Wait::NoWait,
-                durability: Durability::Deferred,
-            },
+            Wait::NoWait,
         );
     }
 }

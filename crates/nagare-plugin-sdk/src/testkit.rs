@@ -165,9 +165,6 @@ pub struct CapturedBatch {
     pub label: String,
     /// The entries.
     pub data: Vec<u8>,
-    /// Whether it came through the blocking `emit` (durable before it returns) rather than
-    /// `try_emit` (fsynced later, with its chunk).
-    pub durable: bool,
 }
 
 impl CapturedBatch {
@@ -228,13 +225,12 @@ impl TestEmitter {
         true
     }
 
-    fn capture(&self, batch: EventBatch, durable: bool) {
+    fn capture(&self, batch: EventBatch) {
         lock(&self.state.batches).push(CapturedBatch {
             tag: batch.tag.into_string(),
             records: batch.records,
             label: batch.label.into_string(),
             data: batch.data.to_vec(),
-            durable,
         });
         self.state.arrived.notify_all();
     }
@@ -249,7 +245,7 @@ impl api::Emitter for TestEmitter {
         if self.state.full.load(Ordering::SeqCst) {
             return RResult::RErr(buffer_full());
         }
-        self.capture(batch, true);
+        self.capture(batch);
         RResult::ROk(())
     }
 
@@ -257,7 +253,7 @@ impl api::Emitter for TestEmitter {
         if self.state.full.load(Ordering::SeqCst) {
             return RResult::RErr(Tuple2(batch, buffer_full()));
         }
-        self.capture(batch, false);
+        self.capture(batch);
         RResult::ROk(())
     }
 }
