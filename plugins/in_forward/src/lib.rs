@@ -25,7 +25,6 @@
 //! that was never acked. See [`dedupe`] for the details.
 
 pub mod dedupe;
-pub mod limiter;
 pub mod rdns;
 pub mod server;
 
@@ -40,6 +39,9 @@ use nagare_plugin_sdk::runtime::PluginRuntime;
 use nagare_plugin_sdk::{ConfigNode, Emitter, Input, PluginContext, Result, error, export_plugins};
 use serde::Deserialize;
 use tokio::sync::watch;
+
+/// The least time between two warnings of one kind about peers (the rest are counted).
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 use crate::server::{Metrics, Settings, Shared};
 
@@ -345,7 +347,7 @@ impl Input for Forward {
             settings: self.settings(),
             emitter,
             log: self.ctx.logger().clone(),
-            limiter: limiter::LogLimiter::new(limiter::INTERVAL),
+            limiter: nagare_plugin_sdk::log_limiter::KeyedLogLimiter::new(WARN_INTERVAL),
             metrics: Metrics {
                 events: self.ctx.counter("emit_records", "events emitted"),
                 requests: self.ctx.counter("requests", "event requests received"),

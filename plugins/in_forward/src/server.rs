@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 
-use crate::limiter::LogLimiter;
+use nagare_plugin_sdk::log_limiter::KeyedLogLimiter;
 
 /// Bytes read from a socket at a time.
 const READ_SIZE: usize = 64 * 1024;
@@ -68,7 +68,7 @@ pub struct Shared {
     /// The log bridge.
     pub log: Logger,
     /// Rate limits for per-peer warnings.
-    pub limiter: LogLimiter,
+    pub limiter: KeyedLogLimiter,
     /// Metrics.
     pub metrics: Metrics,
     /// The resend window (`dedupe_path`), if enabled.
@@ -77,7 +77,7 @@ pub struct Shared {
 
 impl Shared {
     fn warn(&self, category: &'static str, msg: std::fmt::Arguments<'_>) {
-        if let Some(suppressed) = self.limiter.check(category) {
+        if let Some(suppressed) = self.limiter.admit(category) {
             let note = nagare_plugin_sdk::log_limiter::suppressed_note(suppressed);
             nagare_plugin_sdk::warn!(self.log, "{msg}{note}");
         }
