@@ -16,13 +16,14 @@
 //! power loss it may reappear and be flushed again, which at-least-once delivery allows.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Read, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::clock::{from_secs_f64, to_secs_f64};
 use crate::frame;
 use crate::metadata::{ChunkId, Metadata};
+use nagare_core::io::write_all_parts;
 
 /// Whether a chunk file is staged (`b`) or queued (`q`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,52 +275,6 @@ pub(crate) fn append_frame(
         return Err(e);
     }
     Ok(total)
-}
-
-/// Most slices handed to one `writev` (Linux's `IOV_MAX` is 1024).
-const MAX_IOV: usize = 512;
-
-/// Writes every byte of `parts` in order with as few `writev` calls as the kernel allows.
-fn write_all_parts(w: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
-    let mut idx = 0usize;
-    let mut off = 0usize;
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len().min(MAX_IOV));
-    loop {
-        while parts.get(idx).is_some_and(|p| p.len() <= off) {
-            idx += 1;
-            off = 0;
-        }
-        let Some(first) = parts.get(idx) else {
-            return Ok(());
-        };
-        slices.clear();
-        slices.push(IoSlice::new(first.get(off..).unwrap_or_default()));
-        slices.extend(
-            parts
-                .iter()
-                .skip(idx + 1)
-                .take(MAX_IOV - 1)
-                .map(|p| IoSlice::new(p)),
-        );
-        let mut n = match w.write_vectored(&slices) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        while n > 0 {
-            let Some(p) = parts.get(idx) else { break };
-            let left = p.len().saturating_sub(off);
-            if n >= left {
-                n -= left;
-                idx += 1;
-                off = 0;
-            } else {
-                off += n;
-                n = 0;
-            }
-        }
-    }
 }
 
 /// Moves a chunk's data and meta file from staged to queued names.
@@ -664,58 +619,6 @@ mod tests {
             l.data_path(&id, FileState::Staged),
             PathBuf::from(format!("/var/buf/out.b{hex}.log"))
         );
-    }
-
-    /// A writer that takes at most `step` bytes per call, across slices.
-    struct Trickle {
-        out: Vec<u8>,
-        step: usize,
-        calls: usize,
-    }
-
-    impl Write for Trickle {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.write_vectored(&[IoSlice::new(buf)])
-        }
-        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            self.calls += 1;
-            assert!(bufs.len() <= MAX_IOV, "{} slices", bufs.len());
-            let mut left = self.step;
-            let mut n = 0;
-            for b in bufs {
-                let k = b.len().min(left);
-                self.out.extend_from_slice(&b[..k]);
-                n += k;
-                left -= k;
-                if left == 0 {
-                    break;
-                }
-            }
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn parts_are_written_whole_and_in_order() {
-        let check = |parts: &[&[u8]], step: usize, max_calls: usize| {
-            let mut w = Trickle {
-                out: Vec::new(),
-                step,
-                calls: 0,
-            };
-            write_all_parts(&mut w, parts).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(w.out, parts.concat(), "step {step}");
-            assert!(w.calls <= max_calls, "{} calls for step {step}", w.calls);
-        };
-        check(&[b"head", b"", b"payload", b"x"], 1000, 1);
-        check(&[b"head", b"", b"payload", b"x"], 3, 4);
-        check(&[], 1, 0);
-        let many: Vec<Vec<u8>> = (0..1500u32).map(|i| i.to_le_bytes().to_vec()).collect();
-        let refs: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
-        check(&refs, usize::MAX, 3);
     }
 
     #[test]

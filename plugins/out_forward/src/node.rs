@@ -18,7 +18,8 @@ use nagare_forward::{HandshakeError, decode_ack};
 use rand::seq::SliceRandom;
 
 use crate::detector::{DetectorConfig, Health, Transition};
-use crate::wire::{ReadError, Reader, write_all_parts};
+use crate::wire::{ReadError, Reader};
+use nagare_core::io::write_all_parts;
 
 /// Locks a mutex, ignoring poisoning (the data stays consistent: no invariant spans a panic).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -372,10 +373,12 @@ impl Node {
 
     /// Writes one request made of `parts` on `conn`.
     pub fn send(&self, conn: &mut Conn, parts: &[&[u8]]) -> Result<(), NodeError> {
-        write_all_parts(&mut conn.stream, parts).map_err(|source| NodeError::Send {
-            node: self.spec.name.clone(),
-            source,
-        })
+        write_all_parts(&mut conn.stream, parts)
+            .and_then(|()| std::io::Write::flush(&mut conn.stream))
+            .map_err(|source| NodeError::Send {
+                node: self.spec.name.clone(),
+                source,
+            })
     }
 
     /// Waits for the ack of `chunk` (at most `ack_timeout`).
