@@ -387,6 +387,41 @@ const FORMATS: &[&[(&str, &str)]] = &[
 static FORMATTERS: std::sync::LazyLock<Vec<Box<dyn nagare_formats::Formatter>>> =
     std::sync::LazyLock::new(|| FORMATS.iter().map(|p| formatter(p)).collect());
 
+/// Renders `records` (encoded with the header widths `pick` chooses) as one batch through
+/// one scratch, with json and out_file: the text equals what the general path gives for
+/// each record.
+fn check_batch(records: &[Value], pick: &mut impl FnMut() -> u8) -> Result<(), TestCaseError> {
+    for pairs in [
+        &[("@type", "json")][..],
+        &[("@type", "out_file"), ("utc", "true")],
+    ] {
+        let f = formatter(pairs);
+        let mut scratch = Scratch::new();
+        let mut batch = Vec::new();
+        let mut expect = Vec::new();
+        for rec in records {
+            let mut raw = Vec::new();
+            encode_wide(rec, pick, &mut raw);
+            let decoded = rmpv::decode::read_value(&mut raw.as_slice()).expect("decode");
+            let t = EventTime::new(1_700_000_000, 0);
+            let general = f
+                .format_to_vec("app.x", t, &decoded)
+                .map_err(|e| e.to_string());
+            prop_assert!(general.is_ok());
+            expect.extend_from_slice(&general.unwrap_or_default());
+            match f.format_raw_with("app.x", t, &raw, &mut batch, &mut scratch) {
+                Some(r) => prop_assert!(r.is_ok()),
+                None => prop_assert!(false, "the raw path answers for a map"),
+            }
+        }
+        prop_assert_eq!(
+            String::from_utf8_lossy(&batch),
+            String::from_utf8_lossy(&expect)
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -586,29 +621,13 @@ proptest! {
             next += 1;
             choices[next % choices.len()]
         };
-        for pairs in [&[("@type", "json")][..], &[("@type", "out_file"), ("utc", "true")]] {
-            let f = formatter(pairs);
-            let mut scratch = Scratch::new();
-            let mut batch = Vec::new();
-            let mut expect = Vec::new();
-            for fields in &records {
-                let rec = Value::Map(
-                    fields.iter().map(|&(k, v)| (keys[k].clone(), values[v].clone())).collect(),
-                );
-                let mut raw = Vec::new();
-                encode_wide(&rec, &mut pick, &mut raw);
-                let decoded = rmpv::decode::read_value(&mut raw.as_slice()).expect("decode");
-                let t = EventTime::new(1_700_000_000, 0);
-                let general = f.format_to_vec("app.x", t, &decoded).map_err(|e| e.to_string());
-                prop_assert!(general.is_ok());
-                expect.extend_from_slice(&general.unwrap_or_default());
-                match f.format_raw_with("app.x", t, &raw, &mut batch, &mut scratch) {
-                    Some(r) => prop_assert!(r.is_ok()),
-                    None => prop_assert!(false, "the raw path answers for a map"),
-                }
-            }
-            prop_assert_eq!(String::from_utf8_lossy(&batch), String::from_utf8_lossy(&expect));
-        }
+        let batch: Vec<Value> = records
+            .iter()
+            .map(|fields| {
+                Value::Map(fields.iter().map(|&(k, v)| (keys[k].clone(), values[v].clone())).collect())
+            })
+            .collect();
+        check_batch(&batch, &mut pick)?;
     }
 
     /// A batch whose records share keys (in the same order or not, as str or bin, with any
@@ -635,29 +654,11 @@ proptest! {
             next += 1;
             choices[next % choices.len()]
         };
-        for pairs in [&[("@type", "json")][..], &[("@type", "out_file"), ("utc", "true")]] {
-            let f = formatter(pairs);
-            let mut scratch = Scratch::new();
-            let mut batch = Vec::new();
-            let mut expect = Vec::new();
-            for fields in &records {
-                let rec = Value::Map(
-                    fields.iter().map(|(k, v)| (pool[*k].clone(), v.clone())).collect(),
-                );
-                let mut raw = Vec::new();
-                encode_wide(&rec, &mut pick, &mut raw);
-                let decoded = rmpv::decode::read_value(&mut raw.as_slice()).expect("decode");
-                let t = EventTime::new(1_700_000_000, 0);
-                let general = f.format_to_vec("app.x", t, &decoded).map_err(|e| e.to_string());
-                prop_assert!(general.is_ok());
-                expect.extend_from_slice(&general.unwrap_or_default());
-                match f.format_raw_with("app.x", t, &raw, &mut batch, &mut scratch) {
-                    Some(r) => prop_assert!(r.is_ok()),
-                    None => prop_assert!(false, "the raw path answers for a map"),
-                }
-            }
-            prop_assert_eq!(String::from_utf8_lossy(&batch), String::from_utf8_lossy(&expect));
-        }
+        let batch: Vec<Value> = records
+            .iter()
+            .map(|fields| Value::Map(fields.iter().map(|(k, v)| (pool[*k].clone(), v.clone())).collect()))
+            .collect();
+        check_batch(&batch, &mut pick)?;
     }
 
     /// Truncated or garbage bytes never panic the raw paths.
@@ -671,7 +672,11 @@ proptest! {
             let _ = pairs.count();
         }
         for f in FORMATTERS.iter() {
-            let _ = f.format_raw("t", EventTime::new(1, 2), &data, &mut out);
+            let t = EventTime::new(1, 2);
+            let _ = f.format_raw("t", t, &data, &mut out);
+            let mut scratch = Scratch::new();
+            let _ = f.format_raw_with("t", t, &data, &mut out, &mut scratch);
+            let _ = f.format_raw_prefix_with("t", t, &data, &mut out, &mut scratch);
         }
     }
 

@@ -159,22 +159,30 @@ impl<'a> ChunkReader<'a> {
     /// walk gives the same entry.
     #[inline]
     fn fast_entry(&self) -> Option<(Entry<'a>, usize)> {
-        let data = self.data;
+        let (time, rec_start) = self.host_head()?;
+        // The record sits inside the entry's array: one container open around it.
+        let end = nagare_core::fast::map(self.data, rec_start, 1, nagare_core::msgpack::MAX_DEPTH)
+            .ok()?;
+        let record = self.data.get(rec_start..end)?;
+        Some((Entry { time, record }, end))
+    }
+
+    /// The head of a host-shaped entry at the reader's position (`0x92` and a fixext8
+    /// EventTime): its time and where its record starts. `None` for any other shape.
+    #[inline(always)]
+    fn host_head(&self) -> Option<(EventTime, usize)> {
         let start = self.pos;
         let rec_start = start.checked_add(11)?;
-        let &[0x92, 0xd7, 0x00, s0, s1, s2, s3, n0, n1, n2, n3] = data.get(start..rec_start)?
+        let &[0x92, 0xd7, 0x00, s0, s1, s2, s3, n0, n1, n2, n3] =
+            self.data.get(start..rec_start)?
         else {
             return None;
         };
-        // The record sits inside the entry's array: one container open around it.
-        let end =
-            nagare_core::fast::map(data, rec_start, 1, nagare_core::msgpack::MAX_DEPTH).ok()?;
-        let record = data.get(rec_start..end)?;
         let time = EventTime {
             sec: u32::from_be_bytes([s0, s1, s2, s3]),
             nsec: u32::from_be_bytes([n0, n1, n2, n3]),
         };
-        Some((Entry { time, record }, end))
+        Some((time, rec_start))
     }
 
     /// Reads the next entry and, in the same pass over its record, calls `pair(key, value)`
@@ -192,12 +200,7 @@ impl<'a> ChunkReader<'a> {
             return Visited::End;
         }
         let data = self.data;
-        let start = self.pos;
-        let Some(rec_start) = start.checked_add(11) else {
-            return Visited::Fallback;
-        };
-        let Some(&[0x92, 0xd7, 0x00, s0, s1, s2, s3, n0, n1, n2, n3]) = data.get(start..rec_start)
-        else {
+        let Some((time, rec_start)) = self.host_head() else {
             return Visited::Fallback;
         };
         let be = |at: std::ops::Range<usize>| {
@@ -233,13 +236,7 @@ impl<'a> ChunkReader<'a> {
             return Visited::Fallback;
         };
         self.pos = pos;
-        Visited::Entry(Entry {
-            time: EventTime {
-                sec: u32::from_be_bytes([s0, s1, s2, s3]),
-                nsec: u32::from_be_bytes([n0, n1, n2, n3]),
-            },
-            record,
-        })
+        Visited::Entry(Entry { time, record })
     }
 
     /// Reads the next entry by letting `render` walk its record: `render` gets the entry's
@@ -265,24 +262,15 @@ impl<'a> ChunkReader<'a> {
         if self.failed || self.pos >= self.data.len() {
             return Visited::End;
         }
-        let data = self.data;
-        let start = self.pos;
-        let Some(rec_start) = start.checked_add(11) else {
+        let Some((time, rec_start)) = self.host_head() else {
             return Visited::Fallback;
         };
-        let Some(&[0x92, 0xd7, 0x00, s0, s1, s2, s3, n0, n1, n2, n3]) = data.get(start..rec_start)
-        else {
-            return Visited::Fallback;
-        };
-        let Some(rest) = data
+        let Some(rest) = self
+            .data
             .get(rec_start..)
             .filter(|r| matches!(r.first(), Some(0x80..=0x8f | 0xde | 0xdf)))
         else {
             return Visited::Fallback;
-        };
-        let time = EventTime {
-            sec: u32::from_be_bytes([s0, s1, s2, s3]),
-            nsec: u32::from_be_bytes([n0, n1, n2, n3]),
         };
         let Some(record) = render(time, rest)
             .filter(|&n| n > 0)

@@ -44,16 +44,20 @@ pub trait Formatter: Send + Sync + Debug {
 
     /// [`Formatter::format_raw`] for one event of a batch (a chunk's events, in order):
     /// `scratch` carries what can be reused from one event to the next (out_file's
-    /// rendered time). The text is the same as `format_raw`'s.
+    /// rendered time). The text is the same as `format_raw`'s. By default the
+    /// [`Formatter::format_raw_prefix_with`] answer when there is one, else `format_raw`'s.
     fn format_raw_with(
         &self,
         tag: &str,
         time: EventTime,
         raw: &[u8],
         out: &mut Vec<u8>,
-        _scratch: &mut Scratch,
+        scratch: &mut Scratch,
     ) -> Option<Result<(), FormatError>> {
-        self.format_raw(tag, time, raw, out)
+        match self.format_raw_prefix_with(tag, time, raw, out, scratch) {
+            Some(r) => Some(r.map(|_| ())),
+            None => self.format_raw(tag, time, raw, out),
+        }
     }
 
     /// [`Formatter::format_raw_with`] for a record that starts `raw` and may be followed by

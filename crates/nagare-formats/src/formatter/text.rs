@@ -127,19 +127,8 @@ impl Formatter for OutFileFormatter {
         raw: &[u8],
         out: &mut Vec<u8>,
     ) -> Option<Result<(), FormatError>> {
-        self.format_raw_with(tag, time, raw, out, &mut Scratch::new())
-    }
-
-    fn format_raw_with(
-        &self,
-        tag: &str,
-        time: EventTime,
-        raw: &[u8],
-        out: &mut Vec<u8>,
-        scratch: &mut Scratch,
-    ) -> Option<Result<(), FormatError>> {
         Some(
-            self.format_raw_prefix_with(tag, time, raw, out, scratch)?
+            self.format_raw_prefix_with(tag, time, raw, out, &mut Scratch::new())?
                 .map(|_| ()),
         )
     }
@@ -260,20 +249,6 @@ impl Formatter for JsonFormatter {
         }
         push_sep(out, self.newline);
         Some(Ok(()))
-    }
-
-    fn format_raw_with(
-        &self,
-        tag: &str,
-        time: EventTime,
-        raw: &[u8],
-        out: &mut Vec<u8>,
-        scratch: &mut Scratch,
-    ) -> Option<Result<(), FormatError>> {
-        Some(
-            self.format_raw_prefix_with(tag, time, raw, out, scratch)?
-                .map(|_| ()),
-        )
     }
 
     fn format_raw_prefix_with(
