@@ -8,65 +8,37 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use nagare_core::msgpack::{write_int, write_map_header, write_str};
 use nagare_formats::{EventTime, Formatter, Params, Scratch, build_formatter};
-
-/// Appends a msgpack str.
-fn str_(out: &mut Vec<u8>, s: &str) {
-    let b = s.as_bytes();
-    match b.len() {
-        n @ 0..=31 => out.push(0xa0 | n as u8),
-        n @ 32..=255 => out.extend_from_slice(&[0xd9, n as u8]),
-        n => {
-            out.push(0xda);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(b);
-}
-
-/// Appends a non-negative msgpack int.
-fn uint(out: &mut Vec<u8>, v: u32) {
-    match v {
-        0..=127 => out.push(v as u8),
-        128..=0xffff => {
-            out.push(0xcd);
-            out.extend_from_slice(&(v as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xce);
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-    }
-}
 
 /// One record like the end-to-end bench's.
 fn record(seq: u32, nested: bool) -> Vec<u8> {
     let mut r = Vec::with_capacity(200);
-    r.push(if nested { 0x87 } else { 0x86 });
-    str_(&mut r, "host");
-    str_(&mut r, "web-01.eu-west.example.com");
-    str_(&mut r, "level");
-    str_(&mut r, "info");
-    str_(&mut r, "msg");
-    str_(
+    write_map_header(&mut r, if nested { 7 } else { 6 });
+    write_str(&mut r, b"host");
+    write_str(&mut r, b"web-01.eu-west.example.com");
+    write_str(&mut r, b"level");
+    write_str(&mut r, b"info");
+    write_str(&mut r, b"msg");
+    write_str(
         &mut r,
-        "GET /api/v1/items/12345 HTTP/1.1 200 5123 \"curl/8.5.0\" 0.0123",
+        b"GET /api/v1/items/12345 HTTP/1.1 200 5123 \"curl/8.5.0\" 0.0123",
     );
-    str_(&mut r, "pid");
-    uint(&mut r, 4242);
-    str_(&mut r, "seq");
-    uint(&mut r, seq);
-    str_(&mut r, "seq_parity");
-    str_(&mut r, if seq % 2 == 0 { "even" } else { "odd" });
+    write_str(&mut r, b"pid");
+    write_int(&mut r, 4242);
+    write_str(&mut r, b"seq");
+    write_int(&mut r, i64::from(seq));
+    write_str(&mut r, b"seq_parity");
+    write_str(&mut r, if seq % 2 == 0 { b"even" } else { b"odd" });
     if nested {
-        str_(&mut r, "kubernetes");
-        r.push(0x82);
-        str_(&mut r, "pod");
-        str_(&mut r, "api-7d9c");
-        str_(&mut r, "labels");
-        r.push(0x81);
-        str_(&mut r, "app");
-        str_(&mut r, "api");
+        write_str(&mut r, b"kubernetes");
+        write_map_header(&mut r, 2);
+        write_str(&mut r, b"pod");
+        write_str(&mut r, b"api-7d9c");
+        write_str(&mut r, b"labels");
+        write_map_header(&mut r, 1);
+        write_str(&mut r, b"app");
+        write_str(&mut r, b"api");
     }
     r
 }
