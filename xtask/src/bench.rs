@@ -37,6 +37,8 @@ impl Mode {
 struct Options {
     events: usize,
     conns: usize,
+    /// Runs of every scenario (`--repeat N`); with more than one, a summary follows.
+    repeat: usize,
     names: Vec<String>,
 }
 
@@ -44,6 +46,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
     let mut o = Options {
         events: 1_000_000,
         conns: 1,
+        repeat: 1,
         names: Vec::new(),
     };
     let mut it = args.iter();
@@ -51,6 +54,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         match a.as_str() {
             "--events" => o.events = it.next().context("--events N")?.parse()?,
             "--conns" => o.conns = it.next().context("--conns N")?.parse()?,
+            "--repeat" => o.repeat = it.next().context("--repeat N")?.parse::<usize>()?.max(1),
             "--" => {}
             other if other.starts_with('-') => bail!("unknown bench option {other}"),
             other => o.names.push(other.to_string()),
@@ -84,52 +88,78 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .unwrap_or(0)
     );
     println!("# loadavg before: {}", loadavg());
-    for name in &opts.names {
+    // CPU-s per 1M events of every run, by scenario title, in order of first appearance.
+    let mut figures: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut note =
+        |(title, per_m): (String, f64)| match figures.iter_mut().find(|(t, _)| *t == title) {
+            Some((_, v)) => v.push(per_m),
+            None => figures.push((title, vec![per_m])),
+        };
+    for name in opts
+        .names
+        .iter()
+        .cycle()
+        .take(opts.names.len() * opts.repeat)
+    {
         match name.as_str() {
             "forward" => {
                 idle_rss(&bin)?;
                 for mode in [Mode::Packed, Mode::Forward, Mode::Message] {
-                    scenario(
+                    note(scenario(
                         &bin,
                         mode,
                         &opts,
                         "",
                         &format!("{} → out_null", mode.name()),
-                    )?;
+                    )?);
                 }
             }
             "filter" => {
                 let grep = "<filter bench.**>\n  @type grep\n  <regexp>\n    key seq_parity\n    pattern /^even$/\n  </regexp>\n</filter>\n";
-                scenario(
+                note(scenario(
                     &bin,
                     Mode::Packed,
                     &opts,
                     grep,
                     "PackedForward → grep (half kept) → out_null",
-                )?;
+                )?);
                 let rt = "<filter bench.**>\n  @type record_transformer\n  <record>\n    added ${tag}\n  </record>\n</filter>\n";
-                scenario(
+                note(scenario(
                     &bin,
                     Mode::Packed,
                     &opts,
                     rt,
                     "PackedForward → record_transformer (+1 field) → out_null",
-                )?;
+                )?);
                 let pass = "<filter bench.**>\n  @type grep\n  <exclude>\n    key no_such_key\n    pattern /x/\n  </exclude>\n</filter>\n";
-                scenario(
+                note(scenario(
                     &bin,
                     Mode::Packed,
                     &opts,
                     pass,
                     "PackedForward → grep keeping all (unchanged) → out_null",
-                )?;
+                )?);
             }
-            "file" => file_scenario(&bin, &opts)?,
-            "relay" => relay_scenario(&bin, &opts)?,
+            "file" => note(file_scenario(&bin, &opts)?),
+            "relay" => note(relay_scenario(&bin, &opts)?),
             other => bail!("unknown benchmark '{other}' (known: forward, filter, file, relay)"),
         }
     }
     println!("# loadavg after: {}", loadavg());
+    if opts.repeat > 1 {
+        println!(
+            "# CPU-s per 1M events over {} runs: min / median / max",
+            opts.repeat
+        );
+        for (title, mut v) in figures {
+            v.sort_by(f64::total_cmp);
+            let (min, max) = (v.first().copied(), v.last().copied());
+            let median = v.get(v.len() / 2).copied();
+            if let (Some(min), Some(median), Some(max)) = (min, median, max) {
+                println!("{title}: {min:.3} / {median:.3} / {max:.3}");
+            }
+        }
+    }
     Ok(())
 }
 
@@ -223,7 +253,14 @@ fn idle_rss(bin: &Path) -> Result<()> {
     Ok(())
 }
 
-fn scenario(bin: &Path, mode: Mode, opts: &Options, filters: &str, title: &str) -> Result<()> {
+/// Prints one scenario's figures; returns its title and CPU-s per 1M events.
+fn scenario(
+    bin: &Path,
+    mode: Mode,
+    opts: &Options,
+    filters: &str,
+    title: &str,
+) -> Result<(String, f64)> {
     let payloads = build_payloads(mode, opts.events, opts.conns);
     let bytes: usize = payloads.iter().flatten().map(Vec::len).sum();
 
@@ -251,7 +288,7 @@ fn scenario(bin: &Path, mode: Mode, opts: &Options, filters: &str, title: &str) 
         opts.events as f64 / sink_secs,
         sink_secs / secs,
     );
-    Ok(())
+    Ok((title.to_string(), per_m))
 }
 
 /// One record of roughly 150 bytes, as msgpack.
@@ -549,7 +586,7 @@ fn count_lines(dir: &Path) -> usize {
 }
 
 /// PackedForward → out_file (json) behind a file buffer; ends when every line is on disk.
-fn file_scenario(bin: &Path, opts: &Options) -> Result<()> {
+fn file_scenario(bin: &Path, opts: &Options) -> Result<(String, f64)> {
     let payloads = build_payloads(Mode::Packed, opts.events, opts.conns);
     let c = start_config(
         bin,
@@ -576,12 +613,15 @@ fn file_scenario(bin: &Path, opts: &Options) -> Result<()> {
         cpu / (opts.events as f64 / 1e6),
         peak as f64 / 1024.0
     );
-    Ok(())
+    Ok((
+        "PackedForward → file buffer → out_file (json)".to_string(),
+        cpu / (opts.events as f64 / 1e6),
+    ))
 }
 
 /// sender → relay (in_forward → file buffer → out_forward with acks) → receiver; the relay's
 /// CPU is what is measured. Ends when the receiver printed every event.
-fn relay_scenario(bin: &Path, opts: &Options) -> Result<()> {
+fn relay_scenario(bin: &Path, opts: &Options) -> Result<(String, f64)> {
     let payloads = build_payloads(Mode::Packed, opts.events, opts.conns);
     let rx_dir = TempDir::new("relay-rx")?;
     let rx_out = rx_dir.0.join("stdout");
@@ -620,5 +660,8 @@ fn relay_scenario(bin: &Path, opts: &Options) -> Result<()> {
         cpu / (opts.events as f64 / 1e6),
         peak as f64 / 1024.0
     );
-    Ok(())
+    Ok((
+        "relay middle process (in_forward → file buffer → out_forward)".to_string(),
+        cpu / (opts.events as f64 / 1e6),
+    ))
 }
