@@ -913,3 +913,92 @@ fn streamed_chunks_name_files_and_move_symlinks_like_whole_ones() -> R {
     );
     Ok(())
 }
+
+/// A chunk mixing the entry shapes the streamed path reads in one walk (fixext8 times, map
+/// records, nested values, invalid UTF-8) with the ones it hands to the general reader
+/// (integer and ext8 times, a record that is not a map): the streamed text equals what the
+/// whole-chunk path (taken with compression) writes, entry for entry.
+#[test]
+fn streamed_one_walk_equals_the_whole_chunk_path_on_mixed_entries() -> R {
+    let enc = |v: &Value| {
+        let mut b = Vec::new();
+        let _ = nagare_plugin_sdk::rmpv::encode::write_value(&mut b, v);
+        b
+    };
+    let map = |pairs: Vec<(&str, Value)>| {
+        Value::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect(),
+        )
+    };
+    let ext = |sec: u32| {
+        let mut b = vec![0xd7, 0x00];
+        b.extend_from_slice(&sec.to_be_bytes());
+        b.extend_from_slice(&5u32.to_be_bytes());
+        b
+    };
+    let mut data = Vec::new();
+    let mut push = |time: Vec<u8>, record: Vec<u8>| {
+        data.push(0x92);
+        data.extend_from_slice(&time);
+        data.extend_from_slice(&record);
+    };
+    push(
+        ext(T),
+        enc(&map(vec![("a", 1.into()), ("s", "x\"y".into())])),
+    );
+    let mut int_time = vec![0xce];
+    int_time.extend_from_slice(&(T + 1).to_be_bytes());
+    push(int_time, enc(&map(vec![("b", 2.into())])));
+    push(
+        ext(T + 2),
+        enc(&map(vec![
+            (
+                "k",
+                map(vec![("n", Value::Array(vec![1.into(), 2.5.into()]))]),
+            ),
+            ("f", 1.5.into()),
+        ])),
+    );
+    push(ext(T + 3), enc(&Value::Array(vec![1.into(), 2.into()])));
+    let mut ext8 = vec![0xc7, 0x08, 0x00];
+    ext8.extend_from_slice(&(T + 4).to_be_bytes());
+    ext8.extend_from_slice(&0u32.to_be_bytes());
+    push(ext8, enc(&map(vec![("c", Value::Nil)])));
+    push(ext(T + 5), vec![0x81, 0xa1, b'u', 0xa2, 0xff, b'z']);
+    push(
+        ext(T + 6),
+        enc(&map(vec![("a", 1.into()), ("s", "x\"y".into())])),
+    );
+    for format in ["", "<format>\n @type json\n</format>"] {
+        let f = fx();
+        for (name, extra) in [("s", ""), ("g", "compress gz")] {
+            let out = f.out(&format!(
+                "path {{dir}}/{name}\nappend true\nutc\n{extra}\n{format}"
+            ))?;
+            out.write_chunk(ChunkRef {
+                tag: "t".into(),
+                chunk_id: [0; 16],
+                records: 7,
+                format: ChunkFormat::MSGPACK_STREAM,
+                data: data.as_slice().into(),
+                variables: Default::default(),
+            })?;
+        }
+        let files = f.files();
+        let (Some(s), Some(g)) = (
+            files.iter().find(|n| n.starts_with("s.")),
+            files.iter().find(|n| n.starts_with("g.")),
+        ) else {
+            panic!("both files written: {files:?}");
+        };
+        let streamed = f.read(s);
+        assert_eq!(streamed, f.read(g), "format {format:?}");
+        assert_eq!(streamed.lines().count(), 7, "{streamed}");
+        assert!(streamed.contains(r#""s":"x\"y""#), "{streamed}");
+        assert!(streamed.contains("\u{fffd}z"), "{streamed}");
+    }
+    Ok(())
+}
