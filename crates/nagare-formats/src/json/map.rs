@@ -150,67 +150,89 @@ fn load_block(src: &[u8]) -> [u8; BLOCK] {
 /// sequence number or a timestamp costs no more than before.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct KeyCache {
-    slots: Vec<KeySlot>,
+    slots: Vec<Piece<1, KEY_TEXT>>,
     pairs: Vec<PairSlot>,
 }
 
-/// A whole pair met before at one map position.
+/// Raw msgpack bytes met before (at most `16 * H`) and their JSON text (at most `T`): found
+/// again with `H` masked 16-byte compares and copied as one fixed-size piece.
 #[derive(Debug, Clone, Copy)]
-struct PairSlot {
-    /// The pair's raw bytes (key then value), zero-padded, as two little-endian halves.
-    raw: [u128; 2],
-    /// The low `raw_len` bytes of the two halves.
-    mask: [u128; 2],
+struct Piece<const H: usize, const T: usize> {
+    /// The raw bytes, zero-padded, as little-endian 16-byte halves ([`load_block16`]).
+    raw: [u128; H],
+    /// The low `raw_len` bytes of the halves.
+    mask: [u128; H],
     /// 0: nothing kept (never matches).
     raw_len: usize,
-    /// `"key":value` and room to copy it as one fixed-size piece.
-    text: [u8; PAIR_TEXT],
+    /// The text and room to copy it as one fixed-size piece.
+    text: [u8; T],
     text_len: usize,
+}
+
+impl<const H: usize, const T: usize> Piece<H, T> {
+    /// A piece nothing matches.
+    const NONE: Self = Piece {
+        raw: [1; H],
+        mask: [0; H],
+        raw_len: 0,
+        text: [0; T],
+        text_len: 0,
+    };
+
+    /// The piece for `raw` rendered as `text`; `None` when either is empty or too long.
+    fn new(raw: &[u8], text: &[u8]) -> Option<Self> {
+        if raw.is_empty() || raw.len() > 16 * H || text.len() > T {
+            return None;
+        }
+        let mut p = Self::NONE;
+        for (h, (r, m)) in p.raw.iter_mut().zip(p.mask.iter_mut()).enumerate() {
+            let half = raw.get(16 * h..).unwrap_or_default();
+            *r = u128::from_le_bytes(load_block16(half));
+            *m = match half.len() {
+                0 => 0,
+                16.. => u128::MAX,
+                n => (1u128 << (8 * n)) - 1,
+            };
+        }
+        p.raw_len = raw.len();
+        p.text.get_mut(..text.len())?.copy_from_slice(text);
+        p.text_len = text.len();
+        Some(p)
+    }
+
+    /// Whether `src` starts with this piece's raw bytes (never for [`Piece::NONE`], which
+    /// is told apart before any load).
+    #[inline(always)]
+    fn matches(&self, src: &[u8]) -> bool {
+        if self.raw_len == 0 || src.len() < self.raw_len {
+            return false;
+        }
+        let mut h = 0;
+        while h < H {
+            let half = src.get(16 * h..).unwrap_or_default();
+            if u128::from_le_bytes(load_block16(half)) & self.mask[h] != self.raw[h] {
+                return false;
+            }
+            h += 1;
+        }
+        true
+    }
+}
+
+/// A whole pair met before at one map position, and how often that position held another.
+#[derive(Debug, Clone, Copy)]
+struct PairSlot {
+    piece: Piece<PAIR_HALVES, PAIR_TEXT>,
     /// Times the position held another pair than the one kept.
     misses: u8,
 }
 
-impl PairSlot {
-    /// A slot that matches nothing and may still keep a pair.
-    const EMPTY: PairSlot = PairSlot {
-        raw: [1, 1],
-        mask: [0, 0],
-        raw_len: 0,
-        text: [0; PAIR_TEXT],
-        text_len: 0,
-        misses: 0,
-    };
-}
-
-/// Pairs whose raw bytes are longer than this are not kept.
-const PAIR_RAW: usize = 32;
+/// Pairs of more than `16 * PAIR_HALVES` raw bytes are not kept.
+const PAIR_HALVES: usize = 2;
 /// Pairs rendered longer than this are not kept.
 const PAIR_TEXT: usize = 64;
 /// A position stops keeping pairs after this many misses (per batch).
 const PAIR_MISSES: u8 = 4;
-
-#[derive(Debug, Clone, Copy)]
-struct KeySlot {
-    /// The key's raw bytes, zero-padded (little-endian, as [`load_block`] reads them).
-    raw: u128,
-    /// The low `raw_len` bytes.
-    mask: u128,
-    raw_len: usize,
-    /// `"key":` and room to copy it as one fixed-size piece.
-    text: [u8; KEY_TEXT],
-    text_len: usize,
-}
-
-impl KeySlot {
-    /// A slot no key matches (`w & 0` is never 1).
-    const NONE: KeySlot = KeySlot {
-        raw: 1,
-        mask: 0,
-        raw_len: 0,
-        text: [0; KEY_TEXT],
-        text_len: 0,
-    };
-}
 
 /// Keys rendered longer than this (`"key":` included) are not cached.
 const KEY_TEXT: usize = 32;
@@ -218,43 +240,35 @@ const KEY_TEXT: usize = 32;
 const KEY_SLOTS: usize = 64;
 
 impl KeyCache {
-    /// The slot of position `i` if it holds the key at the start of `key`.
+    /// The key kept for position `i` if `key` starts with it.
     #[inline(always)]
-    fn find(&self, i: usize, key: &[u8]) -> Option<&KeySlot> {
-        let slot = self.slots.get(i)?;
-        let w = u128::from_le_bytes(load_block16(key));
-        (w & slot.mask == slot.raw && key.len() >= slot.raw_len).then_some(slot)
+    fn find(&self, i: usize, key: &[u8]) -> Option<&Piece<1, KEY_TEXT>> {
+        self.slots.get(i).filter(|p| p.matches(key))
     }
 
-    /// The pair kept for position `i` if the bytes at the start of `key` are that pair.
+    /// The pair kept for position `i` if `key` (a pair's key and the rest) starts with it.
     #[inline(always)]
-    fn find_pair(&self, i: usize, key: &[u8]) -> Option<&PairSlot> {
-        let slot = self.pairs.get(i)?;
-        if slot.raw_len == 0 || key.len() < slot.raw_len {
-            return None;
-        }
-        let a = u128::from_le_bytes(load_block16(key));
-        let b = u128::from_le_bytes(load_block16(key.get(16..).unwrap_or_default()));
-        (a & slot.mask[0] == slot.raw[0] && b & slot.mask[1] == slot.raw[1]).then_some(slot)
+    fn find_pair(&self, i: usize, key: &[u8]) -> Option<&Piece<PAIR_HALVES, PAIR_TEXT>> {
+        self.pairs
+            .get(i)
+            .map(|p| &p.piece)
+            .filter(|p| p.matches(key))
     }
 
-    /// Whether a pair of `raw_len` raw bytes rendered in `text_len` may be kept for
-    /// position `i` (which did not match the pair kept there, if any): counts the miss.
+    /// Whether a pair rendered in `text_len` bytes may be kept for position `i` (which did
+    /// not match the pair kept there, if any): counts the miss.
     #[inline(always)]
-    fn pair_wanted(&mut self, i: usize, raw_len: usize, text_len: usize) -> bool {
-        if raw_len > PAIR_RAW || text_len > PAIR_TEXT || i >= KEY_SLOTS {
+    fn pair_wanted(&mut self, i: usize, text_len: usize) -> bool {
+        if text_len > PAIR_TEXT || i >= KEY_SLOTS {
             return false;
         }
         match self.pairs.get_mut(i) {
             Some(p) if p.misses >= PAIR_MISSES => false,
             Some(p) => {
-                if p.raw_len != 0 {
+                if p.piece.raw_len != 0 {
                     p.misses += 1;
                     if p.misses >= PAIR_MISSES {
-                        *p = PairSlot {
-                            misses: PAIR_MISSES,
-                            ..PairSlot::EMPTY
-                        };
+                        p.piece = Piece::NONE;
                         return false;
                     }
                 }
@@ -264,51 +278,21 @@ impl KeyCache {
         }
     }
 
-    /// Keeps the pair `raw` (at most [`PAIR_RAW`] bytes), rendered as `text` (at most
-    /// [`PAIR_TEXT`]), for position `i`.
+    /// Keeps the pair `raw` (key and value), rendered as `text`, for position `i`.
     #[cold]
     #[inline(never)]
     fn store_pair(&mut self, i: usize, raw: &[u8], text: &[u8]) {
-        let raw_len = raw.len();
-        if raw_len == 0 || raw_len > PAIR_RAW || text.len() > PAIR_TEXT || i >= KEY_SLOTS {
+        let Some(piece) = Piece::new(raw, text).filter(|_| i < KEY_SLOTS) else {
             return;
-        }
+        };
         while self.pairs.len() <= i {
-            self.pairs.push(PairSlot::EMPTY);
+            self.pairs.push(PairSlot {
+                piece: Piece::NONE,
+                misses: 0,
+            });
         }
-        let mut bytes = [0u8; PAIR_RAW];
-        let mut t = [0u8; PAIR_TEXT];
-        if let (Some(b), Some(d)) = (bytes.get_mut(..raw_len), t.get_mut(..text.len())) {
-            b.copy_from_slice(raw);
-            d.copy_from_slice(text);
-        } else {
-            return;
-        }
-        let half = |k: usize| -> u128 {
-            bytes
-                .get(16 * k..16 * k + 16)
-                .and_then(|h| h.first_chunk::<16>())
-                .map_or(0, |h| u128::from_le_bytes(*h))
-        };
-        let mask_of = |n: usize| -> u128 {
-            match n {
-                0 => 0,
-                16.. => u128::MAX,
-                n => (1u128 << (8 * n)) - 1,
-            }
-        };
         if let Some(p) = self.pairs.get_mut(i) {
-            *p = PairSlot {
-                raw: [half(0), half(1)],
-                mask: [
-                    mask_of(raw_len.min(16)),
-                    mask_of(raw_len.saturating_sub(16)),
-                ],
-                raw_len,
-                text: t,
-                text_len: text.len(),
-                misses: p.misses,
-            };
+            p.piece = piece;
         }
     }
 
@@ -316,40 +300,20 @@ impl KeyCache {
     #[cold]
     #[inline(never)]
     fn store(&mut self, i: usize, raw: &[u8], text: &[u8]) {
-        let raw_len = raw.len();
         if i >= KEY_SLOTS {
             return;
         }
-        // Positions before `i` whose keys are not kept (too long) hold a slot that matches
+        // Positions before `i` whose keys are not kept (too long) hold a piece that matches
         // nothing, so the keys after them are kept all the same.
         while self.slots.len() < i {
-            self.slots.push(KeySlot::NONE);
+            self.slots.push(Piece::NONE);
         }
-        if raw_len > 16 || text.len() > KEY_TEXT {
+        let Some(piece) = Piece::new(raw, text) else {
             return;
-        }
-        let mut bytes = [0u8; 16];
-        let mut t = [0u8; KEY_TEXT];
-        if let (Some(b), Some(d)) = (bytes.get_mut(..raw_len), t.get_mut(..text.len())) {
-            b.copy_from_slice(raw);
-            d.copy_from_slice(text);
-        } else {
-            return;
-        }
-        let slot = KeySlot {
-            raw: u128::from_le_bytes(bytes),
-            mask: if raw_len == 16 {
-                u128::MAX
-            } else {
-                (1u128 << (8 * raw_len)) - 1
-            },
-            raw_len,
-            text: t,
-            text_len: text.len(),
         };
         match self.slots.get_mut(i) {
-            Some(s) => *s = slot,
-            None => self.slots.push(slot),
+            Some(s) => *s = piece,
+            None => self.slots.push(piece),
         }
     }
 }
@@ -628,8 +592,8 @@ pub(super) fn write_map(
             if i > 0 {
                 o.put([b','])?;
             }
-            o.put(p.text)?;
-            o.pos -= PAIR_TEXT - p.text_len;
+            o.store(p.text)?;
+            o.pos += p.text_len;
             at += p.raw_len;
             continue;
         }
@@ -737,7 +701,7 @@ pub(super) fn write_map(
             }
         };
         if let Some(k) = keys.as_deref_mut() {
-            if k.pair_wanted(i, at - pair_at, o.pos - pair_from) {
+            if at - pair_at <= 16 * PAIR_HALVES && k.pair_wanted(i, o.pos - pair_from) {
                 k.store_pair(i, raw.get(pair_at..at)?, o.text_since(pair_from)?);
             }
         }
