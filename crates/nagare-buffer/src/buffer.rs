@@ -276,6 +276,14 @@ struct Counters {
     overflow_count: u64,
 }
 
+/// What [`Buffer::write_group`] did beyond appending: the chunks it appended to, and the
+/// full ones it took for the queue (sealed once the lock is dropped).
+#[derive(Default)]
+struct Appended {
+    touched: Vec<Arc<Metadata>>,
+    sealing: Vec<Chunk>,
+}
+
 #[derive(Debug)]
 struct State {
     stage: HashMap<Arc<Metadata>, Chunk>,
@@ -289,6 +297,9 @@ struct State {
     counters: Counters,
     blocked_writers: usize,
     closed: bool,
+    /// Chunks taken from the stage for the queue whose file is being fsynced and renamed
+    /// outside the lock ([`Buffer::seal`]); counted as queued.
+    sealing: usize,
 }
 
 /// An output's buffer. All methods take `&self`; share it with `Arc`.
@@ -409,6 +420,7 @@ impl Buffer {
             counters: Counters::default(),
             blocked_writers: 0,
             closed: false,
+            sealing: 0,
         };
         let mut resume = ResumeReport::default();
         if let Some(layout) = &layout {
@@ -761,10 +773,20 @@ impl Buffer {
 
         // 3. Append.
         let now = self.opts.clock.now();
-        let mut touched: Vec<Arc<Metadata>> = Vec::new();
+        let mut appended = Appended::default();
         for group in groups {
-            self.write_group(&mut st, group, data, now, &mut touched, &mut receipt)?;
+            let r = self.write_group(&mut st, group, data, now, &mut appended, &mut receipt);
+            if let Err(e) = r {
+                drop(st);
+                // What filled up before the error is queued all the same.
+                let _ = self.seal(appended.sealing);
+                return Err(e);
+            }
         }
+        let Appended {
+            touched,
+            mut sealing,
+        } = appended;
         // 4. Enqueue full chunks (all of them in immediate mode; queueing fsyncs them),
         // register the rest for the group fsync.
         let mut tickets: Vec<Ticket> = Vec::new();
@@ -773,7 +795,7 @@ impl Buffer {
                 continue;
             };
             if self.cfg.flush_mode == FlushMode::Immediate || is_full(&self.cfg, chunk) {
-                self.enqueue(&mut st, &meta)?;
+                self.enqueue(&mut st, &meta, &mut sealing);
             } else if self.cfg.fsync == FsyncPolicy::Always {
                 if let Body::File {
                     path,
@@ -797,8 +819,10 @@ impl Buffer {
         }
         st.counters.rejected_records += receipt.rejected.len() as u64;
         drop(st);
-        // 5. Durable before `Ok`: wait for the group fsync outside the buffer lock, so
-        // concurrent writers share fsyncs and flush threads are not held up.
+        // 5. Durable before `Ok`, outside the buffer lock: full chunks are fsynced for the
+        // queue, and the rest waits for the group fsync, so concurrent writers share fsyncs
+        // and flush threads are not held up.
+        self.seal(sealing)?;
         for t in tickets {
             self.syncer
                 .wait(t)
@@ -816,7 +840,7 @@ impl Buffer {
         group: Group,
         data: &[u8],
         now: SystemTime,
-        touched: &mut Vec<Arc<Metadata>>,
+        appended: &mut Appended,
         receipt: &mut WriteReceipt,
     ) -> Result<(), BufferError> {
         let limit = self.cfg.chunk_limit_size;
@@ -864,7 +888,7 @@ impl Buffer {
                     i += 1;
                     continue;
                 }
-                self.enqueue(st, &meta)?;
+                self.enqueue(st, &meta, &mut appended.sealing);
                 continue;
             }
             let parts: Vec<&[u8]> = ranges
@@ -919,8 +943,8 @@ impl Buffer {
             st.stage_bytes += take_bytes;
             receipt.records += take_records;
             receipt.bytes += take_bytes;
-            if !touched.contains(&meta) {
-                touched.push(meta.clone());
+            if !appended.touched.contains(&meta) {
+                appended.touched.push(meta.clone());
             }
             i += take;
         }
@@ -984,21 +1008,57 @@ impl Buffer {
         })
     }
 
-    /// Moves the staged chunk for `meta` to the back of the queue.
-    fn enqueue(&self, st: &mut State, meta: &Arc<Metadata>) -> Result<(), BufferError> {
-        let Some(mut chunk) = st.stage.remove(meta) else {
-            return Ok(());
+    /// Moves the staged chunk for `meta` to the queue. A memory chunk goes at once; a file
+    /// chunk must be made durable and renamed first, which waits for the disk, so it is
+    /// handed to the caller in `sealing` and counted as queued until [`Buffer::seal`]
+    /// (called after the lock is dropped) puts it in the queue: writers and flush threads
+    /// are not held up by the fsyncs of queueing.
+    fn enqueue(&self, st: &mut State, meta: &Arc<Metadata>, sealing: &mut Vec<Chunk>) {
+        let Some(chunk) = st.stage.remove(meta) else {
+            return;
         };
-        if let Some(layout) = &self.layout {
-            if let Err(e) = rename_queued(&self.cfg, &self.opts, layout, &mut chunk) {
-                st.stage.insert(meta.clone(), chunk);
-                return Err(e);
-            }
-        }
         st.stage_bytes -= chunk.bytes;
         st.queue_bytes += chunk.bytes;
-        st.queue.push_back(chunk);
-        Ok(())
+        if self.layout.is_some() {
+            st.sealing += 1;
+            sealing.push(chunk);
+        } else {
+            st.queue.push_back(chunk);
+        }
+    }
+
+    /// Makes the chunks [`Buffer::enqueue`] handed out durable under their queued names,
+    /// outside the lock, then puts them in the queue (in creation order). A chunk whose
+    /// fsync or rename fails is queued all the same (its data is in the file and, while
+    /// small, in memory, so it is still delivered) and the first error is returned.
+    fn seal(&self, sealing: Vec<Chunk>) -> Result<(), BufferError> {
+        if sealing.is_empty() {
+            return Ok(());
+        }
+        let mut first_err = None;
+        let mut done = Vec::with_capacity(sealing.len());
+        for mut chunk in sealing {
+            if let Some(layout) = &self.layout
+                && let Err(e) = rename_queued(&self.cfg, &self.opts, layout, &mut chunk)
+            {
+                tracing::error!(plugin_id = %self.opts.plugin_id, chunk_id = %chunk.id, "cannot make a chunk durable for the queue: {e}");
+                first_err.get_or_insert(e);
+            }
+            done.push(chunk);
+        }
+        let mut st = self.lock();
+        for chunk in done {
+            st.sealing -= 1;
+            // Usually the newest: insert from the back, after every older chunk.
+            let at = st
+                .queue
+                .iter()
+                .rposition(|c| c.created <= chunk.created)
+                .map_or(0, |i| i + 1);
+            st.queue.insert(at, chunk);
+        }
+        drop(st);
+        first_err.map_or(Ok(()), Err)
     }
 
     fn storable(&self, st: &State) -> bool {
@@ -1006,18 +1066,25 @@ impl Buffer {
     }
 
     fn queue_full(&self, st: &State) -> bool {
-        st.queue.len() >= self.cfg.queued_chunks_limit_size
+        st.queue.len() + st.sealing >= self.cfg.queued_chunks_limit_size
     }
 
     /// Enqueues staged chunks whose time has come: `flush_interval` after creation
     /// (interval mode), `timekey + timekey + timekey_wait` passed (time chunk key).
     /// Stops at `queued_chunks_limit_size` queued chunks. Returns how many moved.
     pub fn enqueue_due(&self, now: SystemTime) -> Result<usize, BufferError> {
-        let mut st = self.lock();
-        self.enqueue_due_locked(&mut st, now)
+        let mut sealing = Vec::new();
+        let n = self.enqueue_due_locked(&mut self.lock(), now, &mut sealing);
+        self.seal(sealing)?;
+        Ok(n)
     }
 
-    fn enqueue_due_locked(&self, st: &mut State, now: SystemTime) -> Result<usize, BufferError> {
+    fn enqueue_due_locked(
+        &self,
+        st: &mut State,
+        now: SystemTime,
+        sealing: &mut Vec<Chunk>,
+    ) -> usize {
         let mut due: Vec<(SystemTime, ChunkId, Arc<Metadata>)> = st
             .stage
             .iter()
@@ -1030,15 +1097,16 @@ impl Buffer {
             if self.queue_full(st) {
                 break;
             }
-            self.enqueue(st, &meta)?;
+            self.enqueue(st, &meta, sealing);
             n += 1;
         }
-        Ok(n)
+        n
     }
 
     /// Enqueues every staged chunk regardless of limits (shutdown, `flush_at_shutdown`,
     /// forced flush). Returns how many moved.
     pub fn enqueue_all(&self) -> Result<usize, BufferError> {
+        let mut sealing = Vec::new();
         let mut st = self.lock();
         let mut metas: Vec<(SystemTime, ChunkId, Arc<Metadata>)> = st
             .stage
@@ -1047,8 +1115,10 @@ impl Buffer {
             .collect();
         metas.sort();
         for (_, _, m) in &metas {
-            self.enqueue(&mut st, m)?;
+            self.enqueue(&mut st, m, &mut sealing);
         }
+        drop(st);
+        self.seal(sealing)?;
         Ok(metas.len())
     }
 
@@ -1057,9 +1127,11 @@ impl Buffer {
     /// nothing to do.
     pub fn next_ready(&self, now: SystemTime) -> Result<Option<ChunkLease>, BufferError> {
         let now_f = to_secs_f64(now);
+        let mut sealing = Vec::new();
+        self.enqueue_due_locked(&mut self.lock(), now, &mut sealing);
+        self.seal(sealing)?;
         let (id, metadata, records, route, body) = {
             let mut st = self.lock();
-            self.enqueue_due_locked(&mut st, now)?;
             let secondary = match &st.retry {
                 Some(r) if now_f < r.next_time().max(st.retry_not_before) => return Ok(None),
                 Some(r) => self.opts.has_secondary && r.secondary(now_f),
@@ -1169,9 +1241,9 @@ impl Buffer {
     }
 
     /// Keeps the buffer of a settled file-chunk lease (its mirror, or what `next_ready`
-    /// read) for the next chunk's mirror or read: at most one per flush thread, and none
-    /// larger than two chunks or [`RECYCLE_LIMIT`] (memory chunks' data is shared with
-    /// their writers, so only file buffers recycle).
+    /// read) for the next chunk's mirror or read: at most one per flush thread or per
+    /// mirror the budget allows, and none larger than two chunks or [`RECYCLE_LIMIT`]
+    /// (memory chunks' data is shared with their writers, so only file buffers recycle).
     fn recycle(&self, data: Arc<Vec<u8>>) {
         if self.layout.is_none() {
             return;
@@ -1189,8 +1261,15 @@ impl Buffer {
             return;
         }
         buf.clear();
+        // As many as there can be mirrors (the budget's chunks), so a writer that runs
+        // ahead of the flush threads still finds a buffer whose pages are already mapped.
+        let mirrors = self.mirror_budget / self.cfg.chunk_limit_size.max(1);
+        let keep = usize::try_from(mirrors)
+            .unwrap_or(usize::MAX)
+            .max(self.cfg.flush_thread_count)
+            .max(1);
         let mut spare = self.lock_spare();
-        if spare.len() < self.cfg.flush_thread_count.max(1) {
+        if spare.len() < keep {
             spare.push(buf);
         }
     }
@@ -1437,7 +1516,7 @@ impl Buffer {
     /// True when nothing is staged, queued or leased.
     pub fn is_empty(&self) -> bool {
         let st = self.lock();
-        st.stage.is_empty() && st.queue.is_empty() && st.inflight.is_empty()
+        st.stage.is_empty() && st.queue.is_empty() && st.inflight.is_empty() && st.sealing == 0
     }
 
     /// A snapshot of the gauges and counters.
@@ -1449,7 +1528,7 @@ impl Buffer {
         Metrics {
             stage_length: st.stage.len(),
             stage_byte_size: st.stage_bytes,
-            queue_length: st.queue.len(),
+            queue_length: st.queue.len() + st.sealing,
             inflight_length: st.inflight.len(),
             queue_byte_size: st.queue_bytes,
             available_space_ratio: (1.0 - used as f64 / limit as f64).clamp(0.0, 1.0),

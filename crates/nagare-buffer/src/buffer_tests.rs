@@ -282,6 +282,43 @@ fn rolls_over_at_chunk_limit_size_and_records() {
 }
 
 #[test]
+fn chunks_are_queued_in_creation_order_and_a_failed_seal_still_delivers() {
+    // Queueing a file chunk fsyncs and renames it outside the buffer lock; the chunks
+    // still reach the queue oldest first, and one whose rename fails (its data file went
+    // missing) is queued all the same and delivered from its in-memory mirror.
+    let f = open("tag", &[("chunk_limit_size", "1m")], true);
+    let tags = ["a", "b", "c"];
+    for (i, tag) in tags.iter().enumerate() {
+        f.clock.advance(Duration::from_secs(1));
+        f.write(tag, &batch(&[(T0 + i as u64, &[("n", tag)])]));
+    }
+    let staged = f.chunk_files();
+    assert_eq!(staged.len(), 3);
+    let b_file = staged
+        .iter()
+        .find(|p| {
+            std::fs::read(p)
+                .map(|d| d.windows(4).any(|w| w == b"\xa1n\xa1b".as_slice()))
+                .unwrap_or(false)
+        })
+        .expect("b's data file")
+        .clone();
+    std::fs::remove_file(&b_file).expect("remove b's data file");
+    let err = f.buffer.enqueue_all().expect_err("b's rename fails");
+    assert!(err.to_string().contains("rename"), "{err}");
+    let m = f.buffer.metrics();
+    assert_eq!((m.stage_length, m.queue_length), (0, 3));
+    let mut got = Vec::new();
+    while let Some(l) = f.buffer.next_ready(f.now()).expect("next_ready") {
+        got.push(l.metadata().tag.clone().unwrap_or_default());
+        assert_eq!(l.records(), 1);
+        f.buffer.commit(l).expect("commit");
+    }
+    assert_eq!(got, tags.map(String::from));
+    assert!(f.buffer.is_empty());
+}
+
+#[test]
 fn full_threshold_enqueues() {
     let one = entry_len(100);
     let limit = (one * 20).to_string();
