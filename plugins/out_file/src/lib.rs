@@ -687,15 +687,20 @@ impl FileOutput {
             // for the reader.
             let mark = buf.len();
             let mut failed = None;
+            let mut declined = false;
             let visited = reader.next_rendering(|time, rest| {
                 let time = nagare_formats::EventTime::new(time.sec, time.nsec);
                 match self
                     .formatter
-                    .format_raw_prefix_with(tag, time, rest, buf, &mut scratch)?
+                    .format_raw_prefix_with(tag, time, rest, buf, &mut scratch)
                 {
-                    Ok(used) => Some(used),
-                    Err(e) => {
+                    Some(Ok(used)) => Some(used),
+                    Some(Err(e)) => {
                         failed = Some(e);
+                        None
+                    }
+                    None => {
+                        declined = true;
                         None
                     }
                 }
@@ -711,10 +716,17 @@ impl FileOutput {
                     let Some(entry) = reader.next() else { break };
                     let entry = entry.map_err(|e| bad(&e))?;
                     let time = nagare_formats::EventTime::new(entry.time.sec, entry.time.nsec);
-                    match self
-                        .formatter
-                        .format_raw_with(tag, time, entry.record, buf, &mut scratch)
-                    {
+                    // A record the prefix renderer declined gets the same answer again
+                    // (it depends on the record's bytes alone): go straight to the raw
+                    // renderer. One the reader did not offer it (an unusual entry head)
+                    // may still take the cached path.
+                    let rendered = if declined {
+                        self.formatter.format_raw(tag, time, entry.record, buf)
+                    } else {
+                        self.formatter
+                            .format_raw_with(tag, time, entry.record, buf, &mut scratch)
+                    };
+                    match rendered {
                         Some(r) => r.map_err(|e| bad(&e))?,
                         None => {
                             buf.truncate(mark);
