@@ -12,7 +12,7 @@
 use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,9 @@ struct Options {
     conns: usize,
     /// Runs of every scenario (`--repeat N`); with more than one, a summary follows.
     repeat: usize,
+    /// A nagare binary built earlier (`--bin PATH`, its plugins beside it) instead of a
+    /// fresh release build: for A/B runs of two builds, alternated in the same minutes.
+    bin: Option<PathBuf>,
     names: Vec<String>,
 }
 
@@ -47,6 +50,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         events: 1_000_000,
         conns: 1,
         repeat: 1,
+        bin: None,
         names: Vec::new(),
     };
     let mut it = args.iter();
@@ -55,6 +59,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
             "--events" => o.events = it.next().context("--events N")?.parse()?,
             "--conns" => o.conns = it.next().context("--conns N")?.parse()?,
             "--repeat" => o.repeat = it.next().context("--repeat N")?.parse::<usize>()?.max(1),
+            "--bin" => o.bin = Some(PathBuf::from(it.next().context("--bin PATH")?)),
             "--" => {}
             other if other.starts_with('-') => bail!("unknown bench option {other}"),
             other => o.names.push(other.to_string()),
@@ -74,12 +79,18 @@ fn parse_options(args: &[String]) -> Result<Options> {
 /// Runs the named benchmark groups.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let opts = parse_options(args)?;
-    let mut c = crate::cargo();
-    c.args(["build", "--release", "--workspace", "--bins", "--lib"]);
-    crate::status(c)?;
-    let bin = root.join("target/release/nagare");
+    let bin = match &opts.bin {
+        Some(bin) => bin.clone(),
+        None => {
+            let mut c = crate::cargo();
+            c.args(["build", "--release", "--workspace", "--bins", "--lib"]);
+            crate::status(c)?;
+            root.join("target/release/nagare")
+        }
+    };
     println!(
-        "# nagare bench: {} events of ~{} bytes, batches of {BATCH}, {} connection(s); {} cores",
+        "# nagare bench ({}): {} events of ~{} bytes, batches of {BATCH}, {} connection(s); {} cores",
+        bin.display(),
         opts.events,
         record(0).len(),
         opts.conns,
@@ -88,6 +99,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .unwrap_or(0)
     );
     println!("# loadavg before: {}", loadavg());
+    let calibration = calibrate()?;
+    println!(
+        "# calibration before: {calibration:.2} CPU-s for 512 MiB over loopback TCP (lower is a faster machine)"
+    );
     // CPU-s per 1M events of every run, by scenario title, in order of first appearance.
     let mut figures: Vec<(String, Vec<f64>)> = Vec::new();
     let mut note =
@@ -146,6 +161,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     println!("# loadavg after: {}", loadavg());
+    println!(
+        "# calibration after: {:.2} CPU-s for 512 MiB over loopback TCP",
+        calibrate()?
+    );
     if opts.repeat > 1 {
         println!(
             "# CPU-s per 1M events over {} runs: min / median / max",
@@ -544,6 +563,51 @@ fn rss_kb(pid: u32) -> Result<(u64, u64)> {
             .unwrap_or(0)
     };
     Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+/// How fast this machine is right now: CPU seconds (this process, user + system) to push
+/// 512 MiB through a loopback TCP connection in 256 KiB writes, the kind of work (kernel
+/// copies, syscalls) the scenarios are made of. On a shared VM the same build's figures
+/// move with it, so a run is read against its calibration. The least of three runs.
+fn calibrate() -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        best = best.min(calibrate_once()?);
+    }
+    Ok(best)
+}
+
+fn calibrate_once() -> Result<f64> {
+    const BLOCK: usize = 256 << 10;
+    const TOTAL: usize = 512 << 20;
+    let listener = TcpListener::bind(("127.0.0.1", 0))?;
+    let port = listener.local_addr()?.port();
+    let me = std::process::id();
+    let before = cpu_secs(me)?;
+    let rx = std::thread::spawn(move || -> std::io::Result<usize> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; BLOCK];
+        let mut got = 0;
+        loop {
+            match s.read(&mut buf)? {
+                0 => return Ok(got),
+                n => got += n,
+            }
+        }
+    });
+    let mut tx = TcpStream::connect(("127.0.0.1", port))?;
+    let block = vec![0x5au8; BLOCK];
+    for _ in 0..TOTAL / BLOCK {
+        tx.write_all(&block)?;
+    }
+    drop(tx);
+    let got = rx
+        .join()
+        .map_err(|_| anyhow::anyhow!("calibration receiver panicked"))??;
+    if got != TOTAL {
+        bail!("calibration: received {got} of {TOTAL} bytes");
+    }
+    cpu_secs(me).map(|after| after - before)
 }
 
 fn loadavg() -> String {
