@@ -79,6 +79,17 @@ pub struct DroppedChunk {
     pub bytes: u64,
 }
 
+/// Whether a [`Buffer::write_with`] caller needs its data durable when the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// As the `fsync` policy says: with `always` (the default), fsynced before `Ok`.
+    #[default]
+    Now,
+    /// Written to the chunk (file) before `Ok`, fsynced when the chunk is queued or by a
+    /// later `Now` write into the same chunk.
+    Deferred,
+}
+
 /// What a successful `write` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteReceipt {
@@ -564,6 +575,13 @@ impl Buffer {
         Ok(m)
     }
 
+    /// Files fsynced by the group commit of `fsync always` writes so far (not counting the
+    /// fsyncs of queueing).
+    #[cfg(test)]
+    pub(crate) fn synced_files(&self) -> u64 {
+        self.syncer.synced_files()
+    }
+
     /// Stores a batch (concatenated msgpack `[time, record]` entries) for `tag`.
     ///
     /// Entries are grouped by chunk keys and appended to staged chunks, rolling over at
@@ -583,6 +601,22 @@ impl Buffer {
     /// batch is walked entry by entry, split across chunks where it must be, and then the
     /// buffer counts entries itself and `records` is only a sizing hint.
     pub fn write(&self, tag: &str, data: &[u8], records: u64) -> Result<WriteReceipt, BufferError> {
+        self.write_with(tag, data, records, Durability::Now)
+    }
+
+    /// [`Buffer::write`], saying whether the caller needs the data durable when this
+    /// returns. [`Durability::Deferred`] skips the `fsync always` wait (and its fsync): the
+    /// data is written to the chunk file (a killed process loses nothing) and is fsynced
+    /// with its chunk when the chunk is queued, or by any later [`Durability::Now`] write
+    /// into the same chunk. For events nobody was promised anything about: a Forward
+    /// request that asked for no ack.
+    pub fn write_with(
+        &self,
+        tag: &str,
+        data: &[u8],
+        records: u64,
+        durability: Durability,
+    ) -> Result<WriteReceipt, BufferError> {
         // 1. Group: the whole batch at once when it can be, else walk it outside the lock.
         let mut receipt = WriteReceipt::default();
         let groups = match self.whole_batch(tag, data, records) {
@@ -593,7 +627,7 @@ impl Buffer {
             self.lock().counters.rejected_records += receipt.rejected.len() as u64;
             return Ok(receipt);
         }
-        self.store(groups, data, receipt)
+        self.store(groups, data, receipt, durability)
     }
 
     /// The fast path of [`Buffer::write`]: the batch as one group of one range holding
@@ -699,6 +733,7 @@ impl Buffer {
         groups: Vec<Group>,
         data: &[u8],
         mut receipt: WriteReceipt,
+        durability: Durability,
     ) -> Result<WriteReceipt, BufferError> {
         // 2. Space.
         let mut st = self.lock();
@@ -788,7 +823,7 @@ impl Buffer {
             mut sealing,
         } = appended;
         // 4. Enqueue full chunks (all of them in immediate mode; queueing fsyncs them),
-        // register the rest for the group fsync.
+        // register the rest for the group fsync (unless the caller needs no durability yet).
         let mut tickets: Vec<Ticket> = Vec::new();
         for meta in touched {
             let Some(chunk) = st.stage.get_mut(&meta) else {
@@ -796,7 +831,7 @@ impl Buffer {
             };
             if self.cfg.flush_mode == FlushMode::Immediate || is_full(&self.cfg, chunk) {
                 self.enqueue(&mut st, &meta, &mut sealing);
-            } else if self.cfg.fsync == FsyncPolicy::Always {
+            } else if self.cfg.fsync == FsyncPolicy::Always && durability == Durability::Now {
                 if let Body::File {
                     path,
                     file: Some(f),

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::msgpack::write;
 use crate::{
-    Buffer, BufferConfig, BufferError, BufferOptions, ChunkLease, Clock, Decision, Failure,
-    FakeClock, Route, frame,
+    Buffer, BufferConfig, BufferError, BufferOptions, ChunkLease, Clock, Decision, Durability,
+    Failure, FakeClock, Route, frame,
 };
 
 const T0: u64 = 1_700_000_000; // 2023-11-14 22:13:20 UTC
@@ -1716,4 +1716,45 @@ fn a_reused_file_read_back_yields_only_its_own_batches() {
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].data(), new.as_slice());
     assert_eq!(leases[0].records(), 2);
+}
+
+// ---------------------------------------------------------------- durability
+
+/// A deferred write is in the chunk file when it returns (a crash of the process keeps it)
+/// but waits for no fsync; a `Now` write into the same chunk fsyncs the file once, which
+/// covers the deferred data before it; a memory buffer takes both alike.
+#[test]
+fn deferred_writes_skip_the_fsync_until_a_durable_write() {
+    let interval = [("flush_mode", "interval"), ("flush_interval", "60")];
+    let f = open("tag", &interval, true);
+    for _ in 0..3 {
+        f.buffer
+            .write_with("t", &records(2, 10), 2, Durability::Deferred)
+            .expect("deferred write");
+    }
+    assert_eq!(f.buffer.synced_files(), 0, "no fsync for deferred writes");
+    let f = f.reopen("tag", &interval);
+    let m = f.buffer.metrics();
+    assert_eq!(
+        (m.stage_length, m.stage_byte_size),
+        (1, 3 * records(2, 10).len() as u64),
+        "every deferred write is in the chunk file after a crash"
+    );
+    f.buffer
+        .write_with("t", &records(1, 10), 1, Durability::Now)
+        .expect("durable write");
+    assert_eq!(
+        f.buffer.synced_files(),
+        1,
+        "one fsync covers the chunk file"
+    );
+    f.buffer.write("t", &records(1, 10), 1).expect("write");
+    assert_eq!(f.buffer.synced_files(), 2, "write is a durable write");
+
+    let m = open("tag", &interval, false);
+    m.buffer
+        .write_with("t", &records(2, 10), 2, Durability::Deferred)
+        .expect("memory");
+    assert_eq!(m.buffer.metrics().write_records, 2);
+    assert_eq!(m.buffer.synced_files(), 0);
 }

@@ -21,7 +21,9 @@
 //!   parameters such as out_file's `path`.
 //! - The file buffer stores each chunk as `buffer.b<id>.log` (staged) /
 //!   `buffer.q<id>.log` (queued) plus `.meta`; every append is a checksummed frame
-//!   ([`frame`]), fsynced per the `fsync` policy before `write` returns, and a restart
+//!   ([`frame`]), fsynced per the `fsync` policy before `write` returns (unless the caller
+//!   says with [`Buffer::write_with`] and [`Durability::Deferred`] that nobody waits on it:
+//!   then with its chunk, at the latest when the chunk is queued), and a restart
 //!   keeps every intact batch (see [`ResumeReport`]). With `fsync always`, writers append
 //!   under the buffer lock and fsync outside it in groups: concurrent writers share one
 //!   `fdatasync` per file (group commit), and flush threads never wait behind one.
@@ -81,8 +83,8 @@ pub mod values;
 mod buffer_tests;
 
 pub use buffer::{
-    Buffer, BufferOptions, ChunkLease, Decision, DroppedChunk, Failure, Metrics, RejectedRecord,
-    Route, WriteReceipt,
+    Buffer, BufferOptions, ChunkLease, Decision, DroppedChunk, Durability, Failure, Metrics,
+    RejectedRecord, Route, WriteReceipt,
 };
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{

@@ -66,11 +66,19 @@ struct State {
 pub(crate) struct Syncer {
     state: Mutex<State>,
     done: Condvar,
+    /// Files fsynced so far (one per file per round), for tests and metrics.
+    synced: std::sync::atomic::AtomicU64,
 }
 
 impl Syncer {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Files fsynced by group rounds so far.
+    #[cfg(test)]
+    pub fn synced_files(&self) -> u64 {
+        self.synced.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Adds `file` (already written to) to the open group; returns the group's ticket.
@@ -103,6 +111,8 @@ impl Syncer {
                 syncer: self,
                 outcome,
             };
+            self.synced
+                .fetch_add(files.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let result = sync_all(&files);
             drop(files);
             st = round.finish(result);

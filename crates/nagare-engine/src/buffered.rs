@@ -33,7 +33,7 @@ use crate::payload::Payload;
 use abi_stable::std_types::{RSlice, RStr, Tuple2};
 use nagare_buffer::{
     Buffer, BufferConfig, BufferError, BufferOptions, BufferType, ChunkLease, ConfigError,
-    Decision, Failure, FlushMode, Metrics, OverflowAction, WriteReceipt,
+    Decision, Durability, Failure, FlushMode, Metrics, OverflowAction, WriteReceipt,
 };
 use nagare_config::{Element, Value};
 use nagare_plugin_api::{ChunkFormat, ChunkRef, ErrorKind, OutputBox, PluginError};
@@ -634,23 +634,54 @@ impl BufferedRunner {
 
     /// Writes a batch (concatenated msgpack `[time, record]` entries) into the buffer,
     /// waiting for space when `overflow_action` is `block`. `Ok` means accepted (durable for
-    /// a file buffer).
+    /// a file buffer, per its `fsync` policy).
     pub fn submit(&self, tag: &str, data: &Payload, records: u32) -> Result<(), SubmitError> {
-        self.write(tag, data, records)
+        self.submit_with(tag, data, records, Durability::Now)
+    }
+
+    /// [`BufferedRunner::submit`], saying whether the caller needs the events durable when
+    /// it returns: with [`Durability::Deferred`] they are fsynced with their chunk, at the
+    /// latest when it is queued.
+    pub fn submit_with(
+        &self,
+        tag: &str,
+        data: &Payload,
+        records: u32,
+        durability: Durability,
+    ) -> Result<(), SubmitError> {
+        self.write(tag, data, records, durability)
     }
 
     /// Like [`BufferedRunner::submit`] but never waits: a full buffer gives
     /// [`SubmitError::WouldBlock`] and stores nothing.
     pub fn try_submit(&self, tag: &str, data: &Payload, records: u32) -> Result<(), SubmitError> {
+        self.try_submit_with(tag, data, records, Durability::Now)
+    }
+
+    /// [`BufferedRunner::try_submit`] with a [`Durability`], as for
+    /// [`BufferedRunner::submit_with`].
+    pub fn try_submit_with(
+        &self,
+        tag: &str,
+        data: &Payload,
+        records: u32,
+        durability: Durability,
+    ) -> Result<(), SubmitError> {
         if self.is_full() {
             return Err(SubmitError::WouldBlock {
                 plugin_id: self.shared.spec.plugin_id.clone(),
             });
         }
-        self.write(tag, data, records)
+        self.write(tag, data, records, durability)
     }
 
-    fn write(&self, tag: &str, data: &Payload, records: u32) -> Result<(), SubmitError> {
+    fn write(
+        &self,
+        tag: &str,
+        data: &Payload,
+        records: u32,
+        durability: Durability,
+    ) -> Result<(), SubmitError> {
         let s = &self.shared;
         let plugin_id = || s.spec.plugin_id.clone();
         let Some(buffer) = s.buffer.get() else {
@@ -659,7 +690,7 @@ impl BufferedRunner {
             });
         };
         let receipt = buffer
-            .write(tag, data.as_slice(), u64::from(records))
+            .write_with(tag, data.as_slice(), u64::from(records), durability)
             .map_err(|e| match e {
                 BufferError::Overflow { .. } => SubmitError::Overflow {
                     plugin_id: plugin_id(),

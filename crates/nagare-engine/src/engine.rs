@@ -14,10 +14,11 @@ use crate::buffered::{BufferPlan, BufferedRunner, RunnerSpec, SecondaryOutput, p
 use crate::convert::to_config_node;
 use crate::output::Batch;
 use crate::payload::Payload;
-use crate::pipeline::{FilterInstance, Pipeline, Wait};
+use crate::pipeline::{Delivery, FilterInstance, Pipeline, Wait};
 use crate::registry::Registry;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RResult, Tuple2};
+use nagare_buffer::Durability;
 use nagare_buffer::{BufferOptions, BufferType};
 use nagare_config::Element;
 use nagare_plugin_api::{
@@ -451,7 +452,7 @@ impl Emitter for HostEmitter {
                 tag.as_str(),
                 Payload::from_plugin(data),
                 records,
-                Wait::Block,
+                Delivery::DURABLE,
             )
             .into()
     }
@@ -475,7 +476,10 @@ impl Emitter for HostEmitter {
             tag.as_str(),
             Payload::from_plugin(data),
             records,
-            Wait::Block,
+            Delivery {
+                wait: Wait::Block,
+                durability: Durability::Deferred,
+            },
         ) {
             Ok(()) => RResult::ROk(()),
             // The events were handed on (e.g. a filter failed after routing started): nothing

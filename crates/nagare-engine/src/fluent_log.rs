@@ -13,7 +13,8 @@
 //! event again.
 
 use crate::payload::Payload;
-use crate::pipeline::{Pipeline, Wait};
+use crate::pipeline::{Delivery, Pipeline, Wait};
+use nagare_buffer::Durability;
 use nagare_core::chunk::ChunkWriter;
 use nagare_core::time::EventTime;
 use nagare_router::LabelRef;
@@ -155,7 +156,11 @@ fn emit_loop(p: &Pipeline, label: LabelRef, rx: &Receiver<LogLine>, stop: &Atomi
             &tag,
             Payload::from_host(w.into_bytes()),
             1,
-            Wait::NoWait,
+            // The collector's own log: nobody waits on its durability.
+            Delivery {
+                wait: Wait::NoWait,
+                durability: Durability::Deferred,
+            },
         );
     }
 }

@@ -20,6 +20,7 @@
 use crate::buffered::BufferedRunner;
 use crate::output::{Batch, chunk_ref};
 use crate::payload::Payload;
+use nagare_buffer::Durability;
 use nagare_plugin_api::{ErrorKind, FilterBox, FilterOutcome, PluginError};
 use nagare_router::{LabelRef, NoMatchReporter, RoutingTable, Target};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +60,23 @@ pub enum Wait {
     Block,
     /// Fail with a retryable error instead of waiting.
     NoWait,
+}
+
+/// How an emitted batch is delivered to buffered outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// What a full destination buffer does.
+    pub wait: Wait,
+    /// Whether the caller needs the events durable (fsynced) when the emit returns.
+    pub durability: Durability,
+}
+
+impl Delivery {
+    /// Waits for room and for durability: what an input that acks its sender needs.
+    pub const DURABLE: Delivery = Delivery {
+        wait: Wait::Block,
+        durability: Durability::Now,
+    };
 }
 
 impl Pipeline {
@@ -125,9 +143,9 @@ impl Pipeline {
         tag: &str,
         data: Payload,
         records: u32,
-        wait: Wait,
+        how: Delivery,
     ) -> Result<(), PluginError> {
-        self.emit_at(label, tag, data, records, wait, 0)
+        self.emit_at(label, tag, data, records, how, 0)
     }
 
     fn emit_at(
@@ -136,7 +154,7 @@ impl Pipeline {
         tag: &str,
         mut data: Payload,
         mut records: u32,
-        wait: Wait,
+        how: Delivery,
         depth: u32,
     ) -> Result<(), PluginError> {
         if depth > MAX_RELABEL_DEPTH {
@@ -189,7 +207,7 @@ impl Pipeline {
                 self.report_no_match(label, tag, records);
                 Ok(())
             }
-            Some(target) => self.deliver(target, tag, data, records, wait, depth),
+            Some(target) => self.deliver(target, tag, data, records, how, depth),
         }
     }
 
@@ -199,12 +217,12 @@ impl Pipeline {
         tag: &str,
         data: Payload,
         records: u32,
-        wait: Wait,
+        how: Delivery,
         depth: u32,
     ) -> Result<(), PluginError> {
         match target {
-            Target::Output(id) => self.submit(id.0, tag, data, records, wait),
-            Target::Relabel(label) => self.emit_at(*label, tag, data, records, wait, depth + 1),
+            Target::Output(id) => self.submit(id.0, tag, data, records, how),
+            Target::Relabel(label) => self.emit_at(*label, tag, data, records, how, depth + 1),
             // Records are immutable bytes here, so every copy_mode shares them safely.
             Target::Copy { stores, .. } => {
                 let mut prev_ok = false;
@@ -212,7 +230,7 @@ impl Pipeline {
                     if store.ignore_if_prev_success && prev_ok {
                         continue;
                     }
-                    let r = self.deliver(&store.target, tag, data.clone(), records, wait, depth);
+                    let r = self.deliver(&store.target, tag, data.clone(), records, how, depth);
                     match r {
                         Ok(()) => prev_ok = true,
                         Err(e) if store.ignore_error => {
@@ -233,7 +251,7 @@ impl Pipeline {
         tag: &str,
         data: Payload,
         records: u32,
-        wait: Wait,
+        how: Delivery,
     ) -> Result<(), PluginError> {
         let Some(runner) = self.outputs.get(output) else {
             return Err(PluginError::new(
@@ -241,9 +259,9 @@ impl Pipeline {
                 format!("no output #{output}"),
             ));
         };
-        let r = match wait {
-            Wait::Block => runner.submit(tag, &data, records),
-            Wait::NoWait => runner.try_submit(tag, &data, records),
+        let r = match how.wait {
+            Wait::Block => runner.submit_with(tag, &data, records, how.durability),
+            Wait::NoWait => runner.try_submit_with(tag, &data, records, how.durability),
         };
         r.map_err(|e| e.to_plugin_error())
     }
@@ -266,7 +284,7 @@ impl Pipeline {
                 tracing::warn!(
                     "send an error event stream to @ERROR: {records} events tagged '{tag}' ({why})"
                 );
-                self.emit_at(label, tag, data, records, Wait::Block, depth + 1)
+                self.emit_at(label, tag, data, records, Delivery::DURABLE, depth + 1)
             }
             _ => match propagate {
                 Some(e) => Err(e),

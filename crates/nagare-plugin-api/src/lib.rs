@@ -234,7 +234,12 @@ pub trait Emitter: Send + Sync + Clone {
     /// the events are accepted by every buffer they were routed to (durable there when that
     /// buffer is a file buffer): only then may an input ack its sender.
     fn emit(&self, batch: EventBatch) -> RResult<(), PluginError>;
-    /// Like [`Emitter::emit`] but never blocks: on a full buffer it hands the batch back.
+    /// Like [`Emitter::emit`] but never blocks: on a full buffer it hands the batch back,
+    /// and it does not wait for the disk either. `Ok` means accepted by every buffer the
+    /// events were routed to (in a file buffer, written to its chunk file, so a crash of
+    /// the process keeps them), but not yet fsynced: that happens when their chunk is
+    /// queued, or with a later `emit` into the same chunk. An input that acks a sender on
+    /// the strength of the call (Forward's `chunk` option) uses `emit`.
     #[sabi(last_prefix_field)]
     fn try_emit(&self, batch: EventBatch) -> RResult<(), Tuple2<EventBatch, PluginError>>;
 }

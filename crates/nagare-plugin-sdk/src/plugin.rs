@@ -231,7 +231,8 @@ impl Emitter {
     }
 
     /// Routes a batch of entries, blocking while the destination buffer is full. `Ok` means
-    /// accepted (only then may the input ack its sender).
+    /// accepted and durable (fsynced in a file buffer): only then may the input ack its
+    /// sender.
     pub fn emit(&self, tag: &str, data: Vec<u8>, records: u32) -> Result<()> {
         let batch = self.batch(tag, data, records);
         crate::guard::catch(|| self.inner.emit(batch).into_result())
@@ -246,7 +247,9 @@ impl Emitter {
         self.emit(tag, data, records)
     }
 
-    /// Like [`Emitter::emit`] but never blocks: on a full buffer the batch comes back.
+    /// Like [`Emitter::emit`] but never blocks: on a full buffer the batch comes back, and
+    /// it does not wait for an fsync (the events are fsynced when their chunk is queued, or
+    /// by a later `emit` into the same chunk). For events nobody will be acked for.
     pub fn try_emit(
         &self,
         tag: &str,

@@ -165,6 +165,9 @@ pub struct CapturedBatch {
     pub label: String,
     /// The entries.
     pub data: Vec<u8>,
+    /// Whether it came through the blocking `emit` (durable before it returns) rather than
+    /// `try_emit` (fsynced later, with its chunk).
+    pub durable: bool,
 }
 
 impl CapturedBatch {
@@ -225,12 +228,13 @@ impl TestEmitter {
         true
     }
 
-    fn capture(&self, batch: EventBatch) {
+    fn capture(&self, batch: EventBatch, durable: bool) {
         lock(&self.state.batches).push(CapturedBatch {
             tag: batch.tag.into_string(),
             records: batch.records,
             label: batch.label.into_string(),
             data: batch.data.to_vec(),
+            durable,
         });
         self.state.arrived.notify_all();
     }
@@ -245,7 +249,7 @@ impl api::Emitter for TestEmitter {
         if self.state.full.load(Ordering::SeqCst) {
             return RResult::RErr(buffer_full());
         }
-        self.capture(batch);
+        self.capture(batch, true);
         RResult::ROk(())
     }
 
@@ -253,7 +257,7 @@ impl api::Emitter for TestEmitter {
         if self.state.full.load(Ordering::SeqCst) {
             return RResult::RErr(Tuple2(batch, buffer_full()));
         }
-        self.capture(batch);
+        self.capture(batch, false);
         RResult::ROk(())
     }
 }

@@ -398,12 +398,29 @@ impl Connection {
                 .as_ref()
                 .and(ack.as_ref())
                 .and_then(|id| crate::dedupe::key(&tag, &id.0));
-            let emitted = match shared.dedupe.clone().zip(key) {
-                // Without a resend window (or a chunk id) nothing here touches the disk, so the batch is
-                // first offered without blocking, on this worker: a buffer with room takes
-                // it at once (no thread hand-off per request). A full buffer hands it back
-                // and the blocking emit below waits for room off the reactor.
-                None => match shared.emitter.try_emit(&tag, data, records) {
+            let emitted = match (shared.dedupe.clone().zip(key), ack.is_some()) {
+                // An ack promises the sender its events are durable: the blocking emit (it
+                // waits for room and for the fsync), off the reactor.
+                (None, true) => {
+                    let emitter = shared.emitter.clone();
+                    tokio::task::spawn_blocking(move || {
+                        emitter
+                            .emit(&tag, data, records)
+                            .map(|()| Emitted::Events {
+                                records,
+                                interrupted: false,
+                            })
+                            .map_err(|e| e.to_string())
+                    })
+                    .await
+                }
+                // No ack asked, so nothing is promised about durability (Fluentd's
+                // at-most-once for such requests): the batch is offered without blocking, on
+                // this worker, and a buffer with room takes it at once — written to the chunk
+                // file, fsynced with its chunk (no thread hand-off and no fsync per request).
+                // A full buffer hands it back and the blocking emit below waits for room off
+                // the reactor.
+                (None, false) => match shared.emitter.try_emit(&tag, data, records) {
                     Ok(()) => Ok(Ok(Emitted::Events {
                         records,
                         interrupted: false,
@@ -423,7 +440,7 @@ impl Connection {
                     }
                     Err(rej) => Ok(Err(rej.error.to_string())),
                 },
-                Some((window, key)) => {
+                (Some((window, key)), _) => {
                     let emitter = shared.emitter.clone();
                     tokio::task::spawn_blocking(move || {
                         // Resend check (the id marked as being emitted), emit, then the id

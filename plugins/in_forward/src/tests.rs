@@ -121,6 +121,15 @@ fn packed_forward_is_emitted_then_acked() {
         .map(|b| b.tag.clone())
         .collect();
     assert_eq!(tags, ["in.app.log", "in.one", "in.gz"]);
+    // Requests that asked for an ack went through the durable emit; the one that did not
+    // was only offered (fsynced later, with its chunk).
+    let durable: Vec<bool> = input
+        .emitter()
+        .batches()
+        .iter()
+        .map(|b| b.durable)
+        .collect();
+    assert_eq!(durable, [true, false, true]);
     input.stop().unwrap_or_default();
 }
 
