@@ -99,10 +99,6 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .unwrap_or(0)
     );
     println!("# loadavg before: {}", loadavg());
-    let calibration = calibrate()?;
-    println!(
-        "# calibration before: {calibration:.2} CPU-s for 512 MiB over loopback TCP (lower is a faster machine)"
-    );
     // CPU-s per 1M events of every run, by scenario title, in order of first appearance.
     let mut figures: Vec<(String, Vec<f64>)> = Vec::new();
     let mut note =
@@ -161,10 +157,6 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     println!("# loadavg after: {}", loadavg());
-    println!(
-        "# calibration after: {:.2} CPU-s for 512 MiB over loopback TCP",
-        calibrate()?
-    );
     if opts.repeat > 1 {
         println!(
             "# CPU-s per 1M events over {} runs: min / median / max",
@@ -563,51 +555,6 @@ fn rss_kb(pid: u32) -> Result<(u64, u64)> {
             .unwrap_or(0)
     };
     Ok((field("VmRSS:"), field("VmHWM:")))
-}
-
-/// How fast this machine is right now: CPU seconds (this process, user + system) to push
-/// 512 MiB through a loopback TCP connection in 256 KiB writes, the kind of work (kernel
-/// copies, syscalls) the scenarios are made of. On a shared VM the same build's figures
-/// move with it, so a run is read against its calibration. The least of three runs.
-fn calibrate() -> Result<f64> {
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        best = best.min(calibrate_once()?);
-    }
-    Ok(best)
-}
-
-fn calibrate_once() -> Result<f64> {
-    const BLOCK: usize = 256 << 10;
-    const TOTAL: usize = 512 << 20;
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
-    let port = listener.local_addr()?.port();
-    let me = std::process::id();
-    let before = cpu_secs(me)?;
-    let rx = std::thread::spawn(move || -> std::io::Result<usize> {
-        let (mut s, _) = listener.accept()?;
-        let mut buf = vec![0u8; BLOCK];
-        let mut got = 0;
-        loop {
-            match s.read(&mut buf)? {
-                0 => return Ok(got),
-                n => got += n,
-            }
-        }
-    });
-    let mut tx = TcpStream::connect(("127.0.0.1", port))?;
-    let block = vec![0x5au8; BLOCK];
-    for _ in 0..TOTAL / BLOCK {
-        tx.write_all(&block)?;
-    }
-    drop(tx);
-    let got = rx
-        .join()
-        .map_err(|_| anyhow::anyhow!("calibration receiver panicked"))??;
-    if got != TOTAL {
-        bail!("calibration: received {got} of {TOTAL} bytes");
-    }
-    cpu_secs(me).map(|after| after - before)
 }
 
 fn loadavg() -> String {
