@@ -1207,7 +1207,7 @@ impl Buffer {
                         Arc::new(buf)
                     }
                     Err(e) => {
-                        self.recycle(Arc::new(buf));
+                        self.recycle(Arc::new(buf), 0);
                         let mut st = self.lock();
                         if let Some(c) = st.inflight.remove(&id) {
                             st.queue.push_front(c);
@@ -1271,15 +1271,17 @@ impl Buffer {
         }
     }
 
-    fn lock_spare(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
+    pub(crate) fn lock_spare(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
         self.spare.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keeps the buffer of a settled file-chunk lease (its mirror, or what `next_ready`
-    /// read) for the next chunk's mirror or read: at most one per flush thread or per
-    /// mirror the budget allows, and none larger than two chunks or [`RECYCLE_LIMIT`]
-    /// (memory chunks' data is shared with their writers, so only file buffers recycle).
-    fn recycle(&self, data: Arc<Vec<u8>>) {
+    /// read) for the next chunk's mirror or read, and none larger than two chunks or
+    /// [`RECYCLE_LIMIT`] (memory chunks' data is shared with their writers, so only file
+    /// buffers recycle). While `backlog` chunks are queued it keeps as many as there can be
+    /// mirrors, so new chunks' mirrors find pages already mapped; once the queue is empty,
+    /// one per flush thread, so a burst leaves no idle memory behind.
+    fn recycle(&self, data: Arc<Vec<u8>>, backlog: usize) {
         if self.layout.is_none() {
             return;
         }
@@ -1296,17 +1298,18 @@ impl Buffer {
             return;
         }
         buf.clear();
-        // As many as there can be mirrors (the budget's chunks), so a writer that runs
-        // ahead of the flush threads still finds a buffer whose pages are already mapped.
-        let mirrors = self.mirror_budget / self.cfg.chunk_limit_size.max(1);
-        let keep = usize::try_from(mirrors)
-            .unwrap_or(usize::MAX)
-            .max(self.cfg.flush_thread_count)
-            .max(1);
+        let threads = self.cfg.flush_thread_count.max(1);
+        let keep = if backlog > 0 {
+            let mirrors = self.mirror_budget / self.cfg.chunk_limit_size.max(1);
+            usize::try_from(mirrors).unwrap_or(usize::MAX).max(threads)
+        } else {
+            threads
+        };
         let mut spare = self.lock_spare();
         if spare.len() < keep {
             spare.push(buf);
         }
+        spare.truncate(keep);
     }
 
     /// Removes a chunk's storage (files) once it is out of the state.
@@ -1366,10 +1369,11 @@ impl Buffer {
             };
             tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, "{how}");
         }
+        let backlog = st.queue.len() + st.sealing;
         drop(st);
         self.purge(chunk);
         self.space.notify_all();
-        self.recycle(lease.data);
+        self.recycle(lease.data, backlog);
         Ok(())
     }
 

@@ -319,6 +319,27 @@ fn chunks_are_queued_in_creation_order_and_a_failed_seal_still_delivers() {
 }
 
 #[test]
+fn spare_buffers_follow_the_backlog() {
+    // Settled mirrors are kept for new chunks while a backlog is queued (up to the number
+    // of mirrors the budget allows), and given back down to one per flush thread once the
+    // queue is empty, so a burst leaves no idle memory behind.
+    let one = entry_len(100);
+    let limit = (one * 10).to_string();
+    let f = open("", &[("chunk_limit_size", &limit)], true);
+    for _ in 0..4 {
+        f.write("t", &records(10, 100));
+    }
+    assert_eq!(f.buffer.metrics().queue_length, 4);
+    let spares = || f.buffer.lock_spare().len();
+    let mut seen = Vec::new();
+    while let Some(l) = f.buffer.next_ready(f.now()).expect("next_ready") {
+        f.buffer.commit(l).expect("commit");
+        seen.push(spares());
+    }
+    assert_eq!(seen, [1, 2, 3, 1]);
+}
+
+#[test]
 fn full_threshold_enqueues() {
     let one = entry_len(100);
     let limit = (one * 20).to_string();
