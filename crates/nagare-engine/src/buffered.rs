@@ -639,19 +639,6 @@ impl BufferedRunner {
         self.submit_with(tag, data, records, Durability::Now)
     }
 
-    /// [`BufferedRunner::submit`], saying whether the caller needs the events durable when
-    /// it returns: with [`Durability::Deferred`] they are fsynced with their chunk, at the
-    /// latest when it is queued.
-    pub fn submit_with(
-        &self,
-        tag: &str,
-        data: &Payload,
-        records: u32,
-        durability: Durability,
-    ) -> Result<(), SubmitError> {
-        self.write(tag, data, records, durability)
-    }
-
     /// Like [`BufferedRunner::submit`] but never waits: a full buffer gives
     /// [`SubmitError::WouldBlock`] and stores nothing.
     pub fn try_submit(&self, tag: &str, data: &Payload, records: u32) -> Result<(), SubmitError> {
@@ -672,10 +659,13 @@ impl BufferedRunner {
                 plugin_id: self.shared.spec.plugin_id.clone(),
             });
         }
-        self.write(tag, data, records, durability)
+        self.submit_with(tag, data, records, durability)
     }
 
-    fn write(
+    /// [`BufferedRunner::submit`], saying whether the caller needs the events durable when
+    /// it returns: with [`Durability::Deferred`] they are fsynced with their chunk, at the
+    /// latest when it is queued.
+    pub fn submit_with(
         &self,
         tag: &str,
         data: &Payload,
