@@ -121,6 +121,37 @@ fn an_acked_batch_in_a_file_buffer_survives_kill_9_and_is_delivered_after_restar
     assert_eq!(n.stdout().lines().count(), 3, "delivered once");
 }
 
+/// Events of a request that asked for no ack are not fsynced one by one, but they are in
+/// their chunk file before the next request on the connection is read: a killed process
+/// loses none of them. The acked request after them goes to another chunk (another tag),
+/// so its fsync does not cover them.
+#[test]
+fn unacked_events_in_a_file_buffer_survive_kill_9_too() {
+    let port = free_port();
+    let mut n = start(&file_buffer_conf(port, "1h"), port);
+    let mut s = connect(port);
+    let msgs: Vec<String> = (0..3).map(|i| format!("loose-{i:04}")).collect();
+    s.write_all(&harness::forward_request_with("app.loose", &msgs, None))
+        .expect("write");
+    s.write_all(&forward("app.acked", "acked", 2, "acked-chunk"))
+        .expect("write");
+    assert_eq!(read_reply(&mut s, "acked-chunk"), Reply::Acked);
+    let buf = n.dir.path().join("buf");
+    assert_eq!(chunk_files(&buf).len(), 2, "a staged chunk per tag on disk");
+    assert_eq!(n.signal(libc::SIGKILL), 128 + libc::SIGKILL);
+
+    let mut n = restart(&mut n, &file_buffer_conf(port, "1s"), port);
+    let lines = n.wait_stdout_lines(5);
+    for (tag, msg) in [("app.loose", "loose"), ("app.acked", "acked")] {
+        let got = lines
+            .iter()
+            .filter(|l| l.contains(tag) && l.contains(msg))
+            .count();
+        assert_eq!(got, if msg == "loose" { 3 } else { 2 }, "{lines:?}");
+    }
+    assert_eq!(n.stop(), 0);
+}
+
 #[test]
 fn a_damaged_buffer_file_keeps_its_intact_batches_and_logs_the_repair() {
     let port = free_port();

@@ -286,8 +286,14 @@ pub fn request(s: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
 /// A Forward-mode request asking for an ack:
 /// `[tag, [[1_700_000_000 + i, {"msg": msgs[i]}]...], {"chunk": chunk}]`.
 pub fn forward_request<S: AsRef<str>>(tag: &str, msgs: &[S], chunk: &str) -> Vec<u8> {
+    forward_request_with(tag, msgs, Some(chunk))
+}
+
+/// [`forward_request`], or without the option map (no ack asked) when `chunk` is `None`.
+pub fn forward_request_with<S: AsRef<str>>(tag: &str, msgs: &[S], chunk: Option<&str>) -> Vec<u8> {
     let mut out = Vec::new();
-    rmp::encode::write_array_len(&mut out, 3).expect("encode");
+    let len = if chunk.is_some() { 3 } else { 2 };
+    rmp::encode::write_array_len(&mut out, len).expect("encode");
     rmp::encode::write_str(&mut out, tag).expect("encode");
     rmp::encode::write_array_len(&mut out, msgs.len() as u32).expect("encode");
     for (i, m) in msgs.iter().enumerate() {
@@ -297,9 +303,11 @@ pub fn forward_request<S: AsRef<str>>(tag: &str, msgs: &[S], chunk: &str) -> Vec
         rmp::encode::write_str(&mut out, "msg").expect("encode");
         rmp::encode::write_str(&mut out, m.as_ref()).expect("encode");
     }
-    rmp::encode::write_map_len(&mut out, 1).expect("encode");
-    rmp::encode::write_str(&mut out, "chunk").expect("encode");
-    rmp::encode::write_str(&mut out, chunk).expect("encode");
+    if let Some(chunk) = chunk {
+        rmp::encode::write_map_len(&mut out, 1).expect("encode");
+        rmp::encode::write_str(&mut out, "chunk").expect("encode");
+        rmp::encode::write_str(&mut out, chunk).expect("encode");
+    }
     out
 }
 
