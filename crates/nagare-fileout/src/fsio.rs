@@ -24,9 +24,9 @@ pub fn parse_permission(s: &str) -> Option<u32> {
     u32::from_str_radix(t, 8).ok().filter(|m| *m <= 0o7777)
 }
 
-/// A `file_permission`/`dir_permission` param: `default` when absent, else octal, else a
+/// One `file_permission`/`dir_permission` param: `default` when absent, else octal, else a
 /// config error naming the param and its location.
-pub fn permission_param(
+fn permission_param(
     v: Option<&str>,
     default: u32,
     name: &str,
@@ -40,6 +40,20 @@ pub fn permission_param(
             ))
         }),
     }
+}
+
+/// The `file_permission` and `dir_permission` params of a file output as `(file mode,
+/// directory mode)`: [`FILE_PERMISSION`] and [`DIR_PERMISSION`] when absent, else octal,
+/// else a config error naming the param and `loc`.
+pub fn permissions(
+    file_permission: Option<&str>,
+    dir_permission: Option<&str>,
+    loc: &str,
+) -> nagare_plugin_sdk::Result<(u32, u32)> {
+    Ok((
+        permission_param(file_permission, FILE_PERMISSION, "file_permission", loc)?,
+        permission_param(dir_permission, DIR_PERMISSION, "dir_permission", loc)?,
+    ))
 }
 
 /// `FileUtils.mkdir_p(dirname(path), mode:)`: creates the parent directories of `path`.

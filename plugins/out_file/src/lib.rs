@@ -492,6 +492,11 @@ impl Output for FileOutput {
             }
             None => None,
         };
+        let (file_mode, dir_mode) = fsio::permissions(
+            conf.file_permission.as_deref(),
+            conf.dir_permission.as_deref(),
+            loc,
+        )?;
         Ok(FileOutput {
             ctx: ctx.clone(),
             template,
@@ -501,18 +506,8 @@ impl Output for FileOutput {
             compress: conf.compress,
             formatter,
             injector,
-            file_mode: fsio::permission_param(
-                conf.file_permission.as_deref(),
-                fsio::FILE_PERMISSION,
-                "file_permission",
-                loc,
-            )?,
-            dir_mode: fsio::permission_param(
-                conf.dir_permission.as_deref(),
-                fsio::DIR_PERMISSION,
-                "dir_permission",
-                loc,
-            )?,
+            file_mode,
+            dir_mode,
             latest: Mutex::new(HashMap::new()),
             spare: Mutex::new(Vec::new()),
             metrics: Metrics::new(ctx),

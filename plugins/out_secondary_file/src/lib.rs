@@ -196,24 +196,19 @@ impl Output for SecondaryFile {
                 conf.directory
             )));
         }
+        let (file_mode, dir_mode) = fsio::permissions(
+            conf.file_permission.as_deref(),
+            conf.dir_permission.as_deref(),
+            loc,
+        )?;
         Ok(SecondaryFile {
             ctx: ctx.clone(),
             path,
             keys,
             append: conf.append,
             compress: conf.compress,
-            file_mode: fsio::permission_param(
-                conf.file_permission.as_deref(),
-                fsio::FILE_PERMISSION,
-                "file_permission",
-                loc,
-            )?,
-            dir_mode: fsio::permission_param(
-                conf.dir_permission.as_deref(),
-                fsio::DIR_PERMISSION,
-                "dir_permission",
-                loc,
-            )?,
+            file_mode,
+            dir_mode,
             metrics: Metrics {
                 chunks: ctx.counter("chunks", "chunks dumped"),
                 records: ctx.counter("records", "events dumped"),
