@@ -14,12 +14,14 @@
 //! * [`record`]: look-ups in raw maps, conversions from/to `rmpv::Value` and serde.
 //! * [`unique_id`]: [`UniqueId`], Fluentd's 128-bit chunk id.
 //! * [`io`]: [`io::write_all_parts`], a message of several slices in as few `writev`s as can be.
+//! * [`sample`]: the sample events every benchmark measures.
 
 pub mod chunk;
 pub mod fast;
 pub mod io;
 pub mod msgpack;
 pub mod record;
+pub mod sample;
 pub mod time;
 pub mod unique_id;
 

@@ -8,40 +8,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use nagare_core::msgpack::{write_int, write_map_header, write_str};
+use nagare_core::sample::record;
 use nagare_formats::{EventTime, Formatter, Params, Scratch, build_formatter};
-
-/// One record like the end-to-end bench's.
-fn record(seq: u32, nested: bool) -> Vec<u8> {
-    let mut r = Vec::with_capacity(200);
-    write_map_header(&mut r, if nested { 7 } else { 6 });
-    write_str(&mut r, b"host");
-    write_str(&mut r, b"web-01.eu-west.example.com");
-    write_str(&mut r, b"level");
-    write_str(&mut r, b"info");
-    write_str(&mut r, b"msg");
-    write_str(
-        &mut r,
-        b"GET /api/v1/items/12345 HTTP/1.1 200 5123 \"curl/8.5.0\" 0.0123",
-    );
-    write_str(&mut r, b"pid");
-    write_int(&mut r, 4242);
-    write_str(&mut r, b"seq");
-    write_int(&mut r, i64::from(seq));
-    write_str(&mut r, b"seq_parity");
-    write_str(&mut r, if seq % 2 == 0 { b"even" } else { b"odd" });
-    if nested {
-        write_str(&mut r, b"kubernetes");
-        write_map_header(&mut r, 2);
-        write_str(&mut r, b"pod");
-        write_str(&mut r, b"api-7d9c");
-        write_str(&mut r, b"labels");
-        write_map_header(&mut r, 1);
-        write_str(&mut r, b"app");
-        write_str(&mut r, b"api");
-    }
-    r
-}
 
 fn formatter(kind: &str) -> Box<dyn Formatter> {
     let p = Params::from_pairs([("@type", kind)]);

@@ -8,8 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nagare_core::EventTime;
-use nagare_core::msgpack::{write_int, write_map_header, write_str};
+use nagare_core::sample::{entries, record, time};
 use nagare_forward::{
     Compression, Decoder, DecoderConfig, Request, encode_forward, encode_message,
     encode_packed_forward,
@@ -19,52 +18,17 @@ const EVENTS: u32 = 20_000;
 const PER_REQUEST: u32 = 1000;
 const READ: usize = 64 * 1024;
 
-fn record(seq: u32) -> Vec<u8> {
-    let mut r = Vec::with_capacity(160);
-    write_map_header(&mut r, 6);
-    write_str(&mut r, b"host");
-    write_str(&mut r, b"web-01.eu-west.example.com");
-    write_str(&mut r, b"level");
-    write_str(&mut r, b"info");
-    write_str(&mut r, b"msg");
-    write_str(
-        &mut r,
-        b"GET /api/v1/items/12345 HTTP/1.1 200 5123 \"curl/8.5.0\" 0.0123",
-    );
-    write_str(&mut r, b"pid");
-    write_int(&mut r, 4242);
-    write_str(&mut r, b"seq");
-    write_int(&mut r, i64::from(seq));
-    write_str(&mut r, b"seq_parity");
-    write_str(&mut r, if seq % 2 == 0 { b"even" } else { b"odd" });
-    r
-}
-
-fn time(seq: u32) -> EventTime {
-    EventTime::new(1_764_158_400 + seq / 1000, (seq % 1000) * 1000)
-}
-
-fn entries(from: u32, n: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    for i in from..from + n {
-        out.push(0x92);
-        time(i).write_to(&mut out);
-        out.extend_from_slice(&record(i));
-    }
-    out
-}
-
 fn stream(mode: &str) -> Vec<u8> {
     let mut out = Vec::new();
     if mode == "message" {
         for i in 0..EVENTS {
             let ack = (i + 1 == EVENTS).then_some("last");
-            encode_message(&mut out, "bench.app", time(i), &record(i), ack);
+            encode_message(&mut out, "bench.app", time(i), &record(i, false), ack);
         }
         return out;
     }
     for r in 0..EVENTS / PER_REQUEST {
-        let e = entries(r * PER_REQUEST, PER_REQUEST);
+        let e = entries(r * PER_REQUEST, PER_REQUEST, false);
         let ack = (r + 1 == EVENTS / PER_REQUEST).then_some("last");
         if mode == "packed" {
             encode_packed_forward(
