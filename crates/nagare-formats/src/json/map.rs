@@ -427,6 +427,22 @@ impl<'a> Out<'a> {
         Some(())
     }
 
+    /// Writes a cached piece's text at the cursor, after a comma unless it opens the map.
+    #[inline(always)]
+    fn put_piece<const H: usize, const T: usize>(
+        &mut self,
+        comma: bool,
+        p: &Piece<H, T>,
+    ) -> Option<()> {
+        self.room(T + SLACK);
+        if comma {
+            self.put([b','])?;
+        }
+        self.store(p.text)?;
+        self.pos += p.text_len;
+        Some(())
+    }
+
     /// The rendered text from `from` to the cursor (for the key caches; rare).
     fn text_since(&mut self, from: usize) -> Option<&[u8]> {
         self.commit();
@@ -588,24 +604,14 @@ pub(super) fn write_map(
     for i in 0..n {
         let key = raw.get(at..)?;
         if let Some(p) = keys.as_deref().and_then(|k| k.find_pair(i, key)) {
-            o.room(PAIR_TEXT + SLACK);
-            if i > 0 {
-                o.put([b','])?;
-            }
-            o.store(p.text)?;
-            o.pos += p.text_len;
+            o.put_piece(i > 0, p)?;
             at += p.raw_len;
             continue;
         }
         let pair_at = at;
         let pair_from = o.pos + usize::from(i > 0);
         if let Some(slot) = keys.as_deref().and_then(|k| k.find(i, key)) {
-            o.room(KEY_TEXT + SLACK);
-            if i > 0 {
-                o.put([b','])?;
-            }
-            o.store(slot.text)?;
-            o.pos += slot.text_len;
+            o.put_piece(i > 0, slot)?;
             at += slot.raw_len;
         } else {
             match str_head(key, *key.first()?) {
