@@ -936,6 +936,34 @@ mod tests {
             })
     }
 
+    /// Reads `chunk` one `step` at a time (a `next_visiting` or `next_rendering` call that
+    /// checks what it read), taking the iterator's entry after a fallback; checks that a
+    /// fallback consumed nothing and that the entries read are the iterator's.
+    fn agrees_with_iterator<'a>(
+        chunk: &'a [u8],
+        mut step: impl FnMut(&mut ChunkReader<'a>) -> Result<Visited<'a>, TestCaseError>,
+    ) -> Result<(), TestCaseError> {
+        let expect: Vec<_> = ChunkReader::new(chunk).collect();
+        let mut got = Vec::new();
+        let mut r = ChunkReader::new(chunk);
+        loop {
+            let before = r.pos;
+            match step(&mut r)? {
+                Visited::Entry(e) => got.push(Ok(e)),
+                Visited::End => break,
+                Visited::Fallback => {
+                    prop_assert_eq!(r.pos, before);
+                    match r.next() {
+                        Some(e) => got.push(e),
+                        None => break,
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(got, expect);
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn write_then_read(entries in proptest::collection::vec(
@@ -996,41 +1024,27 @@ mod tests {
         #[test]
         fn visiting_agrees_with_iterator(parts in proptest::collection::vec(arb_entryish(), 0..5)) {
             let chunk = parts.concat();
-            let expect: Vec<_> = ChunkReader::new(&chunk).collect();
-            let mut got = Vec::new();
-            let mut r = ChunkReader::new(&chunk);
-            loop {
+            agrees_with_iterator(&chunk, |r| {
                 let mut pairs = Vec::new();
-                let before = r.pos;
-                match r.next_visiting(|k, v| pairs.push((k, v))) {
-                    Visited::Entry(e) => {
-                        let mut rd = e.record;
-                        let decoded = rmpv::decode::read_value(&mut rd).ok();
-                        let want: Option<Vec<(Value, Value)>> = decoded.and_then(|v| match v {
-                            Value::Map(m) => Some(m),
-                            _ => None,
-                        });
-                        let seen: Vec<(Value, Value)> = pairs
-                            .iter()
-                            .filter_map(|&(k, v)| {
-                                let (mut k, mut v) = (k, v);
-                                Some((rmpv::decode::read_value(&mut k).ok()?, rmpv::decode::read_value(&mut v).ok()?))
-                            })
-                            .collect();
-                        prop_assert_eq!(Some(seen), want);
-                        got.push(Ok(e));
-                    }
-                    Visited::End => break,
-                    Visited::Fallback => {
-                        prop_assert_eq!(r.pos, before);
-                        match r.next() {
-                            Some(e) => got.push(e),
-                            None => break,
-                        }
-                    }
+                let visited = r.next_visiting(|k, v| pairs.push((k, v)));
+                if let Visited::Entry(e) = &visited {
+                    let mut rd = e.record;
+                    let decoded = rmpv::decode::read_value(&mut rd).ok();
+                    let want: Option<Vec<(Value, Value)>> = decoded.and_then(|v| match v {
+                        Value::Map(m) => Some(m),
+                        _ => None,
+                    });
+                    let seen: Vec<(Value, Value)> = pairs
+                        .iter()
+                        .filter_map(|&(k, v)| {
+                            let (mut k, mut v) = (k, v);
+                            Some((rmpv::decode::read_value(&mut k).ok()?, rmpv::decode::read_value(&mut v).ok()?))
+                        })
+                        .collect();
+                    prop_assert_eq!(Some(seen), want);
                 }
-            }
-            prop_assert_eq!(got, expect);
+                Ok(visited)
+            })?;
         }
 
         /// Rendering reads the same entries as the iterator when the renderer measures
@@ -1041,32 +1055,18 @@ mod tests {
             refuse in any::<u8>(),
         ) {
             let chunk = parts.concat();
-            let expect: Vec<_> = ChunkReader::new(&chunk).collect();
-            let mut got = Vec::new();
-            let mut r = ChunkReader::new(&chunk);
             let mut calls = 0u8;
-            loop {
-                let before = r.pos;
+            agrees_with_iterator(&chunk, |r| {
                 calls = calls.wrapping_add(1);
+                let call = calls;
                 // Every so often the renderer declines, or claims more than the chunk holds.
-                let answer = |_: EventTime, rest: &[u8]| match calls % 8 {
+                let answer = move |_: EventTime, rest: &[u8]| match call % 8 {
                     0 if refuse % 2 == 0 => None,
                     1 if refuse % 3 == 0 => Some(rest.len() + 1),
                     _ => nagare_core::fast::map(rest, 0, 1, nagare_core::msgpack::MAX_DEPTH).ok(),
                 };
-                match r.next_rendering(answer) {
-                    Visited::Entry(e) => got.push(Ok(e)),
-                    Visited::End => break,
-                    Visited::Fallback => {
-                        prop_assert_eq!(r.pos, before);
-                        match r.next() {
-                            Some(e) => got.push(e),
-                            None => break,
-                        }
-                    }
-                }
-            }
-            prop_assert_eq!(got, expect);
+                Ok(r.next_rendering(answer))
+            })?;
         }
 
         #[test]
