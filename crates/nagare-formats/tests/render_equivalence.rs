@@ -387,6 +387,16 @@ const FORMATS: &[&[(&str, &str)]] = &[
 static FORMATTERS: std::sync::LazyLock<Vec<Box<dyn nagare_formats::Formatter>>> =
     std::sync::LazyLock::new(|| FORMATS.iter().map(|p| formatter(p)).collect());
 
+/// The header-width choices of `encode_wide`, taken from `choices` in turn, round and round
+/// (`choices` is not empty).
+fn cycle(choices: &[u8]) -> impl FnMut() -> u8 + '_ {
+    let mut next = 0usize;
+    move || {
+        next += 1;
+        choices[next % choices.len()]
+    }
+}
+
 /// Renders `records` (encoded with the header widths `pick` chooses) as one batch through
 /// one scratch, with json and out_file: the text equals what the general path gives for
 /// each record.
@@ -456,11 +466,7 @@ proptest! {
             }
             (v, _) => v,
         };
-        let mut next = 0usize;
-        let mut pick = || {
-            next += 1;
-            choices[next % choices.len()]
-        };
+        let mut pick = cycle(&choices);
         let mut bytes = Vec::new();
         encode_wide(&v, &mut pick, &mut bytes);
         let len = bytes.len();
@@ -556,11 +562,7 @@ proptest! {
         choices in proptest::collection::vec(any::<u8>(), 1..64),
         tail in proptest::collection::vec(any::<u8>(), 0..20),
     ) {
-        let mut next = 0usize;
-        let mut pick = || {
-            next += 1;
-            choices[next % choices.len()]
-        };
+        let mut pick = cycle(&choices);
         let mut chunk = Vec::new();
         let mut spans = Vec::new();
         for r in &records {
@@ -616,11 +618,7 @@ proptest! {
             Value::Binary(vec![0xff, b'x']),
             Value::F64(1.5),
         ];
-        let mut next = 0usize;
-        let mut pick = || {
-            next += 1;
-            choices[next % choices.len()]
-        };
+        let mut pick = cycle(&choices);
         let batch: Vec<Value> = records
             .iter()
             .map(|fields| {
@@ -649,11 +647,7 @@ proptest! {
             Value::from("fifteen_bytes__"),
             Value::from("sixteen_bytes___"),
         ];
-        let mut next = 0usize;
-        let mut pick = || {
-            next += 1;
-            choices[next % choices.len()]
-        };
+        let mut pick = cycle(&choices);
         let batch: Vec<Value> = records
             .iter()
             .map(|fields| Value::Map(fields.iter().map(|(k, v)| (pool[*k].clone(), v.clone())).collect()))
