@@ -364,13 +364,14 @@ fn chunk_ref<'a>(
     tag: &'a str,
     data: &'a [u8],
     records: u32,
+    format: ChunkFormat,
     vars: &'a [Tuple2<RStr<'a>, RStr<'a>>],
 ) -> ChunkRef<'a> {
     ChunkRef {
         tag: RStr::from(tag),
         chunk_id: [0; 16],
         records,
-        format: ChunkFormat::MSGPACK_STREAM,
+        format,
         data: RSlice::from(data),
         variables: RSlice::from(vars),
     }
@@ -390,7 +391,27 @@ impl TestOutput {
     /// Writes the entries of `writer` as one chunk tagged `tag`.
     pub fn write(&self, tag: &str, writer: &ChunkWriter) -> Result<(), PluginError> {
         self.inner
-            .write(chunk_ref(tag, writer.as_bytes(), writer.records(), &[]))
+            .write(chunk_ref(
+                tag,
+                writer.as_bytes(),
+                writer.records(),
+                ChunkFormat::MSGPACK_STREAM,
+                &[],
+            ))
+            .into_result()
+    }
+
+    /// Writes `data` as one chunk tagged `tag` holding `records` entries in `format`, as
+    /// is: gzipped chunks, or bytes that are not a valid chunk.
+    pub fn write_bytes(
+        &self,
+        tag: &str,
+        data: &[u8],
+        records: u32,
+        format: ChunkFormat,
+    ) -> Result<(), PluginError> {
+        self.inner
+            .write(chunk_ref(tag, data, records, format, &[]))
             .into_result()
     }
 
@@ -423,7 +444,13 @@ impl TestFilter {
     pub fn filter(&self, tag: &str, writer: &ChunkWriter) -> Result<FilterOutcome, PluginError> {
         let out = self
             .inner
-            .filter(chunk_ref(tag, writer.as_bytes(), writer.records(), &[]))
+            .filter(chunk_ref(
+                tag,
+                writer.as_bytes(),
+                writer.records(),
+                ChunkFormat::MSGPACK_STREAM,
+                &[],
+            ))
             .into_result()?;
         Ok(match out {
             api::FilterOutcome::Unchanged => FilterOutcome::Unchanged,

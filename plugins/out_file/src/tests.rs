@@ -665,26 +665,12 @@ fn malformed_and_gzip_chunks() -> R {
     let mut data = a12().as_bytes().to_vec();
     data.truncate(data.len() - 1);
     let e = out
-        .write_chunk(ChunkRef {
-            tag: "t".into(),
-            chunk_id: [0; 16],
-            records: 2,
-            format: ChunkFormat::MSGPACK_STREAM,
-            data: data.as_slice().into(),
-            variables: Default::default(),
-        })
+        .write_bytes("t", &data, 2, ChunkFormat::MSGPACK_STREAM)
         .err();
     assert_eq!(e.map(|e| e.kind), Some(ErrorKind::UNRECOVERABLE));
     assert!(f.files().is_empty());
     let gz = nagare_plugin_sdk::chunk::gzip(a12().as_bytes());
-    out.write_chunk(ChunkRef {
-        tag: "test".into(),
-        chunk_id: [0; 16],
-        records: 2,
-        format: ChunkFormat::MSGPACK_STREAM_GZIP,
-        data: gz.as_slice().into(),
-        variables: Default::default(),
-    })?;
+    out.write_bytes("test", &gz, 2, ChunkFormat::MSGPACK_STREAM_GZIP)?;
     assert_eq!(f.read("x.20110102.log"), LINES);
     Ok(())
 }
@@ -978,14 +964,7 @@ fn streamed_one_walk_equals_the_whole_chunk_path_on_mixed_entries() -> R {
             let out = f.out(&format!(
                 "path {{dir}}/{name}\nappend true\nutc\n{extra}\n{format}"
             ))?;
-            out.write_chunk(ChunkRef {
-                tag: "t".into(),
-                chunk_id: [0; 16],
-                records: 7,
-                format: ChunkFormat::MSGPACK_STREAM,
-                data: data.as_slice().into(),
-                variables: Default::default(),
-            })?;
+            out.write_bytes("t", &data, 7, ChunkFormat::MSGPACK_STREAM)?;
         }
         let files = f.files();
         let (Some(s), Some(g)) = (

@@ -280,14 +280,7 @@ fn escapes_are_unrecoverable_and_gzip_chunks_pass_through() -> R {
         assert!(f.files().is_empty());
     }
     let gz = nagare_plugin_sdk::chunk::gzip(es().as_bytes());
-    out.write_chunk(ChunkRef {
-        tag: "ok".into(),
-        chunk_id: [0; 16],
-        records: 1,
-        format: ChunkFormat::MSGPACK_STREAM_GZIP,
-        data: gz.as_slice().into(),
-        variables: Default::default(),
-    })?;
+    out.write_bytes("ok", &gz, 1, ChunkFormat::MSGPACK_STREAM_GZIP)?;
     assert_eq!(f.bytes("ok/dump.bin.0.gz"), es().as_bytes());
     let host = f.kit.host();
     assert_eq!(host.metric("chunks"), Some(1.0));

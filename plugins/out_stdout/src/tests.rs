@@ -156,14 +156,7 @@ fn gzip_chunks_are_printed() -> std::result::Result<(), PluginError> {
     let out = kit.output("stdout", "<format>\n @type json\n</format>")?;
     sink::take();
     let gz = nagare_plugin_sdk::chunk::gzip(chunk().as_bytes());
-    out.write_chunk(ChunkRef {
-        tag: "t".into(),
-        chunk_id: [0; 16],
-        records: 2,
-        format: ChunkFormat::MSGPACK_STREAM_GZIP,
-        data: gz.as_slice().into(),
-        variables: Default::default(),
-    })?;
+    out.write_bytes("t", &gz, 2, ChunkFormat::MSGPACK_STREAM_GZIP)?;
     assert_eq!(
         sink::take(),
         "{\"k\":\"v\"}\n{\"n\":1,\"f\":0.5,\"a\":[null]}\n"
