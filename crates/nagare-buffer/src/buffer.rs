@@ -42,6 +42,13 @@ pub struct BufferOptions {
     pub block_timeout: Option<Duration>,
     /// Seeds the retry jitter and chunk ids (tests); `None` seeds from the OS.
     pub rng_seed: Option<u64>,
+    /// The output takes a file chunk's payload as ranges of its file
+    /// ([`ChunkLease::file_ranges`]; the plugin ABI's `ChunkFormat::FILE_RANGES`). A file
+    /// buffer then keeps no in-memory mirrors, and an index of each chunk's payload ranges
+    /// instead. A committed chunk's file is reused for a new chunk, its pages overwritten in
+    /// place: the output must be done with the ranges (a `sendfile`'s pages consumed by the
+    /// peer) when its write succeeds.
+    pub file_ranges: bool,
 }
 
 impl Default for BufferOptions {
@@ -54,6 +61,7 @@ impl Default for BufferOptions {
             clock: Arc::new(SystemClock),
             block_timeout: None,
             rng_seed: None,
+            file_ranges: false,
         }
     }
 }
@@ -122,8 +130,48 @@ pub struct ChunkLease {
     pub(crate) id: ChunkId,
     pub(crate) metadata: Arc<Metadata>,
     pub(crate) data: Arc<Vec<u8>>,
+    /// Set instead of `data` for a file-ranges lease.
+    pub(crate) file: Option<FileRanges>,
     pub(crate) records: u64,
     pub(crate) route: Route,
+}
+
+/// Where a leased chunk's payload is in its file: the file, open for reading while the
+/// lease lives, and the payload's `(offset, len)` ranges in order (the frames' payloads,
+/// between their headers).
+#[derive(Debug)]
+pub struct FileRanges {
+    file: File,
+    ranges: Vec<(u64, u64)>,
+}
+
+impl FileRanges {
+    /// The chunk file, open for reading. Read it with positioned reads only.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The payload's `(offset, len)` ranges, in order.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges
+    }
+
+    /// Reads the payload into `buf` (cleared first).
+    fn read_into(&self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        buf.clear();
+        for &(offset, len) in &self.ranges {
+            let at = buf.len();
+            let len = usize::try_from(len).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "range too large")
+            })?;
+            buf.resize(at + len, 0);
+            if let Some(dst) = buf.get_mut(at..) {
+                self.file.read_exact_at(dst, offset)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ChunkLease {
@@ -135,9 +183,17 @@ impl ChunkLease {
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
-    /// The chunk bytes: concatenated msgpack `[time, record]` entries.
+    /// The chunk bytes: concatenated msgpack `[time, record]` entries. Empty for a lease
+    /// whose payload is in [`ChunkLease::file_ranges`].
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+    /// The payload's ranges in the chunk file, for a file buffer whose output takes them
+    /// ([`BufferOptions::file_ranges`]), when the chunk goes to the primary output and was
+    /// written by this process in few enough frames; `None` when [`ChunkLease::data`]
+    /// holds the payload.
+    pub fn file_ranges(&self) -> Option<&FileRanges> {
+        self.file.as_ref()
     }
     /// Number of entries.
     pub fn records(&self) -> u64 {
@@ -253,6 +309,10 @@ enum Body {
         /// The payloads as appended, kept while within [`MIRROR_BUDGET`], so a flush
         /// does not read back what was just written (`None`: read the file).
         mirror: Option<Arc<Vec<u8>>>,
+        /// The payloads' `(offset, len)` in the file, kept for a file-ranges output
+        /// ([`BufferOptions::file_ranges`]) up to [`MAX_SPANS`] frames (`None`: read the
+        /// file).
+        spans: Option<Vec<(u64, u64)>>,
         /// The data file held an earlier chunk (it may extend past `len` with stale bytes).
         reused: bool,
         /// Created by this process: only v2 frames, so the file may be reused once the
@@ -313,6 +373,16 @@ struct State {
     sealing: usize,
 }
 
+/// Where [`Buffer::next_ready`] finds a leased chunk's payload.
+enum LeaseSource {
+    /// In memory (a memory chunk, or a file chunk's mirror).
+    Bytes(Arc<Vec<u8>>),
+    /// In its file, at these ranges (a file-ranges output).
+    Ranges(PathBuf, Vec<(u64, u64)>),
+    /// In its file, read back: path, length, reused.
+    Read(PathBuf, u64, bool),
+}
+
 /// An output's buffer. All methods take `&self`; share it with `Arc`.
 #[derive(Debug)]
 pub struct Buffer {
@@ -353,6 +423,11 @@ pub(crate) const MIRROR_BUDGET: u64 = 32 << 20;
 /// CPU-s per 1M events with four, 0.27-0.33 with eight; peak RSS 24-30 MB with four, 20-39
 /// MB with eight, within the same 32 MiB budget, since a read-back needs a buffer too).
 pub(crate) const MIRROR_CHUNKS: u64 = 8;
+
+/// Most frames of a chunk whose payload ranges are indexed for a file-ranges output; a chunk
+/// written in more (many small writes) is read back from its file at flush instead of being
+/// sent range by range.
+pub(crate) const MAX_SPANS: usize = 1024;
 
 /// Flushed chunk files kept for reuse by new chunks (each holds up to a chunk of disk
 /// space; they are removed at the next start).
@@ -496,6 +571,7 @@ impl Buffer {
                     file: None,
                     len: l.file_len,
                     mirror: None,
+                    spans: None,
                     reused: l.reused,
                     own: false,
                 },
@@ -952,6 +1028,7 @@ impl Buffer {
                     file,
                     len,
                     mirror,
+                    spans,
                     ..
                 } => {
                     let f = match file {
@@ -976,6 +1053,13 @@ impl Buffer {
                     })?;
                     let written = file::append_frame(f, &parts, frame_records, incarnation, *len)
                         .map_err(|e| self.io_err("append to", path, e))?;
+                    if let Some(v) = spans {
+                        if v.len() < MAX_SPANS {
+                            v.push((*len + (written - take_bytes), take_bytes));
+                        } else {
+                            *spans = None;
+                        }
+                    }
                     *len += written;
                     self.extend_mirror(mirror, &parts, take_bytes);
                 }
@@ -1035,6 +1119,7 @@ impl Buffer {
                     file: Some(Arc::new(f)),
                     len: 0,
                     mirror: self.new_mirror(),
+                    spans: self.opts.file_ranges.then(Vec::new),
                     reused,
                     own: true,
                 }
@@ -1189,22 +1274,44 @@ impl Buffer {
                 Route::Primary
             };
             let body = match &chunk.body {
-                Body::Memory(d) => Ok(d.clone()),
+                Body::Memory(d) => LeaseSource::Bytes(d.clone()),
                 Body::File {
                     mirror: Some(m), ..
-                } => Ok(m.clone()),
+                } => LeaseSource::Bytes(m.clone()),
+                Body::File {
+                    path,
+                    spans: Some(spans),
+                    ..
+                } if route == Route::Primary => LeaseSource::Ranges(path.clone(), spans.clone()),
                 Body::File {
                     path, len, reused, ..
-                } => Err((path.clone(), *len, *reused)),
+                } => LeaseSource::Read(path.clone(), *len, *reused),
             };
             let out = (chunk.id, chunk.metadata.clone(), chunk.records, route, body);
             st.inflight.insert(chunk.id, chunk);
             st.counters.flush_count += 1;
             out
         };
+        let mut ranges = None;
         let data = match body {
-            Ok(d) => d,
-            Err((path, len, reused)) => {
+            LeaseSource::Bytes(d) => d,
+            LeaseSource::Ranges(path, spans) => match File::open(&path) {
+                Ok(file) => {
+                    ranges = Some(FileRanges {
+                        file,
+                        ranges: spans,
+                    });
+                    Arc::new(Vec::new())
+                }
+                Err(e) => {
+                    let mut st = self.lock();
+                    if let Some(c) = st.inflight.remove(&id) {
+                        st.queue.push_front(c);
+                    }
+                    return Err(self.io_err("open chunk", &path, e));
+                }
+            },
+            LeaseSource::Read(path, len, reused) => {
                 let mut buf = self.lock_spare().pop().unwrap_or_default();
                 let inc = file::incarnation(&id);
                 match file::read_payloads_into(&path, len, inc, reused, &mut buf) {
@@ -1229,9 +1336,24 @@ impl Buffer {
             id,
             metadata,
             data,
+            file: ranges,
             records,
             route,
         }))
+    }
+
+    /// `lease` with its payload in [`ChunkLease::data`]: a file-ranges lease's ranges read
+    /// into memory (for the `<secondary>` or a backup file, which take bytes).
+    fn with_bytes(&self, mut lease: ChunkLease) -> std::io::Result<ChunkLease> {
+        if let Some(r) = lease.file.take() {
+            let mut buf = self.lock_spare().pop().unwrap_or_default();
+            if let Err(e) = r.read_into(&mut buf) {
+                lease.file = Some(r);
+                return Err(e);
+            }
+            lease.data = Arc::new(buf);
+        }
+        Ok(lease)
     }
 
     /// An empty mirror for a new file chunk: a recycled buffer when one is large enough,
@@ -1239,7 +1361,8 @@ impl Buffer {
     /// are too large to mirror or the budget is spent.
     fn new_mirror(&self) -> Option<Arc<Vec<u8>>> {
         let limit = self.cfg.chunk_limit_size;
-        if limit > MIRROR_CHUNK_LIMIT
+        if self.opts.file_ranges
+            || limit > MIRROR_CHUNK_LIMIT
             || self.mirrored.load(AtomicOrdering::Relaxed) >= self.mirror_budget
         {
             return None;
@@ -1302,7 +1425,7 @@ impl Buffer {
             .saturating_mul(2)
             .saturating_add(1 << 20)
             .min(RECYCLE_LIMIT);
-        if buf.capacity() as u64 > max {
+        if buf.capacity() == 0 || buf.capacity() as u64 > max {
             return;
         }
         buf.clear();
@@ -1399,6 +1522,18 @@ impl Buffer {
         };
         let after_unrecoverable = lease.route == Route::SecondaryAfterUnrecoverable;
         if failure == Failure::Unrecoverable || after_unrecoverable {
+            // The secondary and the backup file take bytes.
+            let lease = match self.with_bytes(lease) {
+                Ok(l) => l,
+                Err(e) => {
+                    let path = match &chunk.body {
+                        Body::File { path, .. } => path.clone(),
+                        Body::Memory(_) => PathBuf::new(),
+                    };
+                    st.queue.push_front(chunk);
+                    return Err(self.io_err("read chunk", &path, e));
+                }
+            };
             if !after_unrecoverable && self.opts.has_secondary && lease.route == Route::Primary {
                 tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, "got unrecoverable error in primary. Skip retry and flush chunk to secondary");
                 st.inflight.insert(chunk.id, chunk);

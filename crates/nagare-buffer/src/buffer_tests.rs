@@ -1099,6 +1099,7 @@ impl Fixture {
             id: l.id,
             metadata: l.metadata.clone(),
             data: l.data.clone(),
+            file: None,
             records: l.records,
             route: l.route,
         }

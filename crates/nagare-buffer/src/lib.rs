@@ -83,8 +83,8 @@ pub mod values;
 mod buffer_tests;
 
 pub use buffer::{
-    Buffer, BufferOptions, ChunkLease, Decision, DroppedChunk, Durability, Failure, Metrics,
-    RejectedRecord, Route, WriteReceipt,
+    Buffer, BufferOptions, ChunkLease, Decision, DroppedChunk, Durability, Failure, FileRanges,
+    Metrics, RejectedRecord, Route, WriteReceipt,
 };
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{

@@ -13,11 +13,13 @@
 //!   which the general path above falls back from.
 //! * [`record`]: look-ups in raw maps, conversions from/to `rmpv::Value` and serde.
 //! * [`unique_id`]: [`UniqueId`], Fluentd's 128-bit chunk id.
+//! * [`file_ranges`]: the descriptor of a chunk whose payload stays in the buffer's file.
 //! * [`io`]: [`io::write_all_parts`], a message of several slices in as few `writev`s as can be.
 //! * [`sample`]: the sample events every benchmark measures.
 
 pub mod chunk;
 pub mod fast;
+pub mod file_ranges;
 pub mod io;
 pub mod msgpack;
 pub mod record;

@@ -36,7 +36,10 @@ use nagare_buffer::{
     Decision, Durability, Failure, FlushMode, Metrics, OverflowAction, WriteReceipt,
 };
 use nagare_config::{Element, Value};
-use nagare_plugin_api::{ChunkFormat, ChunkRef, ErrorKind, OutputBox, PluginError};
+use nagare_plugin_api::{
+    CHUNK_FORMATS_OP, ChunkFormat, ChunkRef, ErrorKind, OutputBox, PluginError,
+};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
@@ -598,6 +601,7 @@ impl BufferedRunner {
             let mut opts = s.spec.options.clone();
             opts.plugin_id = id.clone();
             opts.has_secondary = s.secondary.is_some();
+            opts.file_ranges = takes_file_ranges(&s.primary);
             let buffer = Buffer::open(s.spec.buffer.clone(), opts).map_err(|source| {
                 RunnerError::Buffer {
                     plugin_id: id.clone(),
@@ -839,6 +843,33 @@ fn poisoned(slot: &Slot) -> PluginError {
     )
 }
 
+/// Whether the output's `write` takes `ChunkFormat::FILE_RANGES` chunks: its answer to
+/// `chunk_formats.v1` lists it. An output that does not know the op, or answers anything
+/// else, takes bytes.
+fn takes_file_ranges(slot: &Slot) -> bool {
+    let Ok(out) = slot.output.read() else {
+        return false;
+    };
+    let Ok(answer) = out
+        .control(RStr::from(CHUNK_FORMATS_OP), RSlice::from(&[][..]))
+        .into_result()
+    else {
+        return false;
+    };
+    let mut rd = answer.as_slice();
+    let Ok(n) = rmp::decode::read_array_len(&mut rd) else {
+        return false;
+    };
+    let mut found = false;
+    for _ in 0..n {
+        match rmp::decode::read_int::<u64, _>(&mut rd) {
+            Ok(f) => found |= f == u64::from(ChunkFormat::FILE_RANGES.0),
+            Err(_) => return false,
+        }
+    }
+    found
+}
+
 fn start_slot(slot: &Slot, what: &'static str) -> Result<(), RunnerError> {
     let mut out = slot.output.write().map_err(|_| RunnerError::Poisoned {
         plugin_id: slot.plugin_id.clone(),
@@ -1005,12 +1036,25 @@ impl Shared {
             .iter()
             .map(|(k, v)| Tuple2(RStr::from(k.as_str()), RStr::from(v.as_str())))
             .collect();
+        // A file-ranges lease (only leased for the primary, which asked for them) lends the
+        // chunk file's descriptor, open until the lease is settled, after this call.
+        let descriptor = lease.file_ranges().map(|r| {
+            nagare_core::file_ranges::FileRanges {
+                fd: r.file().as_raw_fd(),
+                ranges: r.ranges().to_vec(),
+            }
+            .encode()
+        });
+        let (format, data) = match &descriptor {
+            Some(d) => (ChunkFormat::FILE_RANGES, d.as_slice()),
+            None => (ChunkFormat::MSGPACK_STREAM, lease.data()),
+        };
         let chunk = ChunkRef {
             tag: RStr::from(lease.metadata().tag.as_deref().unwrap_or("")),
             chunk_id: lease.id().0,
             records: u32::try_from(lease.records()).unwrap_or(u32::MAX),
-            format: ChunkFormat::MSGPACK_STREAM,
-            data: RSlice::from(lease.data()),
+            format,
+            data: RSlice::from(data),
             variables: RSlice::from(pairs.as_slice()),
         };
         match slot.output.read() {

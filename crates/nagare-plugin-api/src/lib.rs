@@ -126,7 +126,25 @@ impl ChunkFormat {
     pub const MSGPACK_STREAM: ChunkFormat = ChunkFormat(0);
     /// The same, gzip-compressed (one or more members).
     pub const MSGPACK_STREAM_GZIP: ChunkFormat = ChunkFormat(1);
+    /// A [`ChunkFormat::MSGPACK_STREAM`] payload left in the host's buffer file: `data` is a
+    /// descriptor, little-endian `u64` words `[1, fd, n, offset_1, len_1, …, offset_n,
+    /// len_n]`, and the payload is the concatenation of those `n` ranges of the file open as
+    /// `fd`. The descriptor is valid for the call only; read it with positioned reads (or
+    /// `sendfile`), never close it. Once a `write` returns `Ok` the host may overwrite those
+    /// bytes in place (the file is reused): an output that hands pages to the kernel
+    /// (`sendfile` to a socket) returns `Ok` only when the peer has consumed them (an
+    /// application-level ack), and resets a connection it gives up on rather than leaving
+    /// them queued. The host sends this format only to an output whose answer to
+    /// [`CHUNK_FORMATS_OP`] lists this format, for a file buffer's chunks, so an output that
+    /// sends chunks as they are can copy them from the page cache to a socket without a copy
+    /// in memory. The SDK reads it (`Chunk::file_ranges`, `Chunk::payload`).
+    pub const FILE_RANGES: ChunkFormat = ChunkFormat(2);
 }
+
+/// The `control` op by which the host asks an output which [`ChunkFormat`]s its `write`
+/// takes beyond the two msgpack streams: the answer is a msgpack array of format numbers.
+/// An output that does not know the op (its `INTERNAL` error) takes those two only.
+pub const CHUNK_FORMATS_OP: &str = "chunk_formats.v1";
 
 /// A chunk lent to a filter or an output for the duration of one call.
 #[repr(C)]

@@ -55,6 +55,9 @@ impl<T: Output> api::Output for OutputAdapter<T> {
 
     fn control(&self, op: RStr<'_>, payload: RSlice<'_, u8>) -> RResult<RVec<u8>, PluginError> {
         catch(|| {
+            if op.as_str() == api::CHUNK_FORMATS_OP {
+                return Ok(RVec::from(chunk_formats(self.0.accepts_file_ranges())));
+            }
             self.0
                 .control(op.as_str(), payload.as_slice())
                 .map(RVec::from)
@@ -108,4 +111,22 @@ pub fn new_output<T: Output>(
         Ok(OutputBox::from_value(OutputAdapter(value), TD_Opaque))
     })
     .into()
+}
+
+/// The answer to [`api::CHUNK_FORMATS_OP`]: a msgpack array of the formats `write` takes.
+fn chunk_formats(file_ranges: bool) -> Vec<u8> {
+    let mut formats = vec![
+        api::ChunkFormat::MSGPACK_STREAM,
+        api::ChunkFormat::MSGPACK_STREAM_GZIP,
+    ];
+    if file_ranges {
+        formats.push(api::ChunkFormat::FILE_RANGES);
+    }
+    let mut out = Vec::with_capacity(1 + formats.len());
+    // Writing into a Vec cannot fail; a fixarray of positive fixints.
+    let _ = rmp::encode::write_array_len(&mut out, formats.len() as u32);
+    for f in formats {
+        let _ = rmp::encode::write_uint(&mut out, u64::from(f.0));
+    }
+    out
 }

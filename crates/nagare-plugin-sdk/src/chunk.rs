@@ -86,6 +86,9 @@ pub enum ChunkError {
     /// A gzip chunk failed to decompress.
     #[error("gzip chunk: {0}")]
     Gzip(String),
+    /// A `FILE_RANGES` chunk's descriptor was malformed or its file could not be read.
+    #[error("chunk in file ranges: {0}")]
+    FileRanges(String),
 }
 
 /// One entry of a chunk: its time and the raw msgpack bytes of its record.

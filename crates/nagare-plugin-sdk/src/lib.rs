@@ -44,6 +44,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod export;
+pub mod file_ranges;
 pub mod guard;
 pub mod log_limiter;
 pub mod plugin;
@@ -64,6 +65,7 @@ pub use api::{ConfigNode, ErrorKind, LogLevel, PluginError};
 pub use chunk::{ChunkReader, ChunkWriter, Entry, EventTime, Visited};
 pub use context::{Counter, Gauge, Logger, PluginContext};
 pub use error::Result;
+pub use file_ranges::FileRanges;
 pub use plugin::{Chunk, Emitter, Filter, FilterOutcome, Input, Output, Rejected};
 
 /// Items the macros expand to. Not a public API.

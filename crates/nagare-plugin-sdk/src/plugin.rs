@@ -11,6 +11,7 @@ use nagare_plugin_api::{ChunkFormat, ChunkRef, ConfigNode, EmitterBox, EventBatc
 use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, gunzip};
 use crate::context::PluginContext;
 use crate::error::Result;
+use crate::file_ranges::FileRanges;
 
 /// Largest decompressed size [`Chunk::entries`] accepts for a gzip chunk (256 MiB, Fluentd's
 /// `decompression_size_limit` default).
@@ -72,6 +73,17 @@ pub trait Output: Send + Sync + Sized + 'static {
     }
     /// Writes one chunk. `Ok` commits it; an error says what the host should do.
     fn write(&self, chunk: Chunk<'_>) -> Result<()>;
+    /// Whether `write` takes chunks whose payload stays in the host's buffer file
+    /// (`ChunkFormat::FILE_RANGES`; the host answers `chunk_formats.v1` from this). Such an
+    /// output reads the payload with [`Chunk::payload`] like any other, or moves it with
+    /// [`Chunk::file_ranges`] (`sendfile`). The host then keeps no copy of a file buffer's
+    /// chunks in memory for it, and reuses a chunk's file once `write` returned `Ok`: an
+    /// output that `sendfile`s ranges says yes only if it returns `Ok` once the peer has
+    /// consumed them (an ack), and resets a connection it abandons
+    /// ([`FileRanges::send_to`]). Default: no.
+    fn accepts_file_ranges(&self) -> bool {
+        false
+    }
     /// A versioned escape hatch (`"stats.v1"`, …): msgpack in, msgpack out.
     fn control(&self, op: &str, _payload: &[u8]) -> Result<Vec<u8>> {
         Err(crate::error::internal(format!("unknown control op '{op}'")))
@@ -156,7 +168,8 @@ impl<'a> Chunk<'a> {
         self.variables().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
-    /// The uncompressed msgpack-stream bytes (decompressed once for gzip chunks).
+    /// The uncompressed msgpack-stream bytes (decompressed once for gzip chunks, read once
+    /// from the file for `FILE_RANGES` chunks).
     pub fn payload(&self) -> std::result::Result<&[u8], ChunkError> {
         match self.raw.format {
             ChunkFormat::MSGPACK_STREAM => Ok(self.bytes()),
@@ -165,8 +178,30 @@ impl<'a> Chunk<'a> {
                 .get_or_init(|| gunzip(self.bytes(), GZIP_LIMIT))
                 .as_deref()
                 .map_err(Clone::clone),
+            ChunkFormat::FILE_RANGES => self
+                .inflated
+                .get_or_init(|| {
+                    self.file_ranges()
+                        .unwrap_or(Err(ChunkError::UnsupportedFormat(2)))?
+                        .read_to_vec()
+                        .map_err(|e| ChunkError::FileRanges(e.to_string()))
+                })
+                .as_deref()
+                .map_err(Clone::clone),
             ChunkFormat(other) => Err(ChunkError::UnsupportedFormat(other)),
         }
+    }
+
+    /// The payload's place in the host's buffer file, for a `FILE_RANGES` chunk (only sent
+    /// to an output whose [`Output::accepts_file_ranges`] says yes); `None` for any other
+    /// format. Valid for this call only.
+    pub fn file_ranges(&self) -> Option<std::result::Result<FileRanges<'a>, ChunkError>> {
+        if self.raw.format != ChunkFormat::FILE_RANGES {
+            return None;
+        }
+        // SAFETY: the host keeps the descriptor's file open while it lends this chunk
+        // (`ChunkFormat::FILE_RANGES`' contract), which is `'a`: the `write` call.
+        Some(unsafe { FileRanges::from_descriptor(self.bytes()) })
     }
 
     /// Iterates the entries as `(time, raw record bytes)`.

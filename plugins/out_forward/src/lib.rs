@@ -57,7 +57,7 @@ use serde::Deserialize;
 
 use crate::balancer::{NodeInfo, RoundRobin, build_weight_array};
 use crate::detector::{DetectorConfig, Transition};
-use crate::node::{Conn, ConnSettings, Node, NodeError, ServerSpec, lock};
+use crate::node::{Conn, ConnSettings, Entries, Node, NodeError, Request, ServerSpec, lock};
 
 /// Longest a `transport` heartbeat waits for a connect, so one unreachable server cannot
 /// stall the heartbeats of the others for the OS connect timeout (minutes).
@@ -346,7 +346,10 @@ impl Shared {
 
     /// Sends one request on the first healthy node in round-robin order
     /// (`select_healthy_node`): each slot of the weight array is tried at most once.
-    fn send_to_healthy_node(&self, parts: &[&[u8]]) -> std::result::Result<(usize, Conn), String> {
+    fn send_to_healthy_node(
+        &self,
+        req: &Request<'_>,
+    ) -> std::result::Result<(usize, Conn), String> {
         let attempts = lock(&self.rr).len();
         let mut last: Option<NodeError> = None;
         for _ in 0..attempts {
@@ -361,7 +364,7 @@ impl Shared {
             }
             let sent = node
                 .checkout(&self.conn)
-                .and_then(|mut c| node.send(&mut c, parts).map(|()| c));
+                .and_then(|mut c| node.send(&mut c, req).map(|()| c));
             match sent {
                 Ok(c) => return Ok((i, c)),
                 Err(e) => {
@@ -715,6 +718,19 @@ impl Forward {
                 .payload()
                 .map(|p| (Cow::Owned(p.to_vec()), Compression::Text))
                 .map_err(|e| bad(&e)),
+            (ChunkFormat::FILE_RANGES, Compression::Gzip) => chunk
+                .payload()
+                .map(|p| {
+                    (
+                        Cow::Owned(nagare_forward::compress::gzip(p)),
+                        Compression::Gzip,
+                    )
+                })
+                .map_err(|e| bad(&e)),
+            (ChunkFormat::FILE_RANGES, _) => chunk
+                .payload()
+                .map(|p| (Cow::Borrowed(p), Compression::Text))
+                .map_err(|e| bad(&e)),
             (ChunkFormat(other), _) => Err(bad(&format!("unsupported chunk format {other}"))),
         }
     }
@@ -753,12 +769,40 @@ impl Output for Forward {
         self.start_heartbeats()
     }
 
+    /// With `require_ack_response` and no `compress gzip`, chunks are sent as they are
+    /// stored, so a file buffer's chunks go from the page cache to the socket.
+    fn accepts_file_ranges(&self) -> bool {
+        // The ack is what says the receiver has read the pages `sendfile` queued.
+        self.shared.compress == Compression::Text && self.shared.require_ack
+    }
+
     fn write(&self, chunk: Chunk<'_>) -> Result<()> {
-        if chunk.bytes().is_empty() {
+        let ranges = match chunk.file_ranges() {
+            Some(r) => Some(r.map_err(|e| {
+                error::retryable(format!("forward: chunk {}: {e}", chunk.id_hex()))
+            })?),
+            None => None,
+        };
+        let s = &self.shared;
+        let bytes;
+        let ranged = ranges.is_some() && s.compress == Compression::Text;
+        let (entries, compression) = match &ranges {
+            Some(r) if ranged => (Entries::File(r), Compression::Text),
+            _ => {
+                let (b, c) = self.entries(&chunk)?;
+                bytes = b;
+                (Entries::Bytes(&bytes), c)
+            }
+        };
+        let len = match &entries {
+            Entries::Bytes(b) => b.len(),
+            Entries::File(r) => usize::try_from(r.len()).map_err(|_| {
+                error::unrecoverable(format!("forward: chunk {} too large", chunk.id_hex()))
+            })?,
+        };
+        if len == 0 {
             return Ok(());
         }
-        let s = &self.shared;
-        let (entries, compression) = self.entries(&chunk)?;
         let ack_id = s.require_ack.then(|| {
             let id = chunk.id();
             let id = if id == [0; 16] {
@@ -770,14 +814,18 @@ impl Output for Forward {
         });
         let framing = wire::framing(
             chunk.tag(),
-            entries.len(),
+            len,
             chunk.records(),
             compression,
             ack_id.as_deref(),
         )
         .map_err(|e| error::unrecoverable(format!("forward: chunk {}: {e}", chunk.id_hex())))?;
-        let parts: [&[u8]; 3] = [&framing.head, &entries, &framing.option];
-        let (i, mut conn) = s.send_to_healthy_node(&parts).map_err(|e| {
+        let req = Request {
+            head: &framing.head,
+            entries,
+            option: &framing.option,
+        };
+        let (i, mut conn) = s.send_to_healthy_node(&req).map_err(|e| {
             s.metrics.failures.inc();
             error::retryable(format!(
                 "forward: chunk {} (tag {:?}) not sent: {e}",
@@ -793,6 +841,9 @@ impl Output for Forward {
             if let Err(e) = node.read_ack(&mut conn, id, &s.conn) {
                 s.metrics.failures.inc();
                 s.metrics.ack_failures.inc();
+                if ranged {
+                    conn.reset_on_close();
+                }
                 drop(conn);
                 if e.disables_node() {
                     nagare_plugin_sdk::warn!(

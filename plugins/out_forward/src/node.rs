@@ -20,10 +20,30 @@ use rand::seq::SliceRandom;
 use crate::detector::{DetectorConfig, Health, Transition};
 use crate::wire::{ReadError, Reader};
 use nagare_core::io::write_all_parts;
+use nagare_plugin_sdk::FileRanges;
 
 /// Locks a mutex, ignoring poisoning (the data stays consistent: no invariant spans a panic).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One PackedForward request: its head (array, tag, entries' bin header), the entries, and
+/// its option map.
+pub struct Request<'a> {
+    /// Everything before the entries.
+    pub head: &'a [u8],
+    /// The entries.
+    pub entries: Entries<'a>,
+    /// The option map after them.
+    pub option: &'a [u8],
+}
+
+/// Where a request's entries are.
+pub enum Entries<'a> {
+    /// In memory.
+    Bytes(&'a [u8]),
+    /// In the host's buffer file, copied to the socket from the page cache (`sendfile`).
+    File(&'a FileRanges<'a>),
 }
 
 /// Idle kept-alive connections kept per node.
@@ -158,6 +178,16 @@ pub struct Conn {
     stream: TcpStream,
     reader: Reader,
     since: Instant,
+}
+
+impl Conn {
+    /// Makes dropping this connection reset it: pages of the host's chunk file sent with
+    /// `sendfile` that are still queued are discarded, never sent after `write` returned
+    /// (the host may then overwrite them). Best effort: where the option cannot be set, the
+    /// connection is closed as usual.
+    pub fn reset_on_close(&self) {
+        let _ = nagare_plugin_sdk::file_ranges::reset_on_close(&self.stream);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -371,10 +401,23 @@ impl Node {
         lock(&self.pool).clear();
     }
 
-    /// Writes one request made of `parts` on `conn`.
-    pub fn send(&self, conn: &mut Conn, parts: &[&[u8]]) -> Result<(), NodeError> {
-        write_all_parts(&mut conn.stream, parts)
-            .and_then(|()| std::io::Write::flush(&mut conn.stream))
+    /// Writes one request on `conn`.
+    pub fn send(&self, conn: &mut Conn, req: &Request<'_>) -> Result<(), NodeError> {
+        let sent = match req.entries {
+            Entries::Bytes(entries) => {
+                write_all_parts(&mut conn.stream, &[req.head, entries, req.option])
+            }
+            Entries::File(ranges) => {
+                let sent = write_all_parts(&mut conn.stream, &[req.head])
+                    .and_then(|()| ranges.send_to(&conn.stream).map(drop))
+                    .and_then(|()| write_all_parts(&mut conn.stream, &[req.option]));
+                if sent.is_err() {
+                    conn.reset_on_close();
+                }
+                sent
+            }
+        };
+        sent.and_then(|()| std::io::Write::flush(&mut conn.stream))
             .map_err(|source| NodeError::Send {
                 node: self.spec.name.clone(),
                 source,
