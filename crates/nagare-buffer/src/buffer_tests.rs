@@ -39,15 +39,29 @@ fn open_at(
     clock: Arc<FakeClock>,
     secondary: bool,
 ) -> Fixture {
+    open_with(arg, extra, file, dir, clock, |o| {
+        o.has_secondary = secondary
+    })
+}
+
+/// [`open_at`] with the options `tweak` sets on top of the fixture's.
+fn open_with(
+    arg: &str,
+    extra: &[(&str, &str)],
+    file: bool,
+    dir: tempfile::TempDir,
+    clock: Arc<FakeClock>,
+    tweak: impl FnOnce(&mut BufferOptions),
+) -> Fixture {
     let cfg = BufferConfig::from_params(arg, params(extra, dir.path(), file)).expect("config");
-    let opts = BufferOptions {
+    let mut opts = BufferOptions {
         plugin_id: "out_test".into(),
         root_dir: Some(dir.path().join("root")),
-        has_secondary: secondary,
         clock: clock.clone(),
         rng_seed: Some(7),
         ..BufferOptions::default()
     };
+    tweak(&mut opts);
     let buffer = Buffer::open(cfg, opts).expect("open");
     Fixture { buffer, clock, dir }
 }
@@ -1779,4 +1793,319 @@ fn deferred_writes_skip_the_fsync_until_a_durable_write() {
         .expect("memory");
     assert_eq!(m.buffer.metrics().write_records, 2);
     assert_eq!(m.buffer.synced_files(), 0);
+}
+
+// ---------------------------------------------------------------- file ranges
+
+/// A file buffer (`tag` chunks) whose output takes chunks as ranges of their files
+/// ([`BufferOptions::file_ranges`]), with a `<secondary>` or not.
+fn open_ranged(extra: &[(&str, &str)], secondary: bool) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    open_with(
+        "tag",
+        extra,
+        true,
+        dir,
+        Arc::new(FakeClock::at_secs(T0)),
+        |o| {
+            o.has_secondary = secondary;
+            o.file_ranges = true;
+        },
+    )
+}
+
+impl Fixture {
+    /// [`Fixture::reopen`] for a file-ranges buffer.
+    fn reopen_ranged(self, extra: &[(&str, &str)]) -> Fixture {
+        let Fixture { buffer, clock, dir } = self;
+        drop(buffer); // a crash: no close, no flush
+        open_with("tag", extra, true, dir, clock, |o| o.file_ranges = true)
+    }
+}
+
+/// The payload of a file-ranges lease, read from its file at its ranges with positioned
+/// reads (as an output does), after checking the lease carries no bytes besides.
+fn read_ranges(l: &ChunkLease) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let r = l.file_ranges().expect("a file-ranges lease");
+    assert!(l.data().is_empty(), "a file-ranges lease carries no bytes");
+    let mut out = Vec::new();
+    for &(offset, len) in r.ranges() {
+        let mut buf = vec![0u8; usize::try_from(len).expect("range length")];
+        r.file()
+            .read_exact_at(&mut buf, offset)
+            .expect("read range");
+        out.extend_from_slice(&buf);
+    }
+    out
+}
+
+/// A file-ranges lease names one range per frame, each its frame's payload (after the
+/// header), and reading them gives back exactly the batches written, in order; the buffer
+/// keeps no mirror of them, and a committed lease leaves no (empty) buffer for reuse.
+#[test]
+fn file_ranges_leases_name_each_frames_payload_and_keep_no_mirror() {
+    // Small enough to be mirrored without `file_ranges` (see the test after next).
+    let f = open_ranged(&[("flush_mode", "lazy"), ("chunk_limit_size", "1m")], false);
+    let batches = [
+        records(1, 10),
+        records(2, 200),
+        batch(&[(T0, &[("msg", "third")]), (T0 + 1, &[("k", "v")])]),
+        records(3, 30),
+    ];
+    for b in &batches {
+        f.write("t", b);
+    }
+    assert_eq!(f.buffer.mirrored.load(Ordering::SeqCst), 0, "no mirror");
+    let leases = f.drain();
+    assert_eq!(leases.len(), 1);
+    let l = &leases[0];
+    assert_eq!(l.records(), 8);
+    assert_eq!(l.route(), Route::Primary);
+    assert_eq!(read_ranges(l), batches.concat());
+    let path = f.chunk_files().pop().expect("the queued chunk");
+    let raw = std::fs::read(&path).expect("read chunk file");
+    let frames: Vec<(u64, u64)> = frame::scan(&raw, Some(chunk_incarnation(&path)), false)
+        .frames
+        .iter()
+        .map(|fr| (fr.payload().start as u64, fr.payload().len() as u64))
+        .collect();
+    let ranges = l.file_ranges().expect("ranges").ranges().to_vec();
+    assert_eq!(ranges, frames, "one range per frame, its payload");
+    assert_eq!(ranges.len(), batches.len());
+    assert_eq!(ranges[0].0, frame::HEADER_LEN_V2 as u64);
+    for l in leases {
+        f.buffer.commit(l).expect("commit");
+    }
+    assert!(f.buffer.lock_spare().is_empty(), "no empty buffer recycled");
+    assert_eq!(f.buffer.mirrored.load(Ordering::SeqCst), 0);
+    assert!(f.buffer.is_empty());
+}
+
+/// Up to `MAX_SPANS` frames a chunk is leased as ranges; written in more (many small
+/// writes) it is read back from its file and leased as bytes.
+#[test]
+fn a_chunk_of_more_than_max_spans_frames_is_leased_as_bytes() {
+    let f = open_ranged(&[("flush_mode", "lazy"), ("fsync", "never")], false);
+    for frames in [crate::buffer::MAX_SPANS, crate::buffer::MAX_SPANS + 1] {
+        let mut written = Vec::new();
+        for i in 0..frames {
+            let b = batch(&[(T0, &[("n", i.to_string().as_str())])]);
+            f.write("t", &b);
+            written.extend_from_slice(&b);
+        }
+        let leases = f.drain();
+        assert_eq!(leases.len(), 1, "{frames} frames");
+        let l = &leases[0];
+        assert_eq!(l.records(), frames as u64);
+        if frames <= crate::buffer::MAX_SPANS {
+            assert_eq!(
+                l.file_ranges().map(|r| r.ranges().len()),
+                Some(frames),
+                "{frames} frames"
+            );
+            assert_eq!(read_ranges(l), written, "{frames} frames");
+        } else {
+            assert!(l.file_ranges().is_none(), "{frames} frames");
+            assert_eq!(l.data(), written, "{frames} frames");
+        }
+        for l in leases {
+            f.buffer.commit(l).expect("commit");
+        }
+    }
+}
+
+/// Past `retry_secondary_threshold` a ranged chunk goes to the secondary as bytes; before
+/// it, each retry of the primary is leased as ranges again, reading the same bytes.
+#[test]
+fn file_ranges_leases_for_the_secondary_carry_bytes() {
+    let f = open_ranged(
+        &[
+            ("retry_type", "periodic"),
+            ("retry_wait", "10s"),
+            ("retry_timeout", "100s"),
+            ("retry_randomize", "false"),
+            ("flush_mode", "immediate"),
+        ],
+        true,
+    );
+    let data = records(2, 10);
+    f.write("t", &data);
+    let mut routes = Vec::new();
+    for _ in 0..9 {
+        let l = f.lease();
+        match l.route() {
+            Route::Primary => assert_eq!(read_ranges(&l), data),
+            _ => {
+                assert!(l.file_ranges().is_none(), "{:?}", l.route());
+                assert_eq!(l.data(), data);
+            }
+        }
+        routes.push(l.route());
+        let Decision::Retry { at, .. } = f.buffer.rollback(l, RETRYABLE).expect("rollback") else {
+            panic!("expected a retry")
+        };
+        f.clock.set(at);
+    }
+    // Leases at T0, T0+10 s, ..., T0+80 s: the threshold is 80 % of the 100 s timeout.
+    let mut expect = vec![Route::Primary; 8];
+    expect.push(Route::Secondary);
+    assert_eq!(routes, expect);
+    let l = f.lease();
+    assert_eq!((l.route(), l.data()), (Route::Secondary, data.as_slice()));
+    f.buffer.commit(l).expect("commit");
+    assert!(f.buffer.is_empty());
+}
+
+/// An unrecoverable failure of a ranged lease hands the secondary the chunk's bytes, and
+/// the backup file (after the secondary, or without one) holds them too.
+#[test]
+fn unrecoverable_file_ranges_leases_go_to_the_secondary_and_backup_as_bytes() {
+    let data = [records(2, 10), records(1, 50)];
+    let backup_dir = |f: &Fixture| f.dir.path().join("root/backup/worker0/out_test");
+    for secondary in [true, false] {
+        let f = open_ranged(&[("flush_mode", "lazy")], secondary);
+        for b in &data {
+            f.write("t", b);
+        }
+        let l = f.drain().pop().expect("a chunk");
+        let id = l.id();
+        assert_eq!(read_ranges(&l), data.concat());
+        let mut d = f
+            .buffer
+            .rollback(l, Failure::Unrecoverable)
+            .expect("rollback");
+        if secondary {
+            let Decision::ToSecondary(l) = d else {
+                panic!("{d:?}")
+            };
+            assert_eq!(l.route(), Route::SecondaryAfterUnrecoverable);
+            assert!(l.file_ranges().is_none());
+            assert_eq!(l.data(), data.concat());
+            // the secondary fails too: backup
+            d = f.buffer.rollback(l, RETRYABLE).expect("rollback");
+        }
+        let Decision::Backup { path: Some(p) } = d else {
+            panic!("secondary {secondary}: {d:?}")
+        };
+        assert_eq!(p, backup_dir(&f).join(format!("{}.log", id.hex())));
+        assert_eq!(
+            std::fs::read(&p).expect("backup"),
+            data.concat(),
+            "secondary {secondary}"
+        );
+        assert!(f.buffer.is_empty());
+        assert!(f.chunk_files().is_empty());
+    }
+}
+
+/// A committed ranged chunk's file is reused in place (the same inode) by the next chunk,
+/// whose ranges read back only its own batches although the earlier chunk's bytes are still
+/// in the file after them.
+#[test]
+fn a_reused_file_leased_as_ranges_reads_only_the_new_chunk() {
+    use std::os::unix::fs::MetadataExt;
+    let limit = (entry_len(100) * 10).to_string();
+    let p = [("chunk_limit_size", limit.as_str()), ("flush_mode", "lazy")];
+    let f = open_ranged(&p, false);
+    let old = records(8, 100);
+    f.write("t", &old);
+    let l = f.drain().pop().expect("first chunk");
+    assert_eq!(read_ranges(&l), old);
+    let inode = l
+        .file_ranges()
+        .and_then(|r| r.file().metadata().ok())
+        .expect("stat")
+        .ino();
+    f.buffer.commit(l).expect("commit");
+    let new = [
+        batch(&[(T0, &[("msg", "new")]), (T0, &[("msg", "newer")])]),
+        records(1, 5),
+    ];
+    for b in &new {
+        f.write("t", b);
+    }
+    let path = f.chunk_files().pop().expect("second chunk");
+    let on_disk = std::fs::metadata(&path).expect("stat");
+    assert_eq!(on_disk.ino(), inode, "the free file was reused");
+    let new_len: usize = new.iter().map(|b| frame::HEADER_LEN_V2 + b.len()).sum();
+    assert!(
+        on_disk.len() > new_len as u64,
+        "the old chunk's bytes remain"
+    );
+    let l = f.drain().pop().expect("second chunk");
+    assert_eq!(l.records(), 3);
+    assert_eq!(read_ranges(&l), new.concat());
+    assert_eq!(
+        l.file_ranges().map(|r| r.ranges().to_vec()),
+        Some(vec![
+            (frame::HEADER_LEN_V2 as u64, new[0].len() as u64),
+            (
+                (2 * frame::HEADER_LEN_V2 + new[0].len()) as u64,
+                new[1].len() as u64
+            ),
+        ])
+    );
+    f.buffer.commit(l).expect("commit");
+}
+
+/// Without `file_ranges` (the default) a file buffer's leases carry bytes and it keeps
+/// mirrors (of chunks small enough); with it, a memory buffer's leases still carry bytes.
+#[test]
+fn without_file_ranges_or_a_file_leases_carry_bytes() {
+    let data = [records(2, 10), records(1, 20)];
+    let f = open(
+        "tag",
+        &[("flush_mode", "lazy"), ("chunk_limit_size", "1m")],
+        true,
+    );
+    for b in &data {
+        f.write("t", b);
+    }
+    assert!(
+        f.buffer.mirrored.load(Ordering::SeqCst) > 0,
+        "a file buffer mirrors small chunks"
+    );
+    let l = f.drain().pop().expect("a chunk");
+    assert!(l.file_ranges().is_none());
+    assert_eq!(l.data(), data.concat());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(FakeClock::at_secs(T0));
+    let m = open_with("tag", &[("flush_mode", "lazy")], false, dir, clock, |o| {
+        o.file_ranges = true
+    });
+    for b in &data {
+        m.write("t", b);
+    }
+    let l = m.drain().pop().expect("a chunk");
+    assert!(l.file_ranges().is_none());
+    assert_eq!(l.data(), data.concat());
+}
+
+/// A chunk resumed after a restart has no index of its frames: it is leased as bytes read
+/// back from its file, also once more batches were appended to it after the restart; a
+/// chunk started after the restart is leased as ranges again.
+#[test]
+fn a_resumed_chunk_is_leased_as_bytes() {
+    let p = [("flush_mode", "lazy")];
+    let f = open_ranged(&p, false);
+    let before = [records(2, 10), records(1, 30)];
+    for b in &before {
+        f.write("a", b);
+    }
+    let f = f.reopen_ranged(&p);
+    assert_eq!(f.buffer.resume_report().staged, 1);
+    // The same rng seed at the same time would give "b"'s new chunk "a"'s id.
+    f.clock.advance(Duration::from_secs(1));
+    let after = records(3, 20);
+    f.write("a", &after);
+    f.write("b", &after);
+    let mut leases = f.drain();
+    leases.sort_by_key(|l| l.metadata().tag.clone());
+    assert_eq!(leases.len(), 2);
+    assert!(leases[0].file_ranges().is_none());
+    assert_eq!(leases[0].data(), [before.concat(), after.clone()].concat());
+    assert_eq!(leases[0].records(), 6);
+    assert_eq!(read_ranges(&leases[1]), after);
 }

@@ -1258,6 +1258,12 @@ mod tests {
         id: [u8; 16],
         records: u32,
         vars: Vec<(String, String)>,
+        /// Its `ChunkFormat`.
+        format: u8,
+        /// The ranges of a `FILE_RANGES` chunk (0 for bytes).
+        ranges: usize,
+        /// The payload as the output read it during `write`.
+        payload: Vec<u8>,
     }
 
     /// What a fake output does: fail the next calls with these kinds, then succeed; write
@@ -1269,7 +1275,14 @@ mod tests {
         closed: bool,
         seen: Vec<Seen>,
         calls: usize,
+        /// The answer to `chunk_formats.v1` (`None`: `"ok"`, as to every other op).
+        formats: Option<Answer>,
+        /// Every `write` call's chunk format, ranges and payload, failed or not.
+        attempts: Vec<(u8, usize, Vec<u8>)>,
     }
+
+    /// A `control` answer: msgpack bytes, or an error of this kind.
+    type Answer = Result<Vec<u8>, ErrorKind>;
 
     #[derive(Clone, Default)]
     struct Fake(Arc<(Mutex<Script>, Condvar)>);
@@ -1296,6 +1309,46 @@ mod tests {
         fn boxed(&self) -> OutputBox {
             Output_TO::from_ptr(RBox::new(self.clone()), TD_Opaque)
         }
+        /// A fake answering `chunk_formats.v1` with `answer`.
+        fn answering(answer: Answer) -> Fake {
+            let f = Fake::default();
+            f.script().formats = Some(answer);
+            f
+        }
+    }
+
+    /// A `chunk_formats.v1` answer: a msgpack array of these format numbers.
+    fn formats(list: &[u64]) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmp::encode::write_array_len(&mut out, list.len() as u32).expect("encode");
+        for f in list {
+            rmp::encode::write_uint(&mut out, *f).expect("encode");
+        }
+        out
+    }
+
+    /// A chunk's payload as an output reads it during `write` (the only time a
+    /// `FILE_RANGES` descriptor is valid): its bytes, or its ranges read with positioned
+    /// reads through a duplicate of the lent descriptor; and the number of ranges.
+    fn payload_of(chunk: &ChunkRef<'_>) -> Result<(usize, Vec<u8>), String> {
+        use std::os::unix::fs::FileExt;
+        if chunk.format != ChunkFormat::FILE_RANGES {
+            return Ok((0, chunk.data.as_slice().to_vec()));
+        }
+        let d = nagare_core::file_ranges::FileRanges::decode(chunk.data.as_slice())
+            .map_err(|e| e.to_string())?;
+        // SAFETY: the host keeps the descriptor open for the duration of `write`, which
+        // this runs in; it is duplicated, never closed.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(d.fd) };
+        let file = std::fs::File::from(fd.try_clone_to_owned().map_err(|e| e.to_string())?);
+        let mut out = Vec::new();
+        for &(offset, len) in &d.ranges {
+            let mut buf = vec![0; usize::try_from(len).map_err(|e| e.to_string())?];
+            file.read_exact_at(&mut buf, offset)
+                .map_err(|e| format!("range ({offset}, {len}): {e}"))?;
+            out.extend_from_slice(&buf);
+        }
+        Ok((d.ranges.len(), out))
     }
 
     impl nagare_plugin_api::Output for Fake {
@@ -1308,6 +1361,13 @@ mod tests {
                 s = self.0.1.wait(s).unwrap_or_else(|p| p.into_inner());
             }
             s.calls += 1;
+            let (ranges, payload) = match payload_of(&chunk) {
+                Ok(p) => p,
+                Err(e) => {
+                    return RResult::RErr(PluginError::new(ErrorKind::UNRECOVERABLE, e));
+                }
+            };
+            s.attempts.push((chunk.format.0, ranges, payload.clone()));
             if let Some(kind) = s.fail.pop_front().or(s.fail_forever) {
                 return RResult::RErr(PluginError::new(kind, "scripted failure"));
             }
@@ -1320,11 +1380,22 @@ mod tests {
                     .iter()
                     .map(|Tuple2(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                format: chunk.format.0,
+                ranges,
+                payload,
             });
             RResult::ROk(())
         }
-        fn control(&self, _: RStr<'_>, _: RSlice<'_, u8>) -> RResult<RVec<u8>, PluginError> {
-            RResult::ROk(RVec::from(b"ok".to_vec()))
+        fn control(&self, op: RStr<'_>, _: RSlice<'_, u8>) -> RResult<RVec<u8>, PluginError> {
+            match &self.script().formats {
+                Some(Ok(answer)) if op.as_str() == CHUNK_FORMATS_OP => {
+                    RResult::ROk(RVec::from(answer.clone()))
+                }
+                Some(Err(kind)) if op.as_str() == CHUNK_FORMATS_OP => RResult::RErr(
+                    PluginError::new(*kind, format!("unknown control op '{op}'")),
+                ),
+                _ => RResult::ROk(RVec::from(b"ok".to_vec())),
+            }
         }
         fn stop(&mut self) -> RResult<(), PluginError> {
             RResult::ROk(())
@@ -1383,13 +1454,18 @@ mod tests {
         rig_in(body, primary, None, None)
     }
 
-    /// `n` entries `{"k": value}` at `sec`.
+    /// `n` entries `{"k": value}`.
     fn batch(n: usize, value: &str) -> Payload {
+        Payload::from_host(entries(n, value))
+    }
+
+    /// `n` entries `{"k": value}`, as bytes.
+    fn entries(n: usize, value: &str) -> Vec<u8> {
         let mut out = Vec::new();
         for _ in 0..n {
             nagare_buffer::msgpack::write::entry(&mut out, 1_700_000_000, &[("k", value)]);
         }
-        Payload::from_host(out)
+        out
     }
 
     fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -1921,5 +1997,120 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(root_dir(&root), Some(PathBuf::from("/var/lib/nagare")));
+    }
+
+    fn slot(output: &Fake) -> Slot {
+        Slot {
+            plugin_id: "out_test".into(),
+            type_name: "test".into(),
+            output: RwLock::new(output.boxed()),
+        }
+    }
+
+    #[test]
+    fn takes_file_ranges_when_the_answer_lists_format_2() {
+        let cases: [(&str, Option<Answer>, bool); 10] = [
+            ("[0, 1, 2]", Some(Ok(formats(&[0, 1, 2]))), true),
+            ("[2]", Some(Ok(formats(&[2]))), true),
+            ("[0, 1]", Some(Ok(formats(&[0, 1]))), false),
+            ("[]", Some(Ok(formats(&[]))), false),
+            ("[3, 300]", Some(Ok(formats(&[3, 300]))), false),
+            ("an INTERNAL error", Some(Err(ErrorKind::INTERNAL)), false),
+            ("\"ok\" (not msgpack)", None, false),
+            ("nil", Some(Ok(vec![0xc0])), false),
+            // [0, "x", 2]: anything but integers is refused whole
+            (
+                "[0, \"x\", 2]",
+                Some(Ok(vec![0x93, 0, 0xa1, b'x', 2])),
+                false,
+            ),
+            // an array of 3 holding 2
+            ("a short array", Some(Ok(vec![0x93, 0, 2])), false),
+        ];
+        for (what, answer, expect) in cases {
+            let f = Fake::default();
+            f.script().formats = answer;
+            assert_eq!(takes_file_ranges(&slot(&f)), expect, "{what}");
+        }
+    }
+
+    /// A file buffer's chunks reach an output that lists `ChunkFormat::FILE_RANGES` in its
+    /// answer to `chunk_formats.v1` as descriptors of ranges of the chunk file, one per
+    /// batch, whose bytes (read during `write`) are the batches submitted; any other answer
+    /// gets the same bytes as a msgpack stream.
+    #[test]
+    fn a_file_buffer_sends_ranges_only_to_an_output_that_asks_for_them() {
+        let cases = [
+            ("[0, 1, 2]", Fake::answering(Ok(formats(&[0, 1, 2]))), true),
+            ("[0, 1]", Fake::answering(Ok(formats(&[0, 1]))), false),
+            ("an error", Fake::answering(Err(ErrorKind::INTERNAL)), false),
+            ("garbage", Fake::default(), false),
+        ];
+        for (what, fake, ranged) in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let body = format!(
+                "  <buffer tag>\n    @type file\n    path {}\n    flush_mode interval\n    flush_interval 1h\n    flush_at_shutdown true\n  </buffer>",
+                dir.path().join("buf").display()
+            );
+            let r = rig(&body, fake);
+            let mut app = Vec::new();
+            for (n, v) in [(1, "a"), (3, "bb"), (2, "ccc")] {
+                let b = entries(n, v);
+                app.extend_from_slice(&b);
+                r.runner
+                    .submit("app", &Payload::from_host(b), n as u32)
+                    .expect("accepted");
+            }
+            let web = entries(4, "w");
+            r.runner
+                .submit("web", &Payload::from_host(web.clone()), 4)
+                .expect("accepted");
+            // The chunks stay staged (1h) until the shutdown flushes them.
+            r.runner.shutdown().expect("shutdown");
+            let mut seen = r.primary.seen();
+            seen.sort_by(|a, b| a.tag.cmp(&b.tag));
+            let got: Vec<(&str, u8, usize, u32)> = seen
+                .iter()
+                .map(|s| (s.tag.as_str(), s.format, s.ranges, s.records))
+                .collect();
+            let expect = if ranged {
+                [("app", 2, 3, 6), ("web", 2, 1, 4)]
+            } else {
+                [("app", 0, 0, 6), ("web", 0, 0, 4)]
+            };
+            assert_eq!(got, expect, "{what}");
+            assert_eq!(seen[0].payload, app, "{what}");
+            assert_eq!(seen[1].payload, web, "{what}");
+        }
+    }
+
+    /// A ranged chunk the primary fails to write, first retryably then unrecoverably, is
+    /// sent to the primary as ranges again, then to the secondary as bytes.
+    #[test]
+    fn a_ranged_chunk_reaches_the_secondary_as_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = format!(
+            "  <buffer tag>\n    @type file\n    path {}\n{FAST}\n  </buffer>",
+            dir.path().join("buf").display()
+        );
+        let primary = Fake::answering(Ok(formats(&[0, 1, 2])));
+        primary.script().fail = [ErrorKind::RETRYABLE, ErrorKind::UNRECOVERABLE].into();
+        let r = rig_in(&body, primary, Some(Fake::default()), None);
+        let data = entries(3, "v");
+        r.runner
+            .submit("t", &Payload::from_host(data.clone()), 3)
+            .expect("accepted");
+        let s = r.secondary.clone().expect("secondary");
+        wait_until("the secondary write", || s.records() == 3);
+        r.runner.shutdown().expect("shutdown");
+        assert_eq!(
+            r.primary.script().attempts,
+            [(2, 1, data.clone()), (2, 1, data.clone())],
+            "the primary gets ranges on each try"
+        );
+        let seen = s.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!((seen[0].format, seen[0].ranges), (0, 0));
+        assert_eq!(seen[0].payload, data);
     }
 }
