@@ -187,3 +187,404 @@ fn short_range(offset: u64, done: u64, n: u64) -> io::Error {
         format!("chunk file range at {offset}: the file ends after {done} of {n} bytes"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::io::{self, Read, Seek, SeekFrom, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use abi_stable::std_types::{RSlice, RStr};
+    use nagare_plugin_api::{ChunkFormat, ChunkRef};
+    use rmpv::Value;
+
+    use super::{COPY_BUF, reset_on_close};
+    use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, EventTime};
+    use crate::plugin::Chunk;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A chunk file: payload pieces between junk "frame headers", laid out in reverse
+    /// payload order (so reading the file front to back gives the wrong bytes), with the
+    /// payload's ranges in payload order.
+    struct Fixture {
+        file: File,
+        file_len: u64,
+        payload: Vec<u8>,
+        ranges: Vec<(u64, u64)>,
+        records: u32,
+    }
+
+    fn fixture() -> Fixture {
+        let mut w = ChunkWriter::new();
+        for i in 0..40u32 {
+            let msg = "x".repeat(5000 + i as usize);
+            w.push_map(
+                EventTime::new(1_700_000_000 + i, i),
+                [("i", Value::from(i)), ("msg", Value::from(msg))],
+            );
+        }
+        let payload = w.as_bytes().to_vec();
+        assert!(payload.len() > 2 * COPY_BUF, "several copy buffers' worth");
+        // Cuts mid-entry, one empty piece, one piece longer than the copy buffer.
+        let cuts = [0, 1, 1, 777, 70_000, 140_001, payload.len()];
+        let pieces: Vec<&[u8]> = cuts
+            .windows(2)
+            .map(|c| payload.get(c[0]..c[1]).expect("cut within the payload"))
+            .collect();
+        let mut bytes = Vec::new();
+        let mut ranges = vec![(0, 0); pieces.len()];
+        for (k, piece) in pieces.iter().enumerate().rev() {
+            // 0xc1 is never a msgpack byte: a stray junk byte breaks the entries.
+            bytes.extend_from_slice(&[0xc1; 9]);
+            bytes.push(k as u8);
+            ranges[k] = (bytes.len() as u64, piece.len() as u64);
+            bytes.extend_from_slice(piece);
+        }
+        bytes.extend_from_slice(&[0xc1; 13]);
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(&bytes).expect("write the chunk file");
+        Fixture {
+            file,
+            file_len: bytes.len() as u64,
+            payload,
+            ranges,
+            records: w.records(),
+        }
+    }
+
+    fn descriptor(file: &File, ranges: &[(u64, u64)]) -> Vec<u8> {
+        nagare_core::file_ranges::FileRanges {
+            fd: file.as_raw_fd(),
+            ranges: ranges.to_vec(),
+        }
+        .encode()
+    }
+
+    fn chunk(data: &[u8], format: ChunkFormat, records: u32) -> Chunk<'_> {
+        Chunk::new(ChunkRef {
+            tag: RStr::from("app.log"),
+            chunk_id: [9; 16],
+            records,
+            format,
+            data: RSlice::from(data),
+            variables: RSlice::from(&[][..]),
+        })
+    }
+
+    /// Reads `r` to its end in a thread; the result within [`WAIT`].
+    fn read_in_thread(mut r: impl Read + Send + 'static) -> mpsc::Receiver<io::Result<Vec<u8>>> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = tx.send(r.read_to_end(&mut v).map(|_| v));
+        });
+        rx
+    }
+
+    fn received(rx: &mpsc::Receiver<io::Result<Vec<u8>>>) -> Vec<u8> {
+        rx.recv_timeout(WAIT)
+            .expect("the reader finished in time")
+            .expect("the reader read")
+    }
+
+    /// A connected loopback pair: (client, accepted), the accepted end with a read timeout.
+    fn tcp_pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (server, _) = l.accept().expect("accept");
+        server.set_read_timeout(Some(WAIT)).expect("read timeout");
+        (client, server)
+    }
+
+    /// A pipe: (read end, write end).
+    fn pipe() -> (File, File) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two ints for the call to fill.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        assert_eq!(rc, 0, "pipe2: {}", io::Error::last_os_error());
+        // SAFETY: pipe2 succeeded: both are new descriptors owned by nobody else.
+        unsafe {
+            (
+                File::from(OwnedFd::from_raw_fd(fds[0])),
+                File::from(OwnedFd::from_raw_fd(fds[1])),
+            )
+        }
+    }
+
+    fn linger(s: &TcpStream) -> (i32, i32) {
+        let mut l = libc::linger {
+            l_onoff: 0,
+            l_linger: 0,
+        };
+        let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+        // SAFETY: `s` is an open socket; the pointer and length describe `l`, alive for
+        // the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw mut l).cast::<libc::c_void>(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt: {}", io::Error::last_os_error());
+        (l.l_onoff, l.l_linger)
+    }
+
+    #[test]
+    fn reads_and_copies_the_ranges_in_payload_order() {
+        let f = fixture();
+        // The file's own offset is the host's: positioned reads leave it alone.
+        (&f.file).seek(SeekFrom::Start(5)).expect("seek");
+        let d = descriptor(&f.file, &f.ranges);
+        let c = chunk(&d, ChunkFormat::FILE_RANGES, f.records);
+        let r = c
+            .file_ranges()
+            .expect("a FILE_RANGES chunk")
+            .expect("decodes");
+        assert_eq!(r.ranges(), f.ranges.as_slice());
+        assert_eq!(r.len(), f.payload.len() as u64);
+        assert!(!r.is_empty());
+
+        assert!(r.read_to_vec().expect("read_to_vec") == f.payload);
+        let mut copied = Vec::new();
+        assert_eq!(
+            r.copy_to(&mut copied).expect("copy_to"),
+            f.payload.len() as u64
+        );
+        assert!(copied == f.payload, "copy_to gives the payload");
+
+        let p = c.payload().expect("payload");
+        assert!(p == f.payload.as_slice());
+        assert!(
+            std::ptr::eq(p, c.payload().expect("payload again")),
+            "read once"
+        );
+        let got = c.entries().expect("entries").values().expect("values");
+        let want = ChunkReader::new(&f.payload)
+            .values()
+            .expect("fixture values");
+        assert_eq!(got.len(), 40);
+        assert_eq!(got, want);
+        assert_eq!(got[39].0, EventTime::new(1_700_000_039, 39));
+
+        // Dropping the duplicates closed only them: the host's descriptor is still open.
+        assert_eq!((&f.file).stream_position().expect("position"), 5);
+        assert_eq!(f.file.metadata().expect("still open").len(), f.file_len);
+    }
+
+    #[test]
+    fn send_to_moves_the_payload_to_a_socket_a_pipe_and_a_file() {
+        let f = fixture();
+        (&f.file).seek(SeekFrom::Start(5)).expect("seek");
+        let d = descriptor(&f.file, &f.ranges);
+        let c = chunk(&d, ChunkFormat::FILE_RANGES, f.records);
+        let r = c
+            .file_ranges()
+            .expect("a FILE_RANGES chunk")
+            .expect("decodes");
+        let len = f.payload.len() as u64;
+
+        let (client, server) = tcp_pair();
+        let rx = read_in_thread(server);
+        assert_eq!(r.send_to(&client).expect("send_to a socket"), len);
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        assert!(
+            received(&rx) == f.payload,
+            "the socket's peer got the payload"
+        );
+
+        // More than a pipe holds (64 KiB), so a reader drains it meanwhile.
+        let (rd, wr) = pipe();
+        let rx = read_in_thread(rd);
+        assert_eq!(r.send_to(&wr).expect("send_to a pipe"), len);
+        drop(wr);
+        assert!(
+            received(&rx) == f.payload,
+            "the pipe's reader got the payload"
+        );
+
+        let mut out = tempfile::tempfile().expect("temp file");
+        assert_eq!(r.send_to(&out).expect("send_to a file"), len);
+        let mut back = Vec::new();
+        out.seek(SeekFrom::Start(0)).expect("rewind");
+        out.read_to_end(&mut back).expect("read back");
+        assert!(back == f.payload, "the file holds the payload");
+
+        assert_eq!((&f.file).stream_position().expect("position"), 5);
+    }
+
+    #[test]
+    fn a_range_past_the_end_of_the_file_is_an_error() {
+        let f = fixture();
+        let (mut out, mut past) = (f.ranges.clone(), f.ranges.clone());
+        // Ends 7 bytes past the end; starts past the end.
+        out.push((f.file_len - 3, 10));
+        past.push((f.file_len + 100, 1));
+        for (ranges, done, n) in [(out, 3, 10), (past, 0, 1)] {
+            let d = descriptor(&f.file, &ranges);
+            let c = chunk(&d, ChunkFormat::FILE_RANGES, f.records);
+            let r = c
+                .file_ranges()
+                .expect("a FILE_RANGES chunk")
+                .expect("decodes");
+            let tail = format!("the file ends after {done} of {n} bytes");
+
+            let mut copied = Vec::new();
+            let e = r.copy_to(&mut copied).expect_err("copy_to past the end");
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+            assert!(e.to_string().ends_with(&tail), "{e}");
+            assert!(
+                copied.starts_with(&f.payload),
+                "the whole ranges came first"
+            );
+            assert_eq!(copied.len(), f.payload.len() + done);
+
+            let sink = tempfile::tempfile().expect("temp file");
+            let e = r.send_to(&sink).expect_err("send_to past the end");
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+            assert!(e.to_string().ends_with(&tail), "{e}");
+            assert_eq!(
+                sink.metadata().expect("sink").len(),
+                (f.payload.len() + done) as u64
+            );
+
+            let (client, server) = tcp_pair();
+            let e = r
+                .send_to(&client)
+                .expect_err("send_to a socket past the end");
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+            drop((client, server));
+
+            assert!(r.read_to_vec().is_err(), "read_to_vec past the end");
+            match c.payload() {
+                Err(ChunkError::FileRanges(m)) => assert!(!m.is_empty()),
+                other => panic!("payload past the end: {other:?}"),
+            }
+            assert!(matches!(c.entries(), Err(ChunkError::FileRanges(_))));
+        }
+    }
+
+    #[test]
+    fn no_ranges_is_an_empty_payload() {
+        let f = fixture();
+        let d = descriptor(&f.file, &[]);
+        let c = chunk(&d, ChunkFormat::FILE_RANGES, 0);
+        let r = c
+            .file_ranges()
+            .expect("a FILE_RANGES chunk")
+            .expect("decodes");
+        assert!(r.is_empty());
+        assert_eq!(r.read_to_vec().expect("read_to_vec"), Vec::<u8>::new());
+        let mut copied = Vec::new();
+        assert_eq!(r.copy_to(&mut copied).expect("copy_to"), 0);
+        assert!(copied.is_empty());
+        let sink = tempfile::tempfile().expect("temp file");
+        assert_eq!(r.send_to(&sink).expect("send_to"), 0);
+        assert_eq!(c.payload().expect("payload"), &[] as &[u8]);
+        assert_eq!(c.entries().expect("entries").count(), 0);
+    }
+
+    #[test]
+    fn a_malformed_descriptor_is_a_file_ranges_error() {
+        let f = fixture();
+        let good = descriptor(&f.file, &f.ranges);
+        let mut v2 = good.clone();
+        v2[0] = 2;
+        let cases: [(&[u8], &str); 4] = [
+            (&good[..good.len() - 8], "is not a whole descriptor"),
+            (&[1, 2, 3], "3 bytes is not a whole descriptor"),
+            (&[], "0 bytes is not a whole descriptor"),
+            (&v2, "unknown layout version 2"),
+        ];
+        for (data, why) in cases {
+            let c = chunk(data, ChunkFormat::FILE_RANGES, 1);
+            match c.file_ranges() {
+                Some(Err(ChunkError::FileRanges(m))) => assert!(m.ends_with(why), "{m}"),
+                other => panic!("{why}: {other:?}"),
+            }
+            match c.payload() {
+                Err(ChunkError::FileRanges(m)) => assert!(m.ends_with(why), "{m}"),
+                other => panic!("{why}: payload {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn other_formats_have_no_file_ranges() {
+        let f = fixture();
+        let c = chunk(&f.payload, ChunkFormat::MSGPACK_STREAM, f.records);
+        assert!(c.file_ranges().is_none());
+        assert!(c.payload().expect("payload") == f.payload.as_slice());
+        let gz = crate::chunk::gzip(&f.payload);
+        let c = chunk(&gz, ChunkFormat::MSGPACK_STREAM_GZIP, f.records);
+        assert!(c.file_ranges().is_none());
+        assert!(c.payload().expect("payload") == f.payload.as_slice());
+        // A descriptor's bytes in a msgpack chunk are just (bad) msgpack.
+        let d = descriptor(&f.file, &f.ranges);
+        assert!(
+            chunk(&d, ChunkFormat::MSGPACK_STREAM, 1)
+                .file_ranges()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_send_timeout_comes_back_as_an_error() {
+        // A sparse 16 MiB file: far more than a peer that never reads lets through.
+        let file = tempfile::tempfile().expect("temp file");
+        file.set_len(16 << 20).expect("set_len");
+        let d = descriptor(&file, &[(0, 16 << 20)]);
+        let c = chunk(&d, ChunkFormat::FILE_RANGES, 1);
+        let r = c
+            .file_ranges()
+            .expect("a FILE_RANGES chunk")
+            .expect("decodes");
+        let (client, server) = tcp_pair();
+        client
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .expect("write timeout");
+        let start = Instant::now();
+        let e = r.send_to(&client).expect_err("the peer never reads");
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        );
+        assert!(start.elapsed() < WAIT, "bounded by the send timeout");
+        drop(server);
+    }
+
+    #[test]
+    fn reset_on_close_sets_a_zero_linger_and_resets_the_peer() {
+        let (client, mut server) = tcp_pair();
+        assert_eq!(linger(&client), (0, 0), "no linger by default");
+        reset_on_close(&client).expect("reset_on_close");
+        assert_eq!(linger(&client), (1, 0));
+        drop(client);
+        let mut b = [0u8; 8];
+        let e = server
+            .read(&mut b)
+            .expect_err("a reset, not an orderly close");
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+
+        // Without it, the peer sees an orderly close.
+        let (client, mut server) = tcp_pair();
+        drop(client);
+        assert_eq!(server.read(&mut b).expect("an orderly close"), 0);
+
+        // Not a socket.
+        let file = tempfile::tempfile().expect("temp file");
+        let e = reset_on_close(&file).expect_err("a file has no linger");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTSOCK), "{e}");
+    }
+}

@@ -415,6 +415,33 @@ impl TestOutput {
             .into_result()
     }
 
+    /// Writes the `ranges` of `file` (`(offset, len)`, in payload order) as one
+    /// `FILE_RANGES` chunk tagged `tag` holding `records` entries, as the host lends a file
+    /// buffer's chunk to an output whose `accepts_file_ranges` says yes. `file` stays open
+    /// (and unmoved: the plugin reads it at offsets) for the call.
+    pub fn write_file_ranges(
+        &self,
+        tag: &str,
+        file: &std::fs::File,
+        ranges: &[(u64, u64)],
+        records: u32,
+    ) -> Result<(), PluginError> {
+        let descriptor = nagare_core::file_ranges::FileRanges {
+            fd: std::os::fd::AsRawFd::as_raw_fd(file),
+            ranges: ranges.to_vec(),
+        }
+        .encode();
+        self.inner
+            .write(chunk_ref(
+                tag,
+                &descriptor,
+                records,
+                ChunkFormat::FILE_RANGES,
+                &[],
+            ))
+            .into_result()
+    }
+
     /// Writes an arbitrary chunk (id, format, variables as given).
     pub fn write_chunk(&self, chunk: ChunkRef<'_>) -> Result<(), PluginError> {
         self.inner.write(chunk).into_result()

@@ -1,6 +1,7 @@
 //! The export macro end to end, in-process: a module with an input, a filter and outputs,
 //! driven through the test kit (the same entry points the host calls through the `.so`).
 
+use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -95,12 +96,17 @@ impl Filter for Even {
 struct CollectConfig {
     #[serde(default)]
     fail_with: Option<String>,
+    /// Answer `accepts_file_ranges` with yes.
+    #[serde(default)]
+    file_ranges: bool,
 }
 
 struct Collect {
     ctx: PluginContext,
     conf: CollectConfig,
     seen: Mutex<Vec<(String, u32)>>,
+    /// The last chunk's payload (`last.v1`).
+    last: Mutex<Vec<u8>>,
     writes: nagare_plugin_sdk::Counter,
 }
 
@@ -115,6 +121,7 @@ impl Output for Collect {
             ctx: ctx.clone(),
             conf,
             seen: Mutex::default(),
+            last: Mutex::default(),
         })
     }
 
@@ -124,6 +131,13 @@ impl Output for Collect {
             Some("panic") => panic!("write exploded on {}", chunk.tag()),
             _ => {}
         }
+        let payload = chunk
+            .payload()
+            .map_err(nagare_plugin_sdk::error::unrecoverable)?;
+        *self
+            .last
+            .lock()
+            .map_err(|_| nagare_plugin_sdk::error::internal("poisoned"))? = payload.to_vec();
         nagare_plugin_sdk::info!(
             self.ctx,
             "got {} records for {}",
@@ -138,12 +152,17 @@ impl Output for Collect {
         Ok(())
     }
 
+    fn accepts_file_ranges(&self) -> bool {
+        self.conf.file_ranges
+    }
+
     fn control(&self, op: &str, _payload: &[u8]) -> Result<Vec<u8>> {
         match op {
             "count.v1" => {
                 let n = self.seen.lock().map(|s| s.len()).unwrap_or(0);
                 Ok(vec![n as u8])
             }
+            "last.v1" => Ok(self.last.lock().map(|l| l.clone()).unwrap_or_default()),
             other => Err(nagare_plugin_sdk::error::internal(format!(
                 "unknown op {other}"
             ))),
@@ -348,4 +367,72 @@ fn try_emit_hands_the_batch_back() {
     emitter.set_full(false);
     assert!(e.with_label("@OUT").emit("t", vec![0x90], 0).is_ok());
     assert_eq!(emitter.batches()[0].label, "@OUT");
+}
+
+#[test]
+fn chunk_formats_op_lists_file_ranges_only_when_the_output_accepts_them() -> Result<()> {
+    let kit = kit();
+    let plain = kit.output("collect", "")?;
+    let ranged = kit.output("collect", "file_ranges true")?;
+    // msgpack fixarrays of positive fixints: [0, 1] and [0, 1, 2].
+    assert_eq!(plain.control(api::CHUNK_FORMATS_OP, &[])?, [0x92, 0, 1]);
+    assert_eq!(ranged.control(api::CHUNK_FORMATS_OP, &[])?, [0x93, 0, 1, 2]);
+    let answer = ranged.control(api::CHUNK_FORMATS_OP, b"ignored")?;
+    let formats = nagare_plugin_sdk::rmpv::decode::read_value(&mut answer.as_slice())
+        .map_err(nagare_plugin_sdk::error::internal)?;
+    let want = [
+        api::ChunkFormat::MSGPACK_STREAM,
+        api::ChunkFormat::MSGPACK_STREAM_GZIP,
+        api::ChunkFormat::FILE_RANGES,
+    ]
+    .map(|f| Value::from(f.0));
+    assert_eq!(formats, Value::Array(want.to_vec()));
+    // The output's own ops still reach it.
+    assert_eq!(ranged.control("count.v1", &[])?, vec![0]);
+    let err = ranged
+        .control("chunk_formats.v2", &[])
+        .err()
+        .map(|e| e.kind);
+    assert_eq!(err, Some(ErrorKind::INTERNAL));
+    Ok(())
+}
+
+#[test]
+fn write_file_ranges_lends_the_ranges_of_a_file() -> Result<()> {
+    let kit = kit();
+    let mut out = kit.output("collect", "file_ranges true")?;
+    out.start()?;
+    let w = entries(5);
+    let payload = w.as_bytes();
+    let cut = payload.len() / 2;
+    // Two frames: junk headers before each piece, a stale tail after them.
+    let mut file = tempfile::tempfile().map_err(nagare_plugin_sdk::error::internal)?;
+    let mut bytes = vec![0xc1; 24];
+    bytes.extend_from_slice(&payload[..cut]);
+    bytes.extend_from_slice(&[0xc1; 24]);
+    bytes.extend_from_slice(&payload[cut..]);
+    bytes.extend_from_slice(&[0xc1; 100]);
+    file.write_all(&bytes)
+        .map_err(nagare_plugin_sdk::error::internal)?;
+    let ranges = [
+        (24, cut as u64),
+        (48 + cut as u64, (payload.len() - cut) as u64),
+    ];
+    out.write_file_ranges("app.f", &file, &ranges, 5)?;
+    assert_eq!(out.control("last.v1", &[])?, payload);
+    assert_eq!(
+        kit.host().messages(LogLevel::INFO),
+        ["got 5 records for app.f"]
+    );
+
+    // A range past the end of the file: the payload cannot be read.
+    let past = [(24, cut as u64), (bytes.len() as u64 - 10, 20)];
+    check_err(
+        out.write_file_ranges("app.f", &file, &past, 5),
+        ErrorKind::UNRECOVERABLE,
+        "chunk in file ranges: ",
+    );
+    assert_eq!(out.control("count.v1", &[])?, vec![1]);
+    out.stop()?;
+    Ok(())
 }

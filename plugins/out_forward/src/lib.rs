@@ -783,6 +783,13 @@ impl Output for Forward {
             })?),
             None => None,
         };
+        // Before `entries`: `compress gzip` would make a non-empty request of nothing.
+        if ranges
+            .as_ref()
+            .map_or(chunk.bytes().is_empty(), |r| r.is_empty())
+        {
+            return Ok(());
+        }
         let s = &self.shared;
         let bytes;
         let ranged = ranges.is_some() && s.compress == Compression::Text;

@@ -819,3 +819,327 @@ fn interop_with_a_python_sink_ack_and_never_ack() {
     );
     out.stop().unwrap_or_default();
 }
+
+/// `payload` in a temp file laid out as a file buffer stores it: `pieces` frames, each a
+/// junk header (0xc1 is never a msgpack byte) before a piece of the payload (cut
+/// mid-entry), and a stale tail; the pieces' `(offset, len)` in payload order.
+fn chunk_file(payload: &[u8], pieces: usize) -> (std::fs::File, Vec<(u64, u64)>) {
+    let step = payload.len().div_ceil(pieces).max(1);
+    let mut bytes = Vec::new();
+    let mut ranges = Vec::new();
+    for (k, piece) in payload.chunks(step).enumerate() {
+        bytes.extend_from_slice(&[0xc1; 11]);
+        bytes.push(k as u8);
+        ranges.push((bytes.len() as u64, piece.len() as u64));
+        bytes.extend_from_slice(piece);
+    }
+    bytes.extend_from_slice(&[0xc1; 64]);
+    let mut file = tempfile::tempfile().expect("temp file");
+    file.write_all(&bytes).expect("write the chunk file");
+    (file, ranges)
+}
+
+/// Writes `ranges` of `file` as the `FILE_RANGES` chunk `id` (the test kit's
+/// `write_file_ranges` gives every chunk the zero id, so each attempt gets a fresh ack id).
+fn write_ranges(
+    out: &TestOutput,
+    tag: &str,
+    id: [u8; 16],
+    file: &std::fs::File,
+    ranges: &[(u64, u64)],
+    records: u32,
+) -> Result<(), PluginError> {
+    let descriptor = nagare_core::file_ranges::FileRanges {
+        fd: std::os::fd::AsRawFd::as_raw_fd(file),
+        ranges: ranges.to_vec(),
+    }
+    .encode();
+    out.write_chunk(ChunkRef {
+        tag: RStr::from(tag),
+        chunk_id: id,
+        records,
+        format: ChunkFormat::FILE_RANGES,
+        data: RSlice::from(descriptor.as_slice()),
+        variables: RSlice::from(&[][..]),
+    })
+}
+
+/// How a connection to a [`silent_receiver`] went: what it read, and how the connection
+/// ended (`Ok` for an orderly close, else the read error).
+type Silent = (Vec<u8>, std::io::Result<()>);
+
+/// A receiver that never answers: it reads each connection to its end, one after the other,
+/// and reports it (for [`WAIT`], or until the report's receiver is dropped). Connections
+/// closed without a byte are skipped: another test's heartbeat to its `dead_port` may land
+/// on this port.
+fn silent_receiver() -> (SocketAddr, std::sync::mpsc::Receiver<Silent>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + WAIT;
+        let mut buf = vec![0u8; 64 * 1024];
+        while Instant::now() < deadline {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(WAIT));
+            let mut got = Vec::new();
+            let end = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => break Err(e),
+                }
+            };
+            if (!got.is_empty() || end.is_err()) && tx.send((got, end)).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+fn chunk_formats(out: &TestOutput) -> Vec<u8> {
+    out.control(nagare_plugin_sdk::api::CHUNK_FORMATS_OP, &[])
+        .unwrap_or_else(|e| panic!("chunk_formats.v1: {e}"))
+}
+
+#[test]
+fn file_ranges_chunk_goes_out_as_the_same_packed_forward_and_is_acked() {
+    let w = entries(3000);
+    let id = UniqueId::generate();
+    let option = chunk_option_for(&id);
+    let mut want = Vec::new();
+    encode_packed_forward(
+        &mut want,
+        "app.log",
+        w.as_bytes(),
+        w.records(),
+        Compression::Text,
+        Some(&option),
+    );
+    let (file, ranges) = chunk_file(w.as_bytes(), 7);
+    assert_eq!(ranges.len(), 7);
+    let mut raws = Vec::new();
+    for ranged in [false, true] {
+        let kit = TestKit::new(nagare_plugin_module());
+        let sink = Sink::start(AckMode::Ack, None);
+        let mut out = output(
+            &kit,
+            &format!(
+                "heartbeat_type none\nrequire_ack_response true\n{}",
+                server(sink.addr, "")
+            ),
+        );
+        let written = if ranged {
+            write_ranges(&out, "app.log", id.0, &file, &ranges, w.records())
+        } else {
+            write_chunk(&out, "app.log", id.0, &w)
+        };
+        written.unwrap_or_else(|e| panic!("ranged {ranged}: {e}"));
+        // Acked: the sink had decoded it (and answered) before write returned.
+        let got = sink.got();
+        assert_eq!(
+            got.len(),
+            1,
+            "ranged {ranged}: delivered before write returned"
+        );
+        assert_eq!(got[0].tag, "app.log");
+        assert_eq!(got[0].records, 3000);
+        assert_eq!(got[0].chunk.as_deref(), Some(option.as_str()));
+        assert!(got[0].entries == w.as_bytes(), "ranged {ranged}: entries");
+        let raw = sink.raw();
+        assert!(raw == want, "ranged {ranged}: the request is byte-exact");
+        raws.push(raw);
+        out.stop().unwrap_or_default();
+        assert_eq!(kit.host().metric("write_count"), Some(1.0));
+        assert_eq!(kit.host().metric("emit_records"), Some(3000.0));
+        assert_eq!(kit.host().metric("ack_failures"), Some(0.0));
+    }
+    assert!(raws[0] == raws[1], "ranges and bytes give the same request");
+}
+
+#[test]
+fn file_ranges_with_keepalive_reuse_the_acked_connection() {
+    let kit = TestKit::new(nagare_plugin_module());
+    let sink = Sink::start(AckMode::Ack, None);
+    let mut out = output(
+        &kit,
+        &format!(
+            "heartbeat_type none\nkeepalive true\nrequire_ack_response true\n{}",
+            server(sink.addr, "")
+        ),
+    );
+    let w = entries(40);
+    let (file, ranges) = chunk_file(w.as_bytes(), 3);
+    for i in 0..3u8 {
+        write_ranges(&out, "ka", [i + 1; 16], &file, &ranges, 40).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let got = sink.got();
+    assert_eq!((got.len(), sink.conns()), (3, 1));
+    assert!(got.iter().all(|g| g.entries == w.as_bytes()));
+    out.stop().unwrap_or_default();
+}
+
+#[test]
+fn accepts_file_ranges_only_with_acks_and_without_gzip() {
+    let kit = TestKit::new(nagare_plugin_module());
+    let srv = server(
+        format!("127.0.0.1:{}", dead_port())
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
+        "",
+    );
+    let bytes_only = [0x92, 0, 1];
+    let with_ranges = [0x93, 0, 1, 2];
+    for (conf, want) in [
+        ("", &bytes_only[..]),
+        ("require_ack_response false", &bytes_only),
+        ("require_ack_response true", &with_ranges),
+        ("require_ack_response true\ncompress text", &with_ranges),
+        ("require_ack_response true\ncompress gzip", &bytes_only),
+        ("compress gzip", &bytes_only),
+        ("compress text", &bytes_only),
+    ] {
+        let out = kit
+            .output("forward", &format!("heartbeat_type none\n{conf}\n{srv}"))
+            .unwrap_or_else(|e| panic!("{conf:?}: {e}"));
+        assert_eq!(chunk_formats(&out), want, "{conf:?}");
+    }
+}
+
+#[test]
+fn file_ranges_never_acked_is_retryable_and_resets_the_connection() {
+    let w = entries(500);
+    let id = UniqueId::generate();
+    let option = chunk_option_for(&id);
+    let mut want = Vec::new();
+    encode_packed_forward(
+        &mut want,
+        "t",
+        w.as_bytes(),
+        w.records(),
+        Compression::Text,
+        Some(&option),
+    );
+    let (file, ranges) = chunk_file(w.as_bytes(), 4);
+    for ranged in [false, true] {
+        let kit = TestKit::new(nagare_plugin_module());
+        let (addr, rx) = silent_receiver();
+        let mut out = output(
+            &kit,
+            &format!(
+                "heartbeat_type none\nrequire_ack_response true\nack_response_timeout 1\n{}",
+                server(addr, "")
+            ),
+        );
+        let start = Instant::now();
+        let err = if ranged {
+            write_ranges(&out, "t", id.0, &file, &ranges, w.records())
+        } else {
+            write_chunk(&out, "t", id.0, &w)
+        }
+        .err()
+        .unwrap_or_else(|| panic!("ranged {ranged}: write succeeded without an ack"));
+        assert!(start.elapsed() < WAIT, "bounded by ack_response_timeout");
+        assert_eq!(err.kind, ErrorKind::RETRYABLE, "ranged {ranged}: {err}");
+        assert!(
+            err.message.contains("no ack response within"),
+            "ranged {ranged}: {}",
+            err.message
+        );
+        assert_eq!(kit.host().metric("ack_failures"), Some(1.0));
+        let (got, end) = rx.recv_timeout(WAIT).expect("the receiver finished");
+        assert!(got == want, "ranged {ranged}: the whole request arrived");
+        // Pages `sendfile` queued must never go out after write returned: the connection
+        // given up on is reset, not closed (the bytes path closes it as usual).
+        match (ranged, end) {
+            (false, Ok(())) => {}
+            (true, Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            (r, end) => panic!("ranged {r}: the connection ended with {end:?}"),
+        }
+        out.stop().unwrap_or_default();
+    }
+}
+
+#[test]
+fn a_range_past_the_end_of_the_file_fails_the_send_and_resets_the_connection() {
+    let kit = TestKit::new(nagare_plugin_module());
+    let (addr, rx) = silent_receiver();
+    let mut out = output(
+        &kit,
+        &format!(
+            "heartbeat_type none\nrequire_ack_response true\nack_response_timeout 1\n{}",
+            server(addr, "")
+        ),
+    );
+    let w = entries(50);
+    let (file, mut ranges) = chunk_file(w.as_bytes(), 2);
+    let file_len = file.metadata().expect("metadata").len();
+    ranges.push((file_len - 4, 100));
+    let err = out
+        .write_file_ranges("t", &file, &ranges, 50)
+        .err()
+        .unwrap_or_else(|| panic!("a short chunk file was sent"));
+    assert_eq!(err.kind, ErrorKind::RETRYABLE, "{err}");
+    assert!(err.message.contains("not sent"), "{}", err.message);
+    assert!(
+        err.message.contains("the file ends after 4 of 100 bytes"),
+        "{}",
+        err.message
+    );
+    // Each slot of the weight array (six for one node) tried it, each connection reset.
+    for attempt in 0..6 {
+        let (got, end) = rx.recv_timeout(WAIT).expect("the receiver read an attempt");
+        // What arrived (if the reset did not discard it first) is less than the request.
+        assert!(
+            got.len() < w.as_bytes().len() + 100,
+            "{attempt}: {}",
+            got.len()
+        );
+        assert!(
+            matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{attempt}: {end:?}"
+        );
+    }
+    assert_eq!(kit.host().metric("ack_failures"), Some(0.0));
+    out.stop().unwrap_or_default();
+}
+
+#[test]
+fn an_empty_chunk_sends_nothing() {
+    let kit = TestKit::new(nagare_plugin_module());
+    for compress in ["text", "gzip"] {
+        let sink = Sink::start(AckMode::Ack, None);
+        let mut out = output(
+            &kit,
+            &format!(
+                "heartbeat_type none\nrequire_ack_response true\ncompress {compress}\n{}",
+                server(sink.addr, "")
+            ),
+        );
+        let (file, _) = chunk_file(b"", 1);
+        let writes = [
+            (
+                "bytes",
+                write_chunk(&out, "e", [1; 16], &ChunkWriter::new()),
+            ),
+            ("no ranges", out.write_file_ranges("e", &file, &[], 0)),
+            (
+                "empty ranges",
+                out.write_file_ranges("e", &file, &[(3, 0), (7, 0)], 0),
+            ),
+        ];
+        for (what, written) in writes {
+            written.unwrap_or_else(|e| panic!("compress {compress}, {what}: {e}"));
+        }
+        // With acks on, anything sent would have been received and acked by now.
+        assert!(sink.raw().is_empty(), "compress {compress}: nothing sent");
+        assert!(sink.got().is_empty(), "compress {compress}: nothing sent");
+        out.stop().unwrap_or_default();
+    }
+}
