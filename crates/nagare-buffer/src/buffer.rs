@@ -1342,9 +1342,9 @@ impl Buffer {
         }))
     }
 
-    /// `lease` with its payload in [`ChunkLease::data`]: a file-ranges lease's ranges read
-    /// into memory (for the `<secondary>` or a backup file, which take bytes).
-    fn with_bytes(&self, mut lease: ChunkLease) -> std::io::Result<ChunkLease> {
+    /// Puts a file-ranges lease's payload in [`ChunkLease::data`], read from its file (for
+    /// the `<secondary>` or a backup file, which take bytes); on failure the lease is as it was.
+    fn with_bytes(&self, lease: &mut ChunkLease) -> std::io::Result<()> {
         if let Some(r) = lease.file.take() {
             let mut buf = self.lock_spare().pop().unwrap_or_default();
             if let Err(e) = r.read_into(&mut buf) {
@@ -1353,7 +1353,7 @@ impl Buffer {
             }
             lease.data = Arc::new(buf);
         }
-        Ok(lease)
+        Ok(())
     }
 
     /// An empty mirror for a new file chunk: a recycled buffer when one is large enough,
@@ -1512,7 +1512,20 @@ impl Buffer {
     ///
     /// The caller reports the failure (it knows the error): the buffer logs its retry
     /// bookkeeping at `debug` only, so a failed flush is one line in the log, not two.
-    pub fn rollback(&self, lease: ChunkLease, failure: Failure) -> Result<Decision, BufferError> {
+    pub fn rollback(
+        &self,
+        mut lease: ChunkLease,
+        failure: Failure,
+    ) -> Result<Decision, BufferError> {
+        let after_unrecoverable = lease.route == Route::SecondaryAfterUnrecoverable;
+        let unrecoverable = failure == Failure::Unrecoverable || after_unrecoverable;
+        // The secondary and the backup file take bytes: a file-ranges lease's payload is read
+        // before the lock is taken (the chunk stays in flight meanwhile).
+        let read = if unrecoverable {
+            self.with_bytes(&mut lease)
+        } else {
+            Ok(())
+        };
         let mut st = self.lock();
         let Some(chunk) = st.inflight.remove(&lease.id) else {
             return Err(BufferError::UnknownLease {
@@ -1520,20 +1533,15 @@ impl Buffer {
                 chunk_id: lease.id,
             });
         };
-        let after_unrecoverable = lease.route == Route::SecondaryAfterUnrecoverable;
-        if failure == Failure::Unrecoverable || after_unrecoverable {
-            // The secondary and the backup file take bytes.
-            let lease = match self.with_bytes(lease) {
-                Ok(l) => l,
-                Err(e) => {
-                    let path = match &chunk.body {
-                        Body::File { path, .. } => path.clone(),
-                        Body::Memory(_) => PathBuf::new(),
-                    };
-                    st.queue.push_front(chunk);
-                    return Err(self.io_err("read chunk", &path, e));
-                }
-            };
+        if unrecoverable {
+            if let Err(e) = read {
+                let path = match &chunk.body {
+                    Body::File { path, .. } => path.clone(),
+                    Body::Memory(_) => PathBuf::new(),
+                };
+                st.queue.push_front(chunk);
+                return Err(self.io_err("read chunk", &path, e));
+            }
             if !after_unrecoverable && self.opts.has_secondary && lease.route == Route::Primary {
                 tracing::warn!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, "got unrecoverable error in primary. Skip retry and flush chunk to secondary");
                 st.inflight.insert(chunk.id, chunk);
