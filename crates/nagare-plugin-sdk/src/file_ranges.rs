@@ -15,7 +15,8 @@ use crate::chunk::ChunkError;
 #[derive(Debug)]
 pub struct FileRanges<'a> {
     fd: BorrowedFd<'a>,
-    ranges: Vec<(u64, u64)>,
+    /// The decoded descriptor (its `fd` is `fd`'s number).
+    desc: nagare_core::file_ranges::FileRanges,
 }
 
 impl<'a> FileRanges<'a> {
@@ -25,32 +26,27 @@ impl<'a> FileRanges<'a> {
     /// The descriptor's file descriptor must stay open for `'a`: the host guarantees it for
     /// the chunk it lends to one `write` call, and `Chunk` ties `'a` to that call.
     pub(crate) unsafe fn from_descriptor(bytes: &[u8]) -> Result<FileRanges<'a>, ChunkError> {
-        let d = nagare_core::file_ranges::FileRanges::decode(bytes)
+        let desc = nagare_core::file_ranges::FileRanges::decode(bytes)
             .map_err(|e| ChunkError::FileRanges(e.to_string()))?;
-        let fd: RawFd = d.fd;
+        let fd: RawFd = desc.fd;
         // SAFETY: the caller's contract: `fd` is open for `'a`; decode checked it is >= 0.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        Ok(FileRanges {
-            fd,
-            ranges: d.ranges,
-        })
+        Ok(FileRanges { fd, desc })
     }
 
     /// The `(offset, len)` ranges, in payload order.
     pub fn ranges(&self) -> &[(u64, u64)] {
-        &self.ranges
+        &self.desc.ranges
     }
 
     /// The payload's length in bytes.
     pub fn len(&self) -> u64 {
-        self.ranges
-            .iter()
-            .fold(0u64, |acc, (_, len)| acc.saturating_add(*len))
+        self.desc.len()
     }
 
     /// True when the payload is empty.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.desc.is_empty()
     }
 
     /// A file of our own on the same open file (a duplicate descriptor): dropping it closes
@@ -66,7 +62,7 @@ impl<'a> FileRanges<'a> {
         let file = self.file()?;
         let mut out = vec![0u8; len];
         let mut at = 0usize;
-        for &(offset, n) in &self.ranges {
+        for &(offset, n) in self.ranges() {
             let n = usize::try_from(n)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
             let dst = out
@@ -85,7 +81,7 @@ impl<'a> FileRanges<'a> {
         let file = self.file()?;
         let mut buf = vec![0u8; COPY_BUF.min(usize::try_from(self.len()).unwrap_or(COPY_BUF))];
         let mut total = 0u64;
-        for &(offset, n) in &self.ranges {
+        for &(offset, n) in self.ranges() {
             let mut done = 0u64;
             while done < n {
                 let want = usize::try_from(n - done)
@@ -118,7 +114,7 @@ impl<'a> FileRanges<'a> {
         let out = out.as_fd().as_raw_fd();
         let fd = self.fd.as_raw_fd();
         let mut total = 0u64;
-        for &(offset, n) in &self.ranges {
+        for &(offset, n) in self.ranges() {
             let mut done = 0u64;
             while done < n {
                 let mut at = libc::off_t::try_from(offset + done).map_err(|_| {

@@ -415,13 +415,14 @@ impl TestOutput {
             .into_result()
     }
 
-    /// Writes the `ranges` of `file` (`(offset, len)`, in payload order) as one
-    /// `FILE_RANGES` chunk tagged `tag` holding `records` entries, as the host lends a file
-    /// buffer's chunk to an output whose `accepts_file_ranges` says yes. `file` stays open
-    /// (and unmoved: the plugin reads it at offsets) for the call.
+    /// Writes the `ranges` of `file` (`(offset, len)`, in payload order) as the
+    /// `FILE_RANGES` chunk `id` tagged `tag` holding `records` entries, as the host lends a
+    /// file buffer's chunk to an output whose `accepts_file_ranges` says yes. `file` stays
+    /// open (and unmoved: the plugin reads it at offsets) for the call.
     pub fn write_file_ranges(
         &self,
         tag: &str,
+        id: [u8; 16],
         file: &std::fs::File,
         ranges: &[(u64, u64)],
         records: u32,
@@ -431,15 +432,10 @@ impl TestOutput {
             ranges: ranges.to_vec(),
         }
         .encode();
-        self.inner
-            .write(chunk_ref(
-                tag,
-                &descriptor,
-                records,
-                ChunkFormat::FILE_RANGES,
-                &[],
-            ))
-            .into_result()
+        self.write_chunk(ChunkRef {
+            chunk_id: id,
+            ..chunk_ref(tag, &descriptor, records, ChunkFormat::FILE_RANGES, &[])
+        })
     }
 
     /// Writes an arbitrary chunk (id, format, variables as given).

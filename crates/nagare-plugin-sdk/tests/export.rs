@@ -418,7 +418,7 @@ fn write_file_ranges_lends_the_ranges_of_a_file() -> Result<()> {
         (24, cut as u64),
         (48 + cut as u64, (payload.len() - cut) as u64),
     ];
-    out.write_file_ranges("app.f", &file, &ranges, 5)?;
+    out.write_file_ranges("app.f", [0; 16], &file, &ranges, 5)?;
     assert_eq!(out.control("last.v1", &[])?, payload);
     assert_eq!(
         kit.host().messages(LogLevel::INFO),
@@ -428,7 +428,7 @@ fn write_file_ranges_lends_the_ranges_of_a_file() -> Result<()> {
     // A range past the end of the file: the payload cannot be read.
     let past = [(24, cut as u64), (bytes.len() as u64 - 10, 20)];
     check_err(
-        out.write_file_ranges("app.f", &file, &past, 5),
+        out.write_file_ranges("app.f", [0; 16], &file, &past, 5),
         ErrorKind::UNRECOVERABLE,
         "chunk in file ranges: ",
     );

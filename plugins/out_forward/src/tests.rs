@@ -839,31 +839,6 @@ fn chunk_file(payload: &[u8], pieces: usize) -> (std::fs::File, Vec<(u64, u64)>)
     (file, ranges)
 }
 
-/// Writes `ranges` of `file` as the `FILE_RANGES` chunk `id` (the test kit's
-/// `write_file_ranges` gives every chunk the zero id, so each attempt gets a fresh ack id).
-fn write_ranges(
-    out: &TestOutput,
-    tag: &str,
-    id: [u8; 16],
-    file: &std::fs::File,
-    ranges: &[(u64, u64)],
-    records: u32,
-) -> Result<(), PluginError> {
-    let descriptor = nagare_core::file_ranges::FileRanges {
-        fd: std::os::fd::AsRawFd::as_raw_fd(file),
-        ranges: ranges.to_vec(),
-    }
-    .encode();
-    out.write_chunk(ChunkRef {
-        tag: RStr::from(tag),
-        chunk_id: id,
-        records,
-        format: ChunkFormat::FILE_RANGES,
-        data: RSlice::from(descriptor.as_slice()),
-        variables: RSlice::from(&[][..]),
-    })
-}
-
 /// How a connection to a [`silent_receiver`] went: what it read, and how the connection
 /// ended (`Ok` for an orderly close, else the read error).
 type Silent = (Vec<u8>, std::io::Result<()>);
@@ -936,7 +911,7 @@ fn file_ranges_chunk_goes_out_as_the_same_packed_forward_and_is_acked() {
             ),
         );
         let written = if ranged {
-            write_ranges(&out, "app.log", id.0, &file, &ranges, w.records())
+            out.write_file_ranges("app.log", id.0, &file, &ranges, w.records())
         } else {
             write_chunk(&out, "app.log", id.0, &w)
         };
@@ -977,7 +952,8 @@ fn file_ranges_with_keepalive_reuse_the_acked_connection() {
     let w = entries(40);
     let (file, ranges) = chunk_file(w.as_bytes(), 3);
     for i in 0..3u8 {
-        write_ranges(&out, "ka", [i + 1; 16], &file, &ranges, 40).unwrap_or_else(|e| panic!("{e}"));
+        out.write_file_ranges("ka", [i + 1; 16], &file, &ranges, 40)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     let got = sink.got();
     assert_eq!((got.len(), sink.conns()), (3, 1));
@@ -1039,7 +1015,7 @@ fn file_ranges_never_acked_is_retryable_and_resets_the_connection() {
         );
         let start = Instant::now();
         let err = if ranged {
-            write_ranges(&out, "t", id.0, &file, &ranges, w.records())
+            out.write_file_ranges("t", id.0, &file, &ranges, w.records())
         } else {
             write_chunk(&out, "t", id.0, &w)
         }
@@ -1082,7 +1058,7 @@ fn a_range_past_the_end_of_the_file_fails_the_send_and_resets_the_connection() {
     let file_len = file.metadata().expect("metadata").len();
     ranges.push((file_len - 4, 100));
     let err = out
-        .write_file_ranges("t", &file, &ranges, 50)
+        .write_file_ranges("t", [0; 16], &file, &ranges, 50)
         .err()
         .unwrap_or_else(|| panic!("a short chunk file was sent"));
     assert_eq!(err.kind, ErrorKind::RETRYABLE, "{err}");
@@ -1128,10 +1104,13 @@ fn an_empty_chunk_sends_nothing() {
                 "bytes",
                 write_chunk(&out, "e", [1; 16], &ChunkWriter::new()),
             ),
-            ("no ranges", out.write_file_ranges("e", &file, &[], 0)),
+            (
+                "no ranges",
+                out.write_file_ranges("e", [0; 16], &file, &[], 0),
+            ),
             (
                 "empty ranges",
-                out.write_file_ranges("e", &file, &[(3, 0), (7, 0)], 0),
+                out.write_file_ranges("e", [0; 16], &file, &[(3, 0), (7, 0)], 0),
             ),
         ];
         for (what, written) in writes {
