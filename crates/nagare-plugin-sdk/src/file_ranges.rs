@@ -55,6 +55,59 @@ impl<'a> FileRanges<'a> {
         Ok(File::from(self.fd.try_clone_to_owned()?))
     }
 
+    /// Maps the part of the file the ranges cover into memory, read-only and populated at
+    /// once, so the payload is read in place from the page cache ([`MappedRanges::segments`])
+    /// instead of copied. Fails, before mapping, when the file is shorter than the ranges say
+    /// (reading a mapping past the end of a file would be a `SIGBUS`). `None` for an empty
+    /// payload.
+    pub fn map(&self) -> io::Result<Option<MappedRanges<'_>>> {
+        let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_owned());
+        let nonempty = self.ranges().iter().filter(|(_, n)| *n > 0);
+        let Some(start) = nonempty.clone().map(|(o, _)| *o).min() else {
+            return Ok(None);
+        };
+        let end = nonempty
+            .map(|(o, n)| o.checked_add(*n))
+            .try_fold(0u64, |acc, e| e.map(|e| acc.max(e)))
+            .ok_or_else(|| invalid("range overflows"))?;
+        let file_len = self.file()?.metadata()?.len();
+        if end > file_len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("chunk file ranges end at {end}, the file at {file_len}"),
+            ));
+        }
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|p| p.is_power_of_two())
+            .unwrap_or(4096);
+        let base = start & !(page - 1);
+        let len = usize::try_from(end - base).map_err(|_| invalid("ranges too large"))?;
+        let offset = libc::off_t::try_from(base).map_err(|_| invalid("offset too large"))?;
+        // SAFETY: a new read-only shared mapping of an open descriptor: no existing memory
+        // is touched; the result is checked for MAP_FAILED below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                self.fd.as_raw_fd(),
+                offset,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Some(MappedRanges {
+            ptr,
+            len,
+            base,
+            ranges: self.ranges(),
+        }))
+    }
+
     /// Reads the payload into memory, with positioned reads.
     pub fn read_to_vec(&self) -> io::Result<Vec<u8>> {
         let len = usize::try_from(self.len())
@@ -142,6 +195,46 @@ impl<'a> FileRanges<'a> {
         Ok(total)
     }
 }
+
+/// The ranges of a `FILE_RANGES` chunk mapped into memory (read-only, shared with the page
+/// cache): the payload read in place, with no copy. Unmapped when dropped; it borrows the
+/// chunk, so it cannot outlive the `write` call.
+#[derive(Debug)]
+pub struct MappedRanges<'a> {
+    ptr: *mut libc::c_void,
+    len: usize,
+    /// The file offset the mapping starts at.
+    base: u64,
+    ranges: &'a [(u64, u64)],
+}
+
+impl MappedRanges<'_> {
+    /// The payload, one slice per range, in order. A frame of a file buffer holds whole
+    /// entries, so each slice is a run of whole `[time, record]` entries.
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        // SAFETY: `ptr` maps `len` readable bytes (`map` checked every range lies inside,
+        // and the file was at least that long), alive until `self` drops; the host does not
+        // write a leased chunk's file, so the bytes do not change while borrowed.
+        let all: &[u8] = unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) };
+        self.ranges.iter().filter_map(move |&(offset, n)| {
+            let from = usize::try_from(offset.checked_sub(self.base)?).ok()?;
+            all.get(from..from.checked_add(usize::try_from(n).ok()?)?)
+        })
+    }
+}
+
+impl Drop for MappedRanges<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` are the mapping `map` made, unmapped once, here.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+// SAFETY: the mapping is read-only memory owned by this value; sharing or moving it between
+// threads is as safe as for a `Box<[u8]>`.
+unsafe impl Send for MappedRanges<'_> {}
+// SAFETY: as above: only shared reads of immutable bytes.
+unsafe impl Sync for MappedRanges<'_> {}
 
 /// Makes closing `socket` reset the connection (`SO_LINGER` 0): what its send queue still
 /// holds (pages of the host's chunk file after [`FileRanges::send_to`]) is discarded when
@@ -375,6 +468,46 @@ mod tests {
     }
 
     #[test]
+    fn map_gives_each_range_in_place_in_order() {
+        let f = fixture();
+        (&f.file).seek(SeekFrom::Start(5)).expect("seek");
+        // Ranges that start past the first page too (the mapping starts page-aligned).
+        let late: Vec<(u64, u64)> = f.ranges.iter().copied().filter(|r| r.0 > 5000).collect();
+        assert!(!late.is_empty() && late.len() < f.ranges.len());
+        for ranges in [f.ranges.clone(), late] {
+            let d = descriptor(&f.file, &ranges);
+            let c = chunk(&d, ChunkFormat::FILE_RANGES, f.records);
+            let r = c
+                .file_ranges()
+                .expect("a FILE_RANGES chunk")
+                .expect("decodes");
+            let want: Vec<Vec<u8>> = ranges
+                .iter()
+                .map(|&(o, n)| {
+                    let mut v = vec![0u8; usize::try_from(n).expect("small")];
+                    std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut v, o).expect("read");
+                    v
+                })
+                .collect();
+            let mapped = r.map().expect("map").expect("a non-empty payload");
+            let got: Vec<Vec<u8>> = mapped.segments().map(<[u8]>::to_vec).collect();
+            assert_eq!(got.len(), ranges.len(), "one segment per range");
+            assert!(got == want, "each segment is its range's bytes");
+        }
+        let d = descriptor(&f.file, &f.ranges);
+        let c = chunk(&d, ChunkFormat::FILE_RANGES, f.records);
+        let r = c.file_ranges().expect("ranges").expect("decodes");
+        let mapped = r.map().expect("map").expect("mapped");
+        assert!(
+            mapped.segments().collect::<Vec<_>>().concat() == f.payload,
+            "in payload order"
+        );
+        drop(mapped);
+        // The host's descriptor is untouched: still open, offset unmoved.
+        assert_eq!((&f.file).stream_position().expect("position"), 5);
+    }
+
+    #[test]
     fn send_to_moves_the_payload_to_a_socket_a_pipe_and_a_file() {
         let f = fixture();
         (&f.file).seek(SeekFrom::Start(5)).expect("seek");
@@ -460,6 +593,8 @@ mod tests {
             drop((client, server));
 
             assert!(r.read_to_vec().is_err(), "read_to_vec past the end");
+            let e = r.map().expect_err("no mapping past the end (SIGBUS)");
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
             match c.payload() {
                 Err(ChunkError::FileRanges(m)) => assert!(!m.is_empty()),
                 other => panic!("payload past the end: {other:?}"),
@@ -484,6 +619,7 @@ mod tests {
         assert!(copied.is_empty());
         let sink = tempfile::tempfile().expect("temp file");
         assert_eq!(r.send_to(&sink).expect("send_to"), 0);
+        assert!(r.map().expect("map").is_none(), "nothing to map");
         assert_eq!(c.payload().expect("payload"), &[] as &[u8]);
         assert_eq!(c.entries().expect("entries").count(), 0);
     }

@@ -65,7 +65,7 @@ pub use api::{ConfigNode, ErrorKind, LogLevel, PluginError};
 pub use chunk::{ChunkReader, ChunkWriter, Entry, EventTime, Visited};
 pub use context::{Counter, Gauge, Logger, PluginContext};
 pub use error::Result;
-pub use file_ranges::FileRanges;
+pub use file_ranges::{FileRanges, MappedRanges};
 pub use plugin::{Chunk, Emitter, Filter, FilterOutcome, Input, Output, Rejected};
 
 /// Items the macros expand to. Not a public API.

@@ -42,7 +42,7 @@ use nagare_formats::{Formatter, InjectConfig, Injector, Params, Scratch};
 use nagare_plugin_sdk::api::ConfigNode;
 use nagare_plugin_sdk::config::attr;
 use nagare_plugin_sdk::{
-    Chunk, Counter, Output, PluginContext, Result, Visited, error, export_plugins,
+    Chunk, ChunkReader, Counter, Output, PluginContext, Result, Visited, error, export_plugins,
 };
 use serde::Deserialize;
 
@@ -514,6 +514,12 @@ impl Output for FileOutput {
         })
     }
 
+    /// A file buffer's chunks are read in place (mapped from the page cache) rather than
+    /// copied into memory as they are written; `write` is done with them when it returns.
+    fn accepts_file_ranges(&self) -> bool {
+        true
+    }
+
     fn write(&self, chunk: Chunk<'_>) -> Result<()> {
         let r = self.write_chunk(&chunk);
         if r.is_err() {
@@ -545,10 +551,22 @@ impl FileOutput {
         };
         let keyed = chunk_is_keyed(chunk, &self.keys);
         let tag = chunk.tag();
-        let mut single: (Vec<u8>, u32) = (self.take_buffer(chunk.bytes().len() * 2), 0);
+        // A chunk file that cannot be read now may be read on a retry; a chunk that does not
+        // decode never will.
+        let entries = chunk.entries().map_err(|e| match e {
+            nagare_plugin_sdk::chunk::ChunkError::FileRanges(m) => {
+                error::retryable(format!("{}: chunk file: {m}", self.context(chunk)))
+            }
+            e => bad(&e),
+        })?;
+        let payload_len = match chunk.file_ranges() {
+            Some(r) => r.map_or(0, |r| usize::try_from(r.len()).unwrap_or(0)),
+            None => chunk.bytes().len(),
+        };
+        let mut single: (Vec<u8>, u32) = (self.take_buffer(payload_len * 2), 0);
         let mut groups: Groups<(Vec<u8>, u32)> = Groups::default();
         let mut scratch = Scratch::new();
-        for entry in chunk.entries().map_err(|e| bad(&e))? {
+        for entry in entries {
             let entry = entry.map_err(|e| bad(&e))?;
             let time = nagare_formats::EventTime::new(entry.time.sec, entry.time.nsec);
             // Hot path: one file for the whole chunk and nothing to inject, so formatters that
@@ -604,10 +622,25 @@ impl FileOutput {
     fn write_chunk(&self, chunk: &Chunk<'_>) -> Result<()> {
         if self.compress == Compress::Text
             && self.injector.is_none()
-            && !chunk.bytes().is_empty()
             && chunk_is_keyed(chunk, &self.keys)
         {
-            return self.write_streamed(chunk);
+            // A file buffer's chunk is rendered in place from the page cache (no copy of it
+            // was kept in memory); each frame of it holds whole entries.
+            if let Some(ranges) = chunk.file_ranges() {
+                let io = |e: &dyn std::fmt::Display| {
+                    error::retryable(format!("{}: chunk file: {e}", self.context(chunk)))
+                };
+                let ranges = ranges.map_err(|e| io(&e))?;
+                if let Some(mapped) = ranges.map().map_err(|e| io(&e))? {
+                    let segments: Vec<&[u8]> = mapped.segments().collect();
+                    return self.write_streamed(chunk, &segments);
+                }
+            } else if !chunk.bytes().is_empty() {
+                let payload = chunk
+                    .payload()
+                    .map_err(|e| error::unrecoverable(format!("{}: {e}", self.context(chunk))))?;
+                return self.write_streamed(chunk, &[payload]);
+            }
         }
         let groups = self.render(chunk)?;
         let id = ChunkId(chunk.id());
@@ -636,13 +669,15 @@ impl FileOutput {
     /// text is still in the CPU's cache when the kernel copies it, and no buffer the size of
     /// the chunk is needed. Under the file's lock, fsynced at the end, undone on any error
     /// like a whole-chunk write.
-    fn write_streamed(&self, chunk: &Chunk<'_>) -> Result<()> {
+    fn write_streamed(&self, chunk: &Chunk<'_>, segments: &[&[u8]]) -> Result<()> {
         let id = ChunkId(chunk.id());
         let meta = chunk_metadata(chunk, &self.keys);
         let path = expand(&self.template, &meta, Some(&id), &self.keys)
             .map_err(|e| self.placeholder_error(chunk, e))?;
         let mut buf = self.take_buffer(STREAM_PIECE + STREAM_PIECE / 4);
-        let result = self.write_file_with(&path, |file| self.stream_chunk(chunk, file, &mut buf));
+        let result = self.write_file_with(&path, |file| {
+            self.stream_chunk(chunk, segments, file, &mut buf)
+        });
         self.give_buffer(buf);
         let ((records, bytes), written) = result.map_err(|e| match e {
             StreamError::Format(e) => e,
@@ -658,11 +693,13 @@ impl FileOutput {
         Ok(())
     }
 
-    /// Formats every entry of `chunk` into `buf`, writing it to `file` whenever it holds
-    /// [`STREAM_PIECE`] bytes; returns the events and bytes written.
+    /// Formats every entry of `chunk` (its payload: the entries of `segments`, in order) into
+    /// `buf`, writing it to `file` whenever it holds [`STREAM_PIECE`] bytes; returns the
+    /// events and bytes written.
     fn stream_chunk(
         &self,
         chunk: &Chunk<'_>,
+        segments: &[&[u8]],
         file: &mut std::fs::File,
         buf: &mut Vec<u8>,
     ) -> std::result::Result<(u32, usize), StreamError> {
@@ -676,68 +713,75 @@ impl FileOutput {
         let mut scratch = Scratch::new();
         let (mut records, mut bytes) = (0u32, 0usize);
         buf.clear();
-        let mut reader = chunk.entries().map_err(|e| bad(&e))?;
-        loop {
-            // Hot path: the formatter walks each record once, rendering it and measuring it
-            // for the reader.
-            let mark = buf.len();
-            let mut failed = None;
-            let mut declined = false;
-            let visited = reader.next_rendering(|time, rest| {
-                let time = nagare_formats::EventTime::new(time.sec, time.nsec);
-                match self
-                    .formatter
-                    .format_raw_prefix_with(tag, time, rest, buf, &mut scratch)
-                {
-                    Some(Ok(used)) => Some(used),
-                    Some(Err(e)) => {
-                        failed = Some(e);
-                        None
-                    }
-                    None => {
-                        declined = true;
-                        None
-                    }
-                }
-            });
-            match visited {
-                Visited::Entry(_) => {}
-                Visited::End => break,
-                Visited::Fallback => {
-                    buf.truncate(mark);
-                    if let Some(e) = failed {
-                        return Err(bad(&e));
-                    }
-                    let Some(entry) = reader.next() else { break };
-                    let entry = entry.map_err(|e| bad(&e))?;
-                    let time = nagare_formats::EventTime::new(entry.time.sec, entry.time.nsec);
-                    // A record the prefix renderer declined gets the same answer again
-                    // (it depends on the record's bytes alone): go straight to the raw
-                    // renderer. One the reader did not offer it (an unusual entry head)
-                    // may still take the cached path.
-                    let rendered = if declined {
-                        self.formatter.format_raw(tag, time, entry.record, buf)
-                    } else {
-                        self.formatter
-                            .format_raw_with(tag, time, entry.record, buf, &mut scratch)
-                    };
-                    match rendered {
-                        Some(r) => r.map_err(|e| bad(&e))?,
+        for segment in segments {
+            let mut reader = ChunkReader::new(segment);
+            loop {
+                // Hot path: the formatter walks each record once, rendering it and measuring it
+                // for the reader.
+                let mark = buf.len();
+                let mut failed = None;
+                let mut declined = false;
+                let visited = reader.next_rendering(|time, rest| {
+                    let time = nagare_formats::EventTime::new(time.sec, time.nsec);
+                    match self
+                        .formatter
+                        .format_raw_prefix_with(tag, time, rest, buf, &mut scratch)
+                    {
+                        Some(Ok(used)) => Some(used),
+                        Some(Err(e)) => {
+                            failed = Some(e);
+                            None
+                        }
                         None => {
-                            buf.truncate(mark);
-                            let record = entry.value().map_err(|e| bad(&e))?;
-                            self.formatter
-                                .format(tag, time, &record, buf)
-                                .map_err(|e| bad(&e))?;
+                            declined = true;
+                            None
+                        }
+                    }
+                });
+                match visited {
+                    Visited::Entry(_) => {}
+                    Visited::End => break,
+                    Visited::Fallback => {
+                        buf.truncate(mark);
+                        if let Some(e) = failed {
+                            return Err(bad(&e));
+                        }
+                        let Some(entry) = reader.next() else { break };
+                        let entry = entry.map_err(|e| bad(&e))?;
+                        let time = nagare_formats::EventTime::new(entry.time.sec, entry.time.nsec);
+                        // A record the prefix renderer declined gets the same answer again
+                        // (it depends on the record's bytes alone): go straight to the raw
+                        // renderer. One the reader did not offer it (an unusual entry head)
+                        // may still take the cached path.
+                        let rendered = if declined {
+                            self.formatter.format_raw(tag, time, entry.record, buf)
+                        } else {
+                            self.formatter.format_raw_with(
+                                tag,
+                                time,
+                                entry.record,
+                                buf,
+                                &mut scratch,
+                            )
+                        };
+                        match rendered {
+                            Some(r) => r.map_err(|e| bad(&e))?,
+                            None => {
+                                buf.truncate(mark);
+                                let record = entry.value().map_err(|e| bad(&e))?;
+                                self.formatter
+                                    .format(tag, time, &record, buf)
+                                    .map_err(|e| bad(&e))?;
+                            }
                         }
                     }
                 }
-            }
-            records += 1;
-            if buf.len() >= STREAM_PIECE {
-                file.write_all(buf)?;
-                bytes += buf.len();
-                buf.clear();
+                records += 1;
+                if buf.len() >= STREAM_PIECE {
+                    file.write_all(buf)?;
+                    bytes += buf.len();
+                    buf.clear();
+                }
             }
         }
         file.write_all(buf)?;

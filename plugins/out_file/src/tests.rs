@@ -981,3 +981,94 @@ fn streamed_one_walk_equals_the_whole_chunk_path_on_mixed_entries() -> R {
     }
     Ok(())
 }
+
+/// A file buffer's chunk lent as ranges of its file (frames between headers, here junk)
+/// renders the same text as the same entries lent as bytes: streamed and mapped in place
+/// (plain text, json or the default format), or read for the whole-chunk path (gzip).
+#[test]
+fn file_range_chunks_render_like_byte_chunks() -> R {
+    // 300 entries, each encoded alone so its end is known.
+    let (mut payload, mut ends) = (Vec::new(), Vec::new());
+    for i in 0..300u32 {
+        let mut one = ChunkWriter::new();
+        one.push_map(
+            EventTime::new(T + i, i),
+            [
+                ("i", Value::from(i)),
+                (
+                    "msg",
+                    Value::from(format!("line \"{i}\" {}", "x".repeat(i as usize))),
+                ),
+            ],
+        );
+        payload.extend_from_slice(one.as_bytes());
+        ends.push(payload.len());
+    }
+    // Frames of whole entries, each after a 24-byte junk header; the second frame starts
+    // past the first page.
+    let cuts = [0, ends[100], ends[101], ends[200], payload.len()];
+    let mut file_bytes = Vec::new();
+    let mut ranges = Vec::new();
+    for c in cuts.windows(2) {
+        file_bytes.extend_from_slice(&[0xc1; 24]);
+        ranges.push((file_bytes.len() as u64, (c[1] - c[0]) as u64));
+        file_bytes.extend_from_slice(&payload[c[0]..c[1]]);
+    }
+    assert!(ranges[1].0 > 4096, "a range starts past the first page");
+    let mut file = tempfile::tempfile().expect("temp file");
+    file.write_all(&file_bytes).expect("write the chunk file");
+
+    for (format, extra) in [
+        ("", ""),
+        ("<format>\n @type json\n</format>", ""),
+        ("", "compress gz"),
+    ] {
+        let f = fx();
+        // `<buffer tag>`: every chunk key is known, so plain text is streamed.
+        let conf = |name: &str| {
+            format!(
+                "path {{dir}}/{name}.${{tag}}\nappend true\nutc\n{extra}\n{format}\n<buffer tag>\n</buffer>"
+            )
+        };
+        let bytes_out = f.out(&conf("b"))?;
+        bytes_out.write_bytes("t", &payload, 300, ChunkFormat::MSGPACK_STREAM)?;
+        let ranges_out = f.out(&conf("r"))?;
+        ranges_out.write_file_ranges("t", [0; 16], &file, &ranges, 300)?;
+        let files = f.files();
+        let (Some(b), Some(r)) = (
+            files.iter().find(|n| n.starts_with("b.")),
+            files.iter().find(|n| n.starts_with("r.")),
+        ) else {
+            panic!("both files written: {files:?}");
+        };
+        let text = f.read(r);
+        assert!(
+            text == f.read(b),
+            "format {format:?} {extra:?}: the texts differ"
+        );
+        assert_eq!(text.lines().count(), 300);
+    }
+
+    // A range past the end of the file: a retryable error (mapped or read), and no file.
+    let f = fx();
+    let mut past = ranges.clone();
+    past.push((file_bytes.len() as u64 - 4, 10));
+    for extra in ["", "compress gz"] {
+        let out = f.out(&format!(
+            "path {{dir}}/p.${{tag}}\nappend true\n{extra}\n<buffer tag>\n</buffer>"
+        ))?;
+        let e = out
+            .write_file_ranges("t", [0; 16], &file, &past, 300)
+            .expect_err("ranges past the end");
+        assert_eq!(e.kind, ErrorKind::RETRYABLE, "{extra:?}: {e}");
+    }
+    assert!(f.files().is_empty(), "{:?}", f.files());
+    let out = f.out("path {dir}/p\nappend true")?;
+
+    // The host is told it may lend such chunks.
+    assert_eq!(
+        out.control(nagare_plugin_sdk::api::CHUNK_FORMATS_OP, &[])?,
+        vec![0x93, 0, 1, 2]
+    );
+    Ok(())
+}
