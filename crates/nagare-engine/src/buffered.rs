@@ -603,8 +603,8 @@ impl BufferedRunner {
             opts.has_secondary = s.secondary.is_some();
             // Only a file buffer has ranges to lend (and a memory buffer's output is not
             // asked: nothing more runs at start than before).
-            opts.file_ranges = s.spec.buffer.buffer_type == BufferType::File
-                && takes_file_ranges(&s.primary);
+            opts.file_ranges =
+                s.spec.buffer.buffer_type == BufferType::File && takes_file_ranges(&s.primary);
             let buffer = Buffer::open(s.spec.buffer.clone(), opts).map_err(|source| {
                 RunnerError::Buffer {
                     plugin_id: id.clone(),

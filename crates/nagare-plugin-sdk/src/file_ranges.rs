@@ -55,11 +55,13 @@ impl<'a> FileRanges<'a> {
         Ok(File::from(self.fd.try_clone_to_owned()?))
     }
 
-    /// Maps the part of the file the ranges cover into memory, read-only and populated at
-    /// once, so the payload is read in place from the page cache ([`MappedRanges::segments`])
-    /// instead of copied. Fails, before mapping, when the file is shorter than the ranges say
-    /// (reading a mapping past the end of a file would be a `SIGBUS`). `None` for an empty
-    /// payload.
+    /// Maps the part of the file the ranges cover into memory, read-only, so the payload is
+    /// read in place from the page cache ([`MappedRanges::segments`]) instead of copied. Pages
+    /// are mapped as they are read (the kernel maps the cached pages around each fault, 64 KiB
+    /// at a time; asking for them all at once with `MAP_POPULATE` cost more: out_file bench,
+    /// 4 alternated pairs, 137 against 131.5 CPU ticks per 3M events). Fails, before mapping,
+    /// when the file is shorter than the ranges say (reading a mapping past the end of a file
+    /// would be a `SIGBUS`). `None` for an empty payload.
     pub fn map(&self) -> io::Result<Option<MappedRanges<'_>>> {
         let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_owned());
         let nonempty = self.ranges().iter().filter(|(_, n)| *n > 0);
@@ -92,7 +94,7 @@ impl<'a> FileRanges<'a> {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                libc::MAP_SHARED,
                 self.fd.as_raw_fd(),
                 offset,
             )
