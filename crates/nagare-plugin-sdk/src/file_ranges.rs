@@ -232,12 +232,6 @@ impl Drop for MappedRanges<'_> {
     }
 }
 
-// SAFETY: the mapping is read-only memory owned by this value; sharing or moving it between
-// threads is as safe as for a `Box<[u8]>`.
-unsafe impl Send for MappedRanges<'_> {}
-// SAFETY: as above: only shared reads of immutable bytes.
-unsafe impl Sync for MappedRanges<'_> {}
-
 /// Makes closing `socket` reset the connection (`SO_LINGER` 0): what its send queue still
 /// holds (pages of the host's chunk file after [`FileRanges::send_to`]) is discarded when
 /// it is closed, not sent after `write` has returned.
