@@ -360,6 +360,13 @@ mod tests {
         })
     }
 
+    /// The file ranges of a `FILE_RANGES` test chunk.
+    fn ranges_of<'a>(c: &Chunk<'a>) -> super::FileRanges<'a> {
+        c.file_ranges()
+            .expect("a FILE_RANGES chunk")
+            .expect("decodes")
+    }
+
     /// Reads `r` to its end in a thread; the result within [`WAIT`].
     fn read_in_thread(mut r: impl Read + Send + 'static) -> mpsc::Receiver<io::Result<Vec<u8>>> {
         let (tx, rx) = mpsc::channel();
@@ -428,10 +435,7 @@ mod tests {
         (&f.file).seek(SeekFrom::Start(5)).expect("seek");
         let d = descriptor(&f.file, &f.ranges);
         let c = chunk(&d, ChunkFormat::FILE_RANGES, f.records);
-        let r = c
-            .file_ranges()
-            .expect("a FILE_RANGES chunk")
-            .expect("decodes");
+        let r = ranges_of(&c);
         assert_eq!(r.ranges(), f.ranges.as_slice());
         assert_eq!(r.len(), f.payload.len() as u64);
         assert!(!r.is_empty());
@@ -473,10 +477,7 @@ mod tests {
         for ranges in [f.ranges.clone(), late] {
             let d = descriptor(&f.file, &ranges);
             let c = chunk(&d, ChunkFormat::FILE_RANGES, f.records);
-            let r = c
-                .file_ranges()
-                .expect("a FILE_RANGES chunk")
-                .expect("decodes");
+            let r = ranges_of(&c);
             let want: Vec<Vec<u8>> = ranges
                 .iter()
                 .map(|&(o, n)| {
@@ -492,7 +493,7 @@ mod tests {
         }
         let d = descriptor(&f.file, &f.ranges);
         let c = chunk(&d, ChunkFormat::FILE_RANGES, f.records);
-        let r = c.file_ranges().expect("ranges").expect("decodes");
+        let r = ranges_of(&c);
         let mapped = r.map().expect("map").expect("mapped");
         assert!(
             mapped.segments().collect::<Vec<_>>().concat() == f.payload,
@@ -509,10 +510,7 @@ mod tests {
         (&f.file).seek(SeekFrom::Start(5)).expect("seek");
         let d = descriptor(&f.file, &f.ranges);
         let c = chunk(&d, ChunkFormat::FILE_RANGES, f.records);
-        let r = c
-            .file_ranges()
-            .expect("a FILE_RANGES chunk")
-            .expect("decodes");
+        let r = ranges_of(&c);
         let len = f.payload.len() as u64;
 
         let (client, server) = tcp_pair();
@@ -556,10 +554,7 @@ mod tests {
         for (ranges, done, n) in [(out, 3, 10), (past, 0, 1)] {
             let d = descriptor(&f.file, &ranges);
             let c = chunk(&d, ChunkFormat::FILE_RANGES, f.records);
-            let r = c
-                .file_ranges()
-                .expect("a FILE_RANGES chunk")
-                .expect("decodes");
+            let r = ranges_of(&c);
             let tail = format!("the file ends after {done} of {n} bytes");
 
             let mut copied = Vec::new();
@@ -604,10 +599,7 @@ mod tests {
         let f = fixture();
         let d = descriptor(&f.file, &[]);
         let c = chunk(&d, ChunkFormat::FILE_RANGES, 0);
-        let r = c
-            .file_ranges()
-            .expect("a FILE_RANGES chunk")
-            .expect("decodes");
+        let r = ranges_of(&c);
         assert!(r.is_empty());
         assert_eq!(r.read_to_vec().expect("read_to_vec"), Vec::<u8>::new());
         let mut copied = Vec::new();
@@ -671,10 +663,7 @@ mod tests {
         file.set_len(16 << 20).expect("set_len");
         let d = descriptor(&file, &[(0, 16 << 20)]);
         let c = chunk(&d, ChunkFormat::FILE_RANGES, 1);
-        let r = c
-            .file_ranges()
-            .expect("a FILE_RANGES chunk")
-            .expect("decodes");
+        let r = ranges_of(&c);
         let (client, server) = tcp_pair();
         client
             .set_write_timeout(Some(Duration::from_millis(200)))
