@@ -40,6 +40,12 @@ impl Output for Null {
         })
     }
 
+    /// Nothing of a chunk but its count is used: a file buffer need not keep its chunks in
+    /// memory for this output, and they are never read back for it either.
+    fn accepts_file_ranges(&self) -> bool {
+        true
+    }
+
     fn write(&self, chunk: Chunk<'_>) -> Result<()> {
         if self.conf.never_flush {
             return Err(error::retryable("never_flush is set"));
@@ -100,6 +106,22 @@ mod tests {
     fn decode(bytes: &[u8]) -> Value {
         let mut rd = bytes;
         nagare_plugin_sdk::rmpv::decode::read_value(&mut rd).unwrap_or(Value::Nil)
+    }
+
+    #[test]
+    fn file_range_chunks_are_counted_without_being_read() -> std::result::Result<(), PluginError> {
+        let kit = TestKit::new(nagare_plugin_module());
+        let out = kit.output("null", "")?;
+        assert_eq!(
+            out.control(nagare_plugin_sdk::api::CHUNK_FORMATS_OP, &[])?,
+            vec![0x93, 0, 1, 2]
+        );
+        // Ranges far past the end of an empty file: nothing reads them.
+        let file = tempfile::tempfile().expect("temp file");
+        out.write_file_ranges("app", [0; 16], &file, &[(1 << 20, 4096)], 7)?;
+        assert_eq!(kit.host().metric("events"), Some(7.0));
+        assert_eq!(kit.host().metric("chunks"), Some(1.0));
+        Ok(())
     }
 
     #[test]

@@ -12,8 +12,11 @@
 
 use nagare_formats::time::Zone;
 use nagare_formats::{Formatter, Params, build_formatter};
+use nagare_plugin_sdk::chunk::ChunkError;
 use nagare_plugin_sdk::rmpv::Value;
-use nagare_plugin_sdk::{Chunk, ConfigNode, Output, PluginContext, Result, error, export_plugins};
+use nagare_plugin_sdk::{
+    Chunk, ChunkReader, ConfigNode, Output, PluginContext, Result, error, export_plugins,
+};
 use serde::Deserialize;
 
 /// The formatter `@type`s this plugin renders.
@@ -178,6 +181,12 @@ impl Output for Stdout {
         })
     }
 
+    /// A file buffer's chunk is read from its file when printed (`Chunk::payload`), so the
+    /// buffer keeps no copy of it in memory meanwhile.
+    fn accepts_file_ranges(&self) -> bool {
+        true
+    }
+
     fn write(&self, chunk: Chunk<'_>) -> Result<()> {
         let text = self.render_chunk(&chunk)?;
         sink::write(&text).map_err(|e| {
@@ -199,8 +208,15 @@ impl Stdout {
                 chunk.tag()
             ))
         };
-        let mut out = Vec::with_capacity(chunk.bytes().len() * 2);
-        for entry in chunk.entries().map_err(|e| bad(&e))? {
+        // A buffer file that cannot be read now may be read on a retry.
+        let payload = chunk.payload().map_err(|e| match e {
+            ChunkError::FileRanges(m) => {
+                error::retryable(format!("stdout: chunk {}: chunk file: {m}", chunk.id_hex()))
+            }
+            e => bad(&e),
+        })?;
+        let mut out = Vec::with_capacity(payload.len() * 2);
+        for entry in ChunkReader::new(payload) {
             let entry = entry.map_err(|e| bad(&e))?;
             let record = entry.value().map_err(|e| bad(&e))?;
             self.render

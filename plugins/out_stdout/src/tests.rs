@@ -204,3 +204,46 @@ fn default_format_uses_local_time_from_tz() {
         );
     }
 }
+
+/// A file buffer's chunk lent as ranges of its file prints like the same chunk lent as
+/// bytes; a file shorter than its ranges is a retryable error that prints nothing.
+#[test]
+fn file_range_chunks_are_printed() -> std::result::Result<(), PluginError> {
+    use std::io::Write as _;
+    let kit = TestKit::new(nagare_plugin_module());
+    let out = kit.output("stdout", "<format>\n @type json\n</format>")?;
+    assert_eq!(
+        out.control(nagare_plugin_sdk::api::CHUNK_FORMATS_OP, &[])?,
+        vec![0x93, 0, 1, 2]
+    );
+    // The two entries in two frames, each after a junk header.
+    let w = chunk();
+    let bytes = w.as_bytes();
+    let mut one = ChunkWriter::new();
+    one.push_map(T, [("k", Value::from("v"))]);
+    let first = one.as_bytes().len();
+    assert!(bytes.starts_with(one.as_bytes()) && first < bytes.len());
+    let mut file = tempfile::tempfile().expect("temp file");
+    let mut ranges = Vec::new();
+    let mut at = 0u64;
+    for piece in [&bytes[..first], &bytes[first..]] {
+        file.write_all(&[0xc1; 24]).expect("write");
+        at += 24;
+        ranges.push((at, piece.len() as u64));
+        file.write_all(piece).expect("write");
+        at += piece.len() as u64;
+    }
+    sink::take();
+    out.write_file_ranges("t", [0; 16], &file, &ranges, 2)?;
+    assert_eq!(
+        sink::take(),
+        "{\"k\":\"v\"}\n{\"n\":1,\"f\":0.5,\"a\":[null]}\n"
+    );
+    ranges.push((at - 2, 10));
+    let e = out
+        .write_file_ranges("t", [0; 16], &file, &ranges, 3)
+        .expect_err("past the end of the file");
+    assert_eq!(e.kind, ErrorKind::RETRYABLE, "{e}");
+    assert_eq!(sink::take(), "");
+    Ok(())
+}
