@@ -158,19 +158,7 @@ impl FileRanges {
 
     /// Reads the payload into `buf` (cleared first).
     fn read_into(&self, buf: &mut Vec<u8>) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        buf.clear();
-        for &(offset, len) in &self.ranges {
-            let at = buf.len();
-            let len = usize::try_from(len).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "range too large")
-            })?;
-            buf.resize(at + len, 0);
-            if let Some(dst) = buf.get_mut(at..) {
-                self.file.read_exact_at(dst, offset)?;
-            }
-        }
-        Ok(())
+        nagare_core::file_ranges::read_ranges_into(&self.file, &self.ranges, buf)
     }
 }
 

@@ -9,6 +9,10 @@
 //! little-endian `u64` words `[1, fd, n, offset_1, len_1, …, offset_n, len_n]`. The first
 //! word is the layout's version.
 
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
 use thiserror::Error;
 
 /// The layout version this module writes and reads.
@@ -107,6 +111,30 @@ impl FileRanges {
         }
         Ok(FileRanges { fd, ranges })
     }
+}
+
+/// Reads the `(offset, len)` `ranges` of `file`, in order, into `buf` (cleared first), with
+/// positioned reads (the file's offset is not used). A range past the end of the file is an
+/// `UnexpectedEof` error. What the host does for an output that needs bytes, and the SDK's
+/// `FileRanges::read_to_vec`.
+pub fn read_ranges_into(file: &File, ranges: &[(u64, u64)], buf: &mut Vec<u8>) -> io::Result<()> {
+    let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "chunk file range too large");
+    buf.clear();
+    let total = ranges
+        .iter()
+        .try_fold(0usize, |acc, (_, n)| {
+            usize::try_from(*n).ok().and_then(|n| acc.checked_add(n))
+        })
+        .ok_or_else(too_large)?;
+    buf.resize(total, 0);
+    let mut at = 0usize;
+    for &(offset, n) in ranges {
+        let n = usize::try_from(n).map_err(|_| too_large())?;
+        let dst = buf.get_mut(at..at + n).ok_or_else(too_large)?;
+        file.read_exact_at(dst, offset)?;
+        at += n;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

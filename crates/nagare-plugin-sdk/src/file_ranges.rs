@@ -112,20 +112,8 @@ impl<'a> FileRanges<'a> {
 
     /// Reads the payload into memory, with positioned reads.
     pub fn read_to_vec(&self) -> io::Result<Vec<u8>> {
-        let len = usize::try_from(self.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "payload too large"))?;
-        let file = self.file()?;
-        let mut out = vec![0u8; len];
-        let mut at = 0usize;
-        for &(offset, n) in self.ranges() {
-            let n = usize::try_from(n)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
-            let dst = out
-                .get_mut(at..at.saturating_add(n))
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range past payload"))?;
-            file.read_exact_at(dst, offset)?;
-            at += n;
-        }
+        let mut out = Vec::new();
+        nagare_core::file_ranges::read_ranges_into(&self.file()?, self.ranges(), &mut out)?;
         Ok(out)
     }
 

@@ -553,20 +553,16 @@ impl FileOutput {
         let tag = chunk.tag();
         // A chunk file that cannot be read now may be read on a retry; a chunk that does not
         // decode never will.
-        let entries = chunk.entries().map_err(|e| match e {
+        let payload = chunk.payload().map_err(|e| match e {
             nagare_plugin_sdk::chunk::ChunkError::FileRanges(m) => {
                 error::retryable(format!("{}: chunk file: {m}", self.context(chunk)))
             }
             e => bad(&e),
         })?;
-        let payload_len = match chunk.file_ranges() {
-            Some(r) => r.map_or(0, |r| usize::try_from(r.len()).unwrap_or(0)),
-            None => chunk.bytes().len(),
-        };
-        let mut single: (Vec<u8>, u32) = (self.take_buffer(payload_len * 2), 0);
+        let mut single: (Vec<u8>, u32) = (self.take_buffer(payload.len() * 2), 0);
         let mut groups: Groups<(Vec<u8>, u32)> = Groups::default();
         let mut scratch = Scratch::new();
-        for entry in entries {
+        for entry in ChunkReader::new(payload) {
             let entry = entry.map_err(|e| bad(&e))?;
             let time = nagare_formats::EventTime::new(entry.time.sec, entry.time.nsec);
             // Hot path: one file for the whole chunk and nothing to inject, so formatters that
