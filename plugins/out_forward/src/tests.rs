@@ -266,6 +266,18 @@ fn output(kit: &TestKit, text: &str) -> TestOutput {
     out
 }
 
+/// A started output to the one node at `addr`, with acks and no heartbeat, and `extra`
+/// parameter lines (each ending in a newline).
+fn acked_output(kit: &TestKit, addr: SocketAddr, extra: &str) -> TestOutput {
+    output(
+        kit,
+        &format!(
+            "heartbeat_type none\nrequire_ack_response true\n{extra}{}",
+            server(addr, "")
+        ),
+    )
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !f() {
@@ -311,13 +323,7 @@ fn packed_forward_on_the_wire_is_byte_exact() {
 fn require_ack_sends_the_chunk_id_and_waits_for_the_matching_ack() {
     let kit = TestKit::new(nagare_plugin_module());
     let sink = Sink::start(AckMode::Ack, None);
-    let mut out = output(
-        &kit,
-        &format!(
-            "heartbeat_type none\nrequire_ack_response true\n{}",
-            server(sink.addr, "")
-        ),
-    );
+    let mut out = acked_output(&kit, sink.addr, "");
     let id = UniqueId::generate();
     let w = entries(2);
     write_chunk(&out, "acked", id.0, &w).unwrap_or_else(|e| panic!("{e}"));
@@ -344,13 +350,7 @@ fn ack_mismatch_and_ack_timeout_are_retryable() {
     let check = |mode: AckMode, expect: &str| {
         let kit = TestKit::new(nagare_plugin_module());
         let sink = Sink::start(mode, None);
-        let mut out = output(
-            &kit,
-            &format!(
-                "heartbeat_type none\nrequire_ack_response true\nack_response_timeout 1\n{}",
-                server(sink.addr, "")
-            ),
-        );
+        let mut out = acked_output(&kit, sink.addr, "ack_response_timeout 1\n");
         let err = write_chunk(&out, "t", [1; 16], &entries(1)).err();
         let err = err.unwrap_or_else(|| panic!("{mode:?}: write succeeded"));
         assert_eq!(err.kind, ErrorKind::RETRYABLE, "{mode:?}");
@@ -486,13 +486,7 @@ fn udp_heartbeats_keep_a_node_and_their_absence_detaches_it() {
 fn gzip_sends_compressed_packed_forward() {
     let kit = TestKit::new(nagare_plugin_module());
     let sink = Sink::start(AckMode::Ack, None);
-    let mut out = output(
-        &kit,
-        &format!(
-            "heartbeat_type none\ncompress gzip\nrequire_ack_response true\n{}",
-            server(sink.addr, "")
-        ),
-    );
+    let mut out = acked_output(&kit, sink.addr, "compress gzip\n");
     let w = entries(50);
     write_chunk(&out, "gz", [3; 16], &w).unwrap_or_else(|e| panic!("{e}"));
     // An already-gzipped buffer chunk goes out untouched.
@@ -525,13 +519,7 @@ fn gzip_sends_compressed_packed_forward() {
 fn keepalive_reuses_one_connection() {
     let kit = TestKit::new(nagare_plugin_module());
     let sink = Sink::start(AckMode::Ack, None);
-    let mut out = output(
-        &kit,
-        &format!(
-            "heartbeat_type none\nkeepalive true\nrequire_ack_response true\n{}",
-            server(sink.addr, "")
-        ),
-    );
+    let mut out = acked_output(&kit, sink.addr, "keepalive true\n");
     for i in 0..5u8 {
         write_chunk(&out, "ka", [i; 16], &entries(1)).unwrap_or_else(|e| panic!("{e}"));
     }
@@ -564,13 +552,7 @@ fn security_handshake_with_shared_keys() {
     let kit = TestKit::new(nagare_plugin_module());
     let sink = Sink::start(AckMode::Ack, Some(security));
     let sec = "<security>\n self_hostname client\n shared_key k1\n</security>\n";
-    let mut out = output(
-        &kit,
-        &format!(
-            "heartbeat_type none\nrequire_ack_response true\n{sec}{}",
-            server(sink.addr, "")
-        ),
-    );
+    let mut out = acked_output(&kit, sink.addr, sec);
     write_chunk(&out, "sec", [1; 16], &entries(2)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sink.got().len(), 1);
     out.stop().unwrap_or_default();
@@ -777,13 +759,7 @@ fn interop_with_a_python_sink_ack_and_never_ack() {
     let addr: SocketAddr = format!("127.0.0.1:{port}")
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut out = output(
-        &kit,
-        &format!(
-            "heartbeat_type none\nrequire_ack_response true\nack_response_timeout 1\n{}",
-            server(addr, "")
-        ),
-    );
+    let mut out = acked_output(&kit, addr, "ack_response_timeout 1\n");
     let id = UniqueId::generate();
     let w = entries(4);
     // The sink never acks: the chunk is retryable (the host would retry it).
@@ -903,13 +879,7 @@ fn file_ranges_chunk_goes_out_as_the_same_packed_forward_and_is_acked() {
     for ranged in [false, true] {
         let kit = TestKit::new(nagare_plugin_module());
         let sink = Sink::start(AckMode::Ack, None);
-        let mut out = output(
-            &kit,
-            &format!(
-                "heartbeat_type none\nrequire_ack_response true\n{}",
-                server(sink.addr, "")
-            ),
-        );
+        let mut out = acked_output(&kit, sink.addr, "");
         let written = if ranged {
             out.write_file_ranges("app.log", id.0, &file, &ranges, w.records())
         } else {
@@ -942,13 +912,7 @@ fn file_ranges_chunk_goes_out_as_the_same_packed_forward_and_is_acked() {
 fn file_ranges_with_keepalive_reuse_the_acked_connection() {
     let kit = TestKit::new(nagare_plugin_module());
     let sink = Sink::start(AckMode::Ack, None);
-    let mut out = output(
-        &kit,
-        &format!(
-            "heartbeat_type none\nkeepalive true\nrequire_ack_response true\n{}",
-            server(sink.addr, "")
-        ),
-    );
+    let mut out = acked_output(&kit, sink.addr, "keepalive true\n");
     let w = entries(40);
     let (file, ranges) = chunk_file(w.as_bytes(), 3);
     for i in 0..3u8 {
@@ -1006,13 +970,7 @@ fn file_ranges_never_acked_is_retryable_and_resets_the_connection() {
     for ranged in [false, true] {
         let kit = TestKit::new(nagare_plugin_module());
         let (addr, rx) = silent_receiver();
-        let mut out = output(
-            &kit,
-            &format!(
-                "heartbeat_type none\nrequire_ack_response true\nack_response_timeout 1\n{}",
-                server(addr, "")
-            ),
-        );
+        let mut out = acked_output(&kit, addr, "ack_response_timeout 1\n");
         let start = Instant::now();
         let err = if ranged {
             out.write_file_ranges("t", id.0, &file, &ranges, w.records())
@@ -1046,13 +1004,7 @@ fn file_ranges_never_acked_is_retryable_and_resets_the_connection() {
 fn a_range_past_the_end_of_the_file_fails_the_send_and_resets_the_connection() {
     let kit = TestKit::new(nagare_plugin_module());
     let (addr, rx) = silent_receiver();
-    let mut out = output(
-        &kit,
-        &format!(
-            "heartbeat_type none\nrequire_ack_response true\nack_response_timeout 1\n{}",
-            server(addr, "")
-        ),
-    );
+    let mut out = acked_output(&kit, addr, "ack_response_timeout 1\n");
     let w = entries(50);
     let (file, mut ranges) = chunk_file(w.as_bytes(), 2);
     let file_len = file.metadata().expect("metadata").len();
@@ -1091,13 +1043,7 @@ fn an_empty_chunk_sends_nothing() {
     let kit = TestKit::new(nagare_plugin_module());
     for compress in ["text", "gzip"] {
         let sink = Sink::start(AckMode::Ack, None);
-        let mut out = output(
-            &kit,
-            &format!(
-                "heartbeat_type none\nrequire_ack_response true\ncompress {compress}\n{}",
-                server(sink.addr, "")
-            ),
-        );
+        let mut out = acked_output(&kit, sink.addr, &format!("compress {compress}\n"));
         let (file, _) = chunk_file(b"", 1);
         let writes = [
             (
