@@ -225,7 +225,8 @@ enum Found {
 /// whatever the number of reads it arrives in.
 pub struct Decoder {
     cfg: DecoderConfig,
-    /// Initialised storage; `buf[start..end]` is pending, `buf[end..]` is spare room.
+    /// `buf[start..end]` is pending; `buf[end..]` is room handed out by `read_buf` (zeroed
+    /// once), and the capacity past `buf.len()` is room not touched yet.
     buf: Vec<u8>,
     /// Start of the pending value in `buf`.
     start: usize,
@@ -306,27 +307,60 @@ impl Decoder {
     /// the connection into; say how much was read with [`commit`](Self::commit).
     ///
     /// Makes room by moving the pending bytes to the front when they are few, otherwise by
-    /// growing the buffer (to about four times the largest pending request); fresh memory is
-    /// zeroed once, when the buffer grows.
+    /// growing the buffer's capacity (to about four times the largest pending request). Only
+    /// the room handed out is zeroed, the first time it is used: a connection holds in memory
+    /// the bytes it has read, never the whole capacity it grew to, so a thousand connections
+    /// waiting on a full buffer hold little more than their requests.
     pub fn read_buf(&mut self, min: usize) -> &mut [u8] {
         let min = if min == 0 { DEFAULT_READ_SIZE } else { min };
         if self.start == self.end {
             self.drop_consumed();
         }
-        if self.buf.len() - self.end < min {
+        if self.buf.capacity() - self.end < min {
             // Move the pending bytes when they are few (at most a quarter of the buffer, so
             // moves cost at most a third of a byte per byte read), else grow the buffer;
             // past `GROW_LIMIT` memory matters more than moves.
-            let few = self.buffered().saturating_mul(4) <= self.buf.len();
-            if self.start > 0 && (few || self.buf.len() >= GROW_LIMIT) {
+            let few = self.buffered().saturating_mul(4) <= self.buf.capacity();
+            if self.start > 0 && (few || self.buf.capacity() >= GROW_LIMIT) {
                 self.drop_consumed();
             }
-            if self.buf.len() - self.end < min {
-                let want = (self.end + min).max(self.buf.len().saturating_mul(2));
-                self.buf.resize(want, 0);
+            if self.buf.capacity() - self.end < min {
+                let want = (self.buffered() + min).max(self.buf.capacity().saturating_mul(2));
+                self.regrow(want);
             }
         }
+        let room = self.end + min;
+        if self.buf.len() < room {
+            // Within the capacity: no reallocation.
+            self.buf.resize(room, 0);
+        }
         self.buf.get_mut(self.end..).unwrap_or_default()
+    }
+
+    /// Moves the pending bytes to the front of a new buffer of `capacity` bytes: only they
+    /// are copied (a reallocation would copy, and so touch, the whole old buffer).
+    fn regrow(&mut self, capacity: usize) {
+        let mut grown = Vec::with_capacity(capacity);
+        grown.extend_from_slice(self.buf.get(self.start..self.end).unwrap_or_default());
+        self.base += self.start as u64;
+        self.end -= self.start;
+        self.start = 0;
+        self.buf = grown;
+    }
+
+    /// Gives back the buffer's memory beyond the pending bytes (a partial next request, if
+    /// any), for a connection about to wait long for room downstream: waiting connections
+    /// then hold their requests, not buffers grown for them. Reading later grows it again.
+    pub fn compact(&mut self) {
+        if self.buf.capacity() > self.buffered().max(DEFAULT_READ_SIZE) {
+            self.regrow(self.buffered());
+        }
+    }
+
+    /// (bytes of the buffer written so far, its capacity), for tests of its memory.
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> (usize, usize) {
+        (self.buf.len(), self.buf.capacity())
     }
 
     /// Records that the first `n` bytes of [`read_buf`](Self::read_buf) were filled.
@@ -344,7 +378,7 @@ impl Decoder {
         self.base += self.start as u64;
         self.end -= self.start;
         self.start = 0;
-        if self.end == 0 && self.buf.len() > SHRINK_ABOVE {
+        if self.end == 0 && self.buf.capacity() > SHRINK_ABOVE {
             self.buf = Vec::new();
         }
     }
@@ -710,11 +744,19 @@ fn is_message(raw: &[u8]) -> bool {
 
 /// A request that owns its data (copies only a borrowed chunk).
 fn owned_request(r: Request<'_>) -> Request<'static> {
-    match r {
-        Request::Events(b) => Request::Events(b.into_owned()),
-        Request::Heartbeat => Request::Heartbeat,
-        Request::Broken { reason, size } => Request::Broken { reason, size },
-        Request::Oversized { tag, size, limit } => Request::Oversized { tag, size, limit },
+    r.into_owned()
+}
+
+impl Request<'_> {
+    /// The same request owning its data (copies only a borrowed chunk), so the decoder can
+    /// be used again while it is handled.
+    pub fn into_owned(self) -> Request<'static> {
+        match self {
+            Request::Events(b) => Request::Events(b.into_owned()),
+            Request::Heartbeat => Request::Heartbeat,
+            Request::Broken { reason, size } => Request::Broken { reason, size },
+            Request::Oversized { tag, size, limit } => Request::Oversized { tag, size, limit },
+        }
     }
 }
 

@@ -755,6 +755,66 @@ fn reads_go_straight_into_the_buffer() {
 }
 
 #[test]
+fn a_buffer_holds_in_memory_what_was_read_not_what_it_grew_to() {
+    // One PackedForward request of about 150 KB, read 64 KiB at a time as in_forward does.
+    let c = chunk_of(&vec![7; 9000]);
+    let mut stream = Vec::new();
+    encode_packed_forward(&mut stream, "t", &c, 9000, Compression::Text, None);
+    assert!(stream.len() > 140_000, "{}", stream.len());
+    let mut d = Decoder::new(DecoderConfig::default());
+    let (mut fed, mut got) = (0, 0);
+    while fed < stream.len() {
+        let spare = d.read_buf(64 * 1024);
+        let n = spare.len().min(stream.len() - fed).min(64 * 1024);
+        spare[..n].copy_from_slice(&stream[fed..fed + n]);
+        d.commit(n);
+        fed += n;
+        // Written storage never runs more than one read ahead of the bytes received.
+        let (written, capacity) = d.memory();
+        assert!(
+            written <= fed + 64 * 1024,
+            "{written} written for {fed} received"
+        );
+        assert!(capacity >= written);
+        while let Ok(Some(Request::Events(b))) = d.next_request() {
+            got += b.records;
+        }
+    }
+    assert_eq!(got, 9000);
+}
+
+#[test]
+fn compact_gives_back_the_buffer_and_keeps_the_partial_next_request() {
+    let first = chunk_of(&vec![1; 7000]);
+    let second = chunk_of(&[2, 3, 4]);
+    let mut stream = Vec::new();
+    encode_packed_forward(&mut stream, "a", &first, 7000, Compression::Text, None);
+    let cut = stream.len() + 10;
+    encode_packed_forward(&mut stream, "b", &second, 3, Compression::Text, Some("id"));
+    let mut d = Decoder::new(DecoderConfig::default());
+    d.feed(&stream[..cut]);
+    match d.next_request() {
+        Ok(Some(Request::Events(b))) => assert_eq!((b.tag.as_str(), b.records), ("a", 7000)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(d.buffered(), 10);
+    d.compact();
+    assert!(d.memory().1 <= 64 * 1024, "{:?}", d.memory());
+    d.feed(&stream[cut..]);
+    match d.next_request() {
+        Ok(Some(Request::Events(b))) => {
+            assert_eq!(
+                (b.tag.as_str(), &*b.chunk, b.records),
+                ("b", &second[..], 3)
+            );
+            assert_eq!(b.chunk_option, Some(AckId(b"id".to_vec())));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(d.buffered(), 0);
+}
+
+#[test]
 fn poisoned_after_error() {
     let mut d = Decoder::new(DecoderConfig::default());
     d.feed(&[0xc1]);

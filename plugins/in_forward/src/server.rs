@@ -279,7 +279,10 @@ impl Connection {
             loop {
                 match decoder.next_request()? {
                     None => break,
-                    Some(req) => self.handle(stream, req).await?,
+                    Some(req) => {
+                        let req = req.into_owned();
+                        self.handle(stream, &mut decoder, req).await?
+                    }
                 }
                 if self.shared.settings.deny_keepalive {
                     return Ok(());
@@ -329,7 +332,12 @@ impl Connection {
         }
     }
 
-    async fn handle(&mut self, stream: &mut TcpStream, req: Request<'_>) -> Result<(), Close> {
+    async fn handle(
+        &mut self,
+        stream: &mut TcpStream,
+        decoder: &mut Decoder,
+        req: Request<'static>,
+    ) -> Result<(), Close> {
         let shared = self.shared.clone();
         let batch = match req {
             Request::Heartbeat => return Ok(()),
@@ -426,6 +434,9 @@ impl Connection {
                         interrupted: false,
                     })),
                     Err(rej) if rej.error.kind == ErrorKind::RETRYABLE && !rej.data.is_empty() => {
+                        // The wait may be long and every connection may be in it: keep the
+                        // request, not the buffer that was grown to read it.
+                        decoder.compact();
                         let emitter = shared.emitter.clone();
                         tokio::task::spawn_blocking(move || {
                             emitter
