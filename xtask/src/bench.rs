@@ -7,7 +7,8 @@
 //! buffer, so the acks mark the end of the run. CPU seconds come from `/proc/PID/stat`
 //! (utime + stime) before and after; peak RSS is `VmHWM`. The same bytes are then sent to a raw
 //! TCP sink in this process that only reads and discards (the machine's ceiling), and the
-//! ratio is printed.
+//! ratio is printed. `flood` measures memory instead: peak RSS while connections flood a
+//! buffer that is full because its output is down.
 
 use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
@@ -71,6 +72,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
             "filter".into(),
             "file".into(),
             "relay".into(),
+            "flood".into(),
         ];
     }
     Ok(o)
@@ -153,7 +155,20 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             }
             "file" => note(file_scenario(&bin, &opts)?),
             "relay" => note(relay_scenario(&bin, &opts)?),
-            other => bail!("unknown benchmark '{other}' (known: forward, filter, file, relay)"),
+            "flood" => {
+                for (buffer, conns, acks) in [
+                    ("memory", 4, false),
+                    ("memory", 64, false),
+                    ("file", 64, false),
+                    ("memory", 16, true),
+                    ("memory", 64, true),
+                ] {
+                    flood_scenario(&bin, buffer, conns, acks)?;
+                }
+            }
+            other => {
+                bail!("unknown benchmark '{other}' (known: forward, filter, file, relay, flood)")
+            }
         }
     }
     println!("# loadavg after: {}", loadavg());
@@ -651,6 +666,85 @@ fn file_scenario(bin: &Path, opts: &Options) -> Result<(String, f64)> {
     ))
 }
 
+/// Issue #5's memory bound: peak RSS stays under `total_limit_size` + 32 MB whatever the
+/// input rate. `conns` connections send requests (each asking for an ack with `acks`) as fast
+/// as they can for [`FLOOD_SECS`] into a buffer whose output is down (out_forward to a closed
+/// port), so the buffer fills and `overflow_action block` holds every connection back; a
+/// connection whose write times out is blocked for good and only kept open. Prints the peak
+/// RSS against the bound; no CPU figure.
+fn flood_scenario(bin: &Path, buffer: &str, conns: usize, acks: bool) -> Result<()> {
+    const TOTAL_MB: usize = 32;
+    let dead = free_port()?;
+    let storage = if buffer == "file" {
+        "@type file\n    path {dir}/buffer"
+    } else {
+        "@type memory"
+    };
+    let c = start_config(
+        bin,
+        &format!(
+            "<system>\n  log_level error\n</system>\n\
+             <source>\n  @type forward\n  bind 127.0.0.1\n  port {{port}}\n</source>\n\
+             <match **>\n  @type forward\n  heartbeat_type none\n  <server>\n    host 127.0.0.1\n    port {dead}\n  </server>\n\
+               <buffer>\n    {storage}\n    chunk_limit_size 4m\n    total_limit_size {TOTAL_MB}m\n    overflow_action block\n    flush_interval 1s\n  </buffer>\n</match>\n"
+        ),
+        Stdio::null(),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = c.child.id();
+    let (idle, _) = rss_kb(pid)?;
+    // Of two batches, the first asks for no ack and the last for one.
+    let request = build_payloads(Mode::Packed, 2 * BATCH, 1)
+        .into_iter()
+        .flatten()
+        .nth(usize::from(acks))
+        .context("a request")?;
+    let deadline = Instant::now() + Duration::from_secs(FLOOD_SECS);
+    let sent: usize = std::thread::scope(|s| {
+        let senders: Vec<_> = (0..conns)
+            .map(|_| {
+                s.spawn(|| -> Result<usize> {
+                    let mut sock = TcpStream::connect(("127.0.0.1", c.port))?;
+                    sock.set_write_timeout(Some(Duration::from_millis(200)))?;
+                    let mut sent = 0;
+                    while Instant::now() < deadline {
+                        if sock.write_all(&request).is_err() {
+                            // Held back: keep the connection (and what it sent) open.
+                            break;
+                        }
+                        sent += request.len();
+                    }
+                    if let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(left);
+                    }
+                    Ok(sent)
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .map(|h| h.join().ok().and_then(Result::ok).unwrap_or(0))
+            .sum()
+    });
+    let (_, peak) = rss_kb(pid)?;
+    let bound = TOTAL_MB as f64 + 32.0;
+    println!(
+        "flood, {conns} connection(s) {} → {buffer} buffer (total_limit_size {TOTAL_MB} MB, block) → output down: {:.0} MB sent in {FLOOD_SECS} s, peak RSS {:.1} MB (idle {:.1} MB; target ≤ total_limit_size + 32 MB = {bound:.0} MB)",
+        if acks {
+            "asking for acks"
+        } else {
+            "without acks"
+        },
+        sent as f64 / 1e6,
+        peak as f64 / 1024.0,
+        idle as f64 / 1024.0,
+    );
+    Ok(())
+}
+
+/// How long [`flood_scenario`] sends.
+const FLOOD_SECS: u64 = 4;
+
 /// sender → relay (in_forward → file buffer → out_forward with acks) → receiver (out_null,
 /// as issue #5 states the setup); the relay's CPU is what is measured. Ends when the relay's
 /// buffer holds no chunk: every event was acked by the receiver (the relay removes a chunk
@@ -661,7 +755,8 @@ fn relay_scenario(bin: &Path, opts: &Options) -> Result<(String, f64)> {
     let relay = start_config(
         bin,
         &format!(
-            "<source>\n  @type forward\n  bind 127.0.0.1\n  port {{port}}\n</source>\n\
+            "<system>\n  log_level error\n</system>\n\
+             <source>\n  @type forward\n  bind 127.0.0.1\n  port {{port}}\n</source>\n\
              <match **>\n  @type forward\n  require_ack_response true\n  <server>\n    host 127.0.0.1\n    port {}\n  </server>\n\
                <buffer tag>\n    @type file\n    path {{dir}}/buffer\n    flush_mode interval\n    flush_interval 0.2\n    chunk_limit_size 4m\n  </buffer>\n</match>\n",
             receiver.port
