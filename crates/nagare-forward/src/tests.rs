@@ -46,6 +46,35 @@ fn decode(
     (out, None)
 }
 
+/// [`decode`] with the buffer compacted after every read and every request, as in_forward
+/// does before a connection waits on a full buffer.
+fn decode_compacting(
+    cfg: &DecoderConfig,
+    bytes: &[u8],
+    cuts: &[usize],
+) -> (Vec<Request<'static>>, Option<String>) {
+    let mut d = Decoder::new(cfg.clone());
+    let mut out = Vec::new();
+    let mut from = 0;
+    let mut points: Vec<usize> = cuts.iter().copied().filter(|&c| c <= bytes.len()).collect();
+    points.sort_unstable();
+    points.push(bytes.len());
+    for to in points {
+        d.feed(bytes.get(from..to).unwrap_or_default());
+        d.compact();
+        from = to;
+        loop {
+            match d.next_request() {
+                Ok(Some(r)) => out.push(owned(r)),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e.to_string())),
+            }
+            d.compact();
+        }
+    }
+    (out, None)
+}
+
 /// What a stream means, whatever the batching: events in order with their tag and mode,
 /// invalid counts, acks where they fall, and the other requests.
 #[derive(Debug, Clone, PartialEq)]
@@ -927,6 +956,11 @@ proptest! {
         let bytewise: Vec<usize> = (0..stream.len()).collect();
         prop_assert_eq!(&decode(&exact, &stream, &bytewise), &whole);
         prop_assert_eq!(&meaning(decode(&cfg, &stream, &bytewise)), &whole_meaning);
+        // Compacting the buffer between reads and requests changes nothing either.
+        for cut in [0, stream.len() / 3, stream.len() / 2] {
+            prop_assert_eq!(&decode_compacting(&exact, &stream, &[cut]), &whole, "cut at {}", cut);
+        }
+        prop_assert_eq!(&decode_compacting(&exact, &stream, &bytewise), &whole);
     }
 
     /// Runs of Message requests with two tags, acks here and there, odd ones in between:
