@@ -5,12 +5,17 @@
 use libfuzzer_sys::fuzz_target;
 use nagare_forward::{Decoder, DecoderConfig, Request};
 
-fn run(data: &[u8], step: usize, cfg: &DecoderConfig) -> (Vec<String>, bool) {
+/// Decodes `data` fed in pieces of `step` bytes; with `compact`, the buffer is compacted
+/// after every piece and every request (as in_forward does before waiting on a full buffer).
+fn run(data: &[u8], step: usize, cfg: &DecoderConfig, compact: bool) -> (Vec<String>, bool) {
     let mut d = Decoder::new(cfg.clone());
     let mut seen = Vec::new();
     for piece in data.chunks(step.max(1)) {
         d.feed(piece);
         loop {
+            if compact {
+                d.compact();
+            }
             match d.next_request() {
                 Ok(Some(r)) => seen.push(summary(&r)),
                 Ok(None) => break,
@@ -41,8 +46,9 @@ fuzz_target!(|input: &[u8]| {
         coalesce_messages: false,
         ..DecoderConfig::default()
     };
-    let whole = run(data, data.len(), &cfg);
-    let split = run(data, usize::from(step), &cfg);
+    let whole = run(data, data.len(), &cfg, false);
+    let split = run(data, usize::from(step), &cfg, false);
     // Requests that contain a time of 0 get "now", so compare shapes, not bytes.
     assert_eq!(whole, split);
+    assert_eq!(whole, run(data, usize::from(step), &cfg, true));
 });
