@@ -26,24 +26,7 @@ fn decode(
     bytes: &[u8],
     cuts: &[usize],
 ) -> (Vec<Request<'static>>, Option<String>) {
-    let mut d = Decoder::new(cfg.clone());
-    let mut out = Vec::new();
-    let mut from = 0;
-    let mut points: Vec<usize> = cuts.iter().copied().filter(|&c| c <= bytes.len()).collect();
-    points.sort_unstable();
-    points.push(bytes.len());
-    for to in points {
-        d.feed(bytes.get(from..to).unwrap_or_default());
-        from = to;
-        loop {
-            match d.next_request() {
-                Ok(Some(r)) => out.push(owned(r)),
-                Ok(None) => break,
-                Err(e) => return (out, Some(e.to_string())),
-            }
-        }
-    }
-    (out, None)
+    decode_with(cfg, bytes, cuts, false)
 }
 
 /// [`decode`] with the buffer compacted after every read and every request, as in_forward
@@ -53,6 +36,17 @@ fn decode_compacting(
     bytes: &[u8],
     cuts: &[usize],
 ) -> (Vec<Request<'static>>, Option<String>) {
+    decode_with(cfg, bytes, cuts, true)
+}
+
+/// Feeds `bytes` cut at `cuts`, decoding after each piece; with `compact`, compacts the
+/// buffer after every piece and every request.
+fn decode_with(
+    cfg: &DecoderConfig,
+    bytes: &[u8],
+    cuts: &[usize],
+    compact: bool,
+) -> (Vec<Request<'static>>, Option<String>) {
     let mut d = Decoder::new(cfg.clone());
     let mut out = Vec::new();
     let mut from = 0;
@@ -61,15 +55,16 @@ fn decode_compacting(
     points.push(bytes.len());
     for to in points {
         d.feed(bytes.get(from..to).unwrap_or_default());
-        d.compact();
         from = to;
         loop {
+            if compact {
+                d.compact();
+            }
             match d.next_request() {
                 Ok(Some(r)) => out.push(owned(r)),
                 Ok(None) => break,
                 Err(e) => return (out, Some(e.to_string())),
             }
-            d.compact();
         }
     }
     (out, None)
