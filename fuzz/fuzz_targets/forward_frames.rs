@@ -51,4 +51,8 @@ fuzz_target!(|input: &[u8]| {
     // Requests that contain a time of 0 get "now", so compare shapes, not bytes.
     assert_eq!(whole, split);
     assert_eq!(whole, run(data, usize::from(step), &cfg, true));
+    // PackedForward payloads read into buffers of their own: the same requests.
+    let captured = DecoderConfig { capture_min: 1, ..cfg };
+    assert_eq!(whole, run(data, usize::from(step), &captured, false));
+    assert_eq!(whole, run(data, usize::from(step), &captured, true));
 });

@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use nagare_core::msgpack::{Head, MAX_DEPTH, read_head, value_len};
+use nagare_core::msgpack::{Head, MAX_DEPTH, Progress, Skipper, read_head, value_len};
 use nagare_core::record::MapIter;
 use nagare_core::{EventTime, InvalidEntry, InvalidPolicy, NormalizeOptions, TruncatedPolicy};
 
@@ -38,11 +38,37 @@ pub const COALESCE_MAX_EVENTS: u32 = 4096;
 /// Spare room [`Decoder::read_buf`] makes when its caller asks for less.
 pub const DEFAULT_READ_SIZE: usize = 64 * 1024;
 
+/// Default `capture_min`: PackedForward payloads of 64 KiB and more are read into their own
+/// buffer.
+pub const DEFAULT_CAPTURE_MIN: usize = 64 * 1024;
+
+/// A captured payload reserves at most this much up front; a larger one grows as it arrives
+/// (a header alone never makes the decoder reserve its whole declared size).
+const CAPTURE_RESERVE: usize = 16 * 1024 * 1024;
+
+/// The most [`Decoder::read_buf`] hands out of a captured payload at once (whatever `min`).
+const CAPTURE_READ: usize = 1024 * 1024;
+
 /// A buffer grown past this by one large request is given back once it is drained.
 const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
 
 /// Past this size the buffer is compacted rather than grown whenever that makes room.
 const GROW_LIMIT: usize = 16 * 1024 * 1024;
+
+impl Capture {
+    /// Payload bytes received.
+    fn received(&self) -> usize {
+        self.handed.unwrap_or(self.payload.len())
+    }
+
+    /// Takes back room handed out and never committed; the payload bytes received.
+    fn settle(&mut self) -> usize {
+        if let Some(received) = self.handed.take() {
+            self.payload.truncate(received);
+        }
+        self.payload.len()
+    }
+}
 
 /// Settings of a [`Decoder`]; names follow in_forward's parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +101,12 @@ pub struct DecoderConfig {
     /// alone — e.g. a resend window that would skip a whole batch for a resent ack id: such
     /// a request is then decoded on its own.
     pub coalesce_acked: bool,
+    /// A PackedForward payload (`[tag, <<entries>>, option?]`) of at least this many bytes
+    /// is read into a buffer of its own, sized from its header, once the header has arrived:
+    /// the request's [`Batch`] then owns that buffer as its chunk when the entries are
+    /// canonical, so neither [`Request::into_owned`] nor a waiting connection copies or
+    /// doubles it, and the connection's read buffer stays small. `usize::MAX` turns it off.
+    pub capture_min: usize,
 }
 
 impl Default for DecoderConfig {
@@ -91,6 +123,7 @@ impl Default for DecoderConfig {
             allow_json: true,
             coalesce_messages: true,
             coalesce_acked: true,
+            capture_min: DEFAULT_CAPTURE_MIN,
         }
     }
 }
@@ -210,6 +243,16 @@ enum Found {
         end: usize,
         scan: Option<ForwardScan>,
     },
+    /// A PackedForward request read by [`Capture`]: `buf[start..start + head]` is its head,
+    /// `payload` its entries, then `tail` bytes of options.
+    Captured {
+        start: usize,
+        head: usize,
+        payload: Vec<u8>,
+        tail: usize,
+        size: u64,
+        offset: u64,
+    },
     Oversized {
         size: u64,
         tag: Option<String>,
@@ -239,6 +282,28 @@ pub struct Decoder {
     /// Stream offset of `buf[0]`.
     base: u64,
     poisoned: bool,
+    /// The PackedForward request whose payload is being read into its own buffer.
+    capture: Option<Box<Capture>>,
+}
+
+/// A PackedForward request whose payload is read into its own buffer (see
+/// [`DecoderConfig::capture_min`]). Its head stays in the decoder's buffer at `start`, and
+/// the bytes after the payload (the option map, the next requests) go there again once the
+/// payload is complete.
+struct Capture {
+    /// Length of the head: request array header, tag, payload header.
+    head: usize,
+    /// Elements of the request array (2, or 3 with options).
+    count: u32,
+    /// The payload bytes received (and, between [`Decoder::read_buf`] and
+    /// [`Decoder::commit`], zeroed room past them).
+    payload: Vec<u8>,
+    /// `Some(received)` while `read_buf` has room of the payload handed out.
+    handed: Option<usize>,
+    /// Its declared length.
+    len: usize,
+    /// Frames the option map.
+    tail: Skipper,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -264,6 +329,7 @@ impl Decoder {
             discard_tag: None,
             base: 0,
             poisoned: false,
+            capture: None,
         }
     }
 
@@ -281,9 +347,9 @@ impl Decoder {
         }
     }
 
-    /// Bytes buffered and not yet returned.
+    /// Bytes buffered and not yet returned (a captured payload's included).
     pub fn buffered(&self) -> usize {
-        self.end - self.start
+        self.end - self.start + self.capture.as_ref().map_or(0, |c| c.received())
     }
 
     /// Whether a partial request is pending (or being discarded).
@@ -291,20 +357,34 @@ impl Decoder {
         self.buffered() > 0 || self.discarded.is_some()
     }
 
+    /// Bytes in the decoder's own buffer, not counting a captured payload.
+    fn pending(&self) -> usize {
+        self.end - self.start
+    }
+
     /// Appends bytes read from the connection.
-    pub fn feed(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            // A captured payload takes only its own bytes; the rest goes on.
+            let spare = self.read_buf(data.len());
+            let n = spare.len().min(data.len());
+            let (now, later) = data.split_at(n);
+            if let Some(dst) = spare.get_mut(..n) {
+                dst.copy_from_slice(now);
+            }
+            self.commit(n);
+            if n == 0 {
+                return;
+            }
+            data = later;
         }
-        let spare = self.read_buf(data.len());
-        if let Some(dst) = spare.get_mut(..data.len()) {
-            dst.copy_from_slice(data);
-        }
-        self.commit(data.len());
     }
 
     /// Spare room of at least `min` bytes (or [`DEFAULT_READ_SIZE`] when `min` is 0) to read
-    /// the connection into; say how much was read with [`commit`](Self::commit).
+    /// the connection into; say how much was read with [`commit`](Self::commit). While a
+    /// large PackedForward payload is read into its own buffer (see
+    /// [`DecoderConfig::capture_min`]), the room is in that buffer and ends where the payload
+    /// does, so it may be smaller than `min` (never empty).
     ///
     /// Makes room by moving the pending bytes to the front when they are few, otherwise by
     /// growing the buffer's capacity (to about four times the largest pending request). Only
@@ -313,6 +393,9 @@ impl Decoder {
     /// waiting on a full buffer hold little more than their requests.
     pub fn read_buf(&mut self, min: usize) -> &mut [u8] {
         let min = if min == 0 { DEFAULT_READ_SIZE } else { min };
+        if self.capturing() {
+            return self.capture_room(min);
+        }
         if self.start == self.end {
             self.drop_consumed();
         }
@@ -320,12 +403,12 @@ impl Decoder {
             // Move the pending bytes when they are few (at most a quarter of the buffer, so
             // moves cost at most a third of a byte per byte read), else grow the buffer;
             // past `GROW_LIMIT` memory matters more than moves.
-            let few = self.buffered().saturating_mul(4) <= self.buf.capacity();
+            let few = self.pending().saturating_mul(4) <= self.buf.capacity();
             if self.start > 0 && (few || self.buf.capacity() >= GROW_LIMIT) {
                 self.drop_consumed();
             }
             if self.buf.capacity() - self.end < min {
-                let want = (self.buffered() + min).max(self.buf.capacity().saturating_mul(2));
+                let want = (self.pending() + min).max(self.buf.capacity().saturating_mul(2));
                 self.regrow(want);
             }
         }
@@ -335,6 +418,40 @@ impl Decoder {
             self.buf.resize(room, 0);
         }
         self.buf.get_mut(self.end..).unwrap_or_default()
+    }
+
+    /// Whether reads go into a captured payload.
+    fn capturing(&self) -> bool {
+        self.capture.as_ref().is_some_and(|c| c.received() < c.len)
+    }
+
+    /// Room in the captured payload, never past its end (zeroed: see
+    /// [`payload_buf`](Self::payload_buf) for reading without).
+    fn capture_room(&mut self, min: usize) -> &mut [u8] {
+        let Some(c) = self.capture.as_deref_mut() else {
+            return &mut [];
+        };
+        let received = c.settle();
+        let room = (c.len - received).min(min.max(CAPTURE_READ));
+        c.payload.resize(received + room, 0);
+        c.handed = Some(received);
+        c.payload.get_mut(received..).unwrap_or_default()
+    }
+
+    /// While a large PackedForward payload is being read into its own buffer (see
+    /// [`DecoderConfig::capture_min`]): that buffer and how many bytes it still lacks, to
+    /// append the connection's next bytes to without zeroing room first (tokio's
+    /// `AsyncReadExt::read_buf` with the vector limited to that many bytes, say). Bytes
+    /// appended are received as soon as they are there: no [`commit`](Self::commit).
+    /// Appending more than the payload lacks is allowed: the bytes past its end are taken
+    /// as the stream's next bytes. `None` otherwise: read with [`read_buf`](Self::read_buf).
+    pub fn payload_buf(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+        if !self.capturing() {
+            return None;
+        }
+        let c = self.capture.as_deref_mut()?;
+        let received = c.settle();
+        Some((&mut c.payload, c.len - received))
     }
 
     /// Moves the pending bytes to the front of a new buffer of `capacity` bytes: only they
@@ -352,8 +469,8 @@ impl Decoder {
     /// any), for a connection about to wait long for room downstream: waiting connections
     /// then hold their requests, not buffers grown for them. Reading later grows it again.
     pub fn compact(&mut self) {
-        if self.buf.capacity() > self.buffered().max(DEFAULT_READ_SIZE) {
-            self.regrow(self.buffered());
+        if self.buf.capacity() > self.pending().max(DEFAULT_READ_SIZE) {
+            self.regrow(self.pending());
         }
     }
 
@@ -363,8 +480,22 @@ impl Decoder {
         (self.buf.len(), self.buf.capacity())
     }
 
+    /// (bytes of a captured payload handed out so far, its capacity), for tests of its memory.
+    #[cfg(test)]
+    pub(crate) fn capture_memory(&self) -> Option<(usize, usize)> {
+        self.capture
+            .as_ref()
+            .map(|c| (c.payload.len(), c.payload.capacity()))
+    }
+
     /// Records that the first `n` bytes of [`read_buf`](Self::read_buf) were filled.
     pub fn commit(&mut self, n: usize) {
+        if let Some(c) = self.capture.as_deref_mut()
+            && let Some(received) = c.handed.take()
+        {
+            c.payload.truncate(received.saturating_add(n));
+            return;
+        }
         self.end = self.end.saturating_add(n).min(self.buf.len());
     }
 
@@ -397,7 +528,7 @@ impl Decoder {
     ///
     /// An `Err` is fatal: close the connection without acking.
     pub fn next_request(&mut self) -> Result<Option<Request<'_>>, ForwardError> {
-        let Some(found) = self.find()? else {
+        let Some(found) = self.find(true)? else {
             return Ok(None);
         };
         // Read after `find`: the first byte of the connection decides the encoding.
@@ -405,6 +536,25 @@ impl Decoder {
         match found {
             Found::Oversized { size, tag, limit } => {
                 Ok(Some(Request::Oversized { tag, size, limit }))
+            }
+            Found::Captured {
+                start,
+                head,
+                payload,
+                tail,
+                size,
+                offset,
+            } => {
+                let raw_head = self.buf.get(start..start + head).unwrap_or_default();
+                let options = self
+                    .buf
+                    .get(start + head..start + head + tail)
+                    .filter(|o| !o.is_empty());
+                let res = decode_captured(raw_head, payload, options, &self.cfg, offset, size);
+                if res.is_err() {
+                    self.poisoned = true;
+                }
+                res.map(Some)
             }
             Found::Value { start, end, scan } => {
                 let offset = self.base + start as u64;
@@ -512,9 +662,13 @@ impl Decoder {
 
     /// The next framed value without request decoding (for the handshake phase).
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, ForwardError> {
-        Ok(match self.find()? {
+        Ok(match self.find(false)? {
             None => None,
             Some(Found::Oversized { size, .. }) => Some(Frame::Oversized { size }),
+            Some(Found::Captured { .. }) => {
+                self.poisoned = true;
+                return Err(ForwardError::FrameInRequest);
+            }
             Some(Found::Value { start, end, .. }) => {
                 Some(Frame::Value(self.buf.get(start..end).unwrap_or_default()))
             }
@@ -528,18 +682,23 @@ impl Decoder {
         }
     }
 
-    fn find(&mut self) -> Result<Option<Found>, ForwardError> {
+    /// The next framed value; `capture`: whether a large PackedForward payload may be read
+    /// into its own buffer (not while framing values one by one for `next_frame`).
+    fn find(&mut self, capture: bool) -> Result<Option<Found>, ForwardError> {
         if self.poisoned {
             return Err(ForwardError::Poisoned);
         }
-        let res = self.find_inner();
+        let res = self.find_inner(capture);
         if res.is_err() {
             self.poisoned = true;
         }
         res
     }
 
-    fn find_inner(&mut self) -> Result<Option<Found>, ForwardError> {
+    fn find_inner(&mut self, capture: bool) -> Result<Option<Found>, ForwardError> {
+        if self.capture.is_some() {
+            return self.find_captured();
+        }
         if self.start == self.end {
             self.drop_consumed();
         }
@@ -626,6 +785,9 @@ impl Decoder {
                             limit: self.cfg.max_request_size,
                         });
                     }
+                    if capture && self.discarded.is_none() {
+                        self.start_capture();
+                    }
                     if let Some(d) = self.discarded.as_mut() {
                         // Drop what was scanned: the scanners never look back.
                         *d += scanned as u64;
@@ -644,6 +806,138 @@ impl Decoder {
                     return Ok(None);
                 }
             }
+        }
+    }
+
+    /// Starts capturing the pending request when it is a PackedForward request with a
+    /// payload of at least `capture_min` bytes whose header has arrived and whose end has
+    /// not: the payload bytes already here move to their own buffer, and later reads go
+    /// there (see [`Capture`]).
+    fn start_capture(&mut self) {
+        if !matches!(self.framing, Framing::Msgpack(_)) {
+            return;
+        }
+        let view = self.buf.get(self.start..self.end).unwrap_or_default();
+        let Some((count, head, len)) = packed_head(view) else {
+            return;
+        };
+        if len < self.cfg.capture_min || view.len() >= head + len {
+            return;
+        }
+        let mut payload = Vec::with_capacity(len.min(CAPTURE_RESERVE));
+        payload.extend_from_slice(view.get(head..).unwrap_or_default());
+        self.end = self.start + head;
+        if let Framing::Msgpack(m) = &mut self.framing {
+            m.reset();
+        }
+        let mut tail = Skipper::with_max_depth(self.cfg.max_depth);
+        if count == 3 {
+            // The option map is the last element of the request array.
+            let _ = tail.resume_in(0, &[1]);
+        }
+        self.capture = Some(Box::new(Capture {
+            head,
+            count,
+            payload,
+            handed: None,
+            len,
+            tail,
+        }));
+    }
+
+    /// The captured request, once its payload and options are complete.
+    fn find_captured(&mut self) -> Result<Option<Found>, ForwardError> {
+        let Some(c) = self.capture.as_deref_mut() else {
+            return Ok(None);
+        };
+        if c.settle() < c.len {
+            return Ok(None);
+        }
+        if c.payload.len() > c.len {
+            // Appended past the payload through `payload_buf`: the stream's next bytes.
+            self.buf.truncate(self.end);
+            self.buf
+                .extend_from_slice(c.payload.get(c.len..).unwrap_or_default());
+            self.end = self.buf.len();
+            c.payload.truncate(c.len);
+        }
+        let offset = self.base + self.start as u64;
+        let after = self.start + c.head;
+        let rest = self.buf.get(after..self.end).unwrap_or_default();
+        let tail = if c.count == 3 {
+            match c.tail.advance(rest) {
+                Ok(Progress::Complete(n)) => n,
+                Ok(Progress::Incomplete { needed }) => {
+                    let size = (c.head + c.len) as u64 + needed;
+                    if let Some(limit) = self.cfg.chunk_size_limit
+                        && size > limit
+                    {
+                        self.discard_captured();
+                        return self.find_inner(false);
+                    }
+                    if size > self.cfg.max_request_size {
+                        return Err(ForwardError::TooLarge {
+                            size,
+                            limit: self.cfg.max_request_size,
+                        });
+                    }
+                    return Ok(None);
+                }
+                Err(source) => {
+                    // Offsets from the start of the request, as framing it whole gives.
+                    let source = shift_error(source, c.head + c.len);
+                    return Err(ForwardError::Msgpack { offset, source });
+                }
+            }
+        } else {
+            0
+        };
+        let Some(c) = self.capture.take() else {
+            return Ok(None);
+        };
+        let start = self.start;
+        let size = (c.head + c.len + tail) as u64;
+        self.start = after + tail;
+        // The payload's bytes never were in `buf`: later offsets are past them.
+        self.base += c.len as u64;
+        if let Some(limit) = self.cfg.chunk_size_limit
+            && size > limit
+        {
+            let tag = self.peek_tag(start, start + c.head);
+            return Ok(Some(Found::Oversized { size, tag, limit }));
+        }
+        if size > self.cfg.max_request_size {
+            return Err(ForwardError::TooLarge {
+                size,
+                limit: self.cfg.max_request_size,
+            });
+        }
+        Ok(Some(Found::Captured {
+            start,
+            head: c.head,
+            payload: c.payload,
+            tail,
+            size,
+            offset,
+        }))
+    }
+
+    /// The captured request's options run past `chunk_size_limit`: it is dropped as any
+    /// oversized request is. The payload is let go, the head leaves the buffer, and the
+    /// framer skips the rest of the options, counting what was dropped.
+    fn discard_captured(&mut self) {
+        let Some(c) = self.capture.take() else {
+            return;
+        };
+        self.discard_tag = self.peek_tag(self.start, self.start + c.head);
+        let after = self.start + c.head;
+        self.buf.copy_within(after..self.end, self.start);
+        self.end -= c.head;
+        // `buf[start]` is now the first byte of the options.
+        self.base += (c.head + c.len) as u64;
+        self.discarded = Some((c.head + c.len) as u64);
+        if let Framing::Msgpack(m) = &mut self.framing {
+            m.resume_skipper(c.tail);
         }
     }
 
@@ -895,56 +1189,20 @@ fn decode_msgpack<'a>(
         ],
         None => elements::<4>(raw, count, hdr).map_err(msgpack_err)?,
     };
-    let incoming_tag = e0.and_then(|t| match read_head(t) {
-        Ok((Head::Str(s), _)) => std::str::from_utf8(s).ok(),
-        _ => None,
-    });
-    let tag = match (&cfg.tag, incoming_tag) {
-        (Some(t), _) => Some(t.as_str()),
-        (None, t) => t,
-    };
-    let tag = tag.map(|t| match &cfg.add_tag_prefix {
-        Some(p) => format!("{p}.{t}"),
-        None => t.to_owned(),
-    });
+    let tag = resolve_tag(e0, cfg);
     let second = e1.map(read_head).transpose().map_err(msgpack_err)?;
-    let (mode, options) = match second {
+    let (mode, mut options) = match second {
         Some((Head::Str(_) | Head::Bin(_), _)) => (Mode::PackedForward, parse_options(e2)),
         Some((Head::Array(_), _)) => (Mode::Forward, parse_options(e2)),
         _ => (Mode::Message, parse_options(e3)),
     };
-    let norm_opts = NormalizeOptions {
-        invalid: if cfg.skip_invalid_event {
-            InvalidPolicy::Skip
-        } else {
-            InvalidPolicy::Keep
-        },
-        truncated: TruncatedPolicy::Drop,
-    };
-    let over_warn_limit = cfg.chunk_size_warn_limit.is_some_and(|l| size > l);
-    let mut batch = Batch {
-        mode,
-        tag: String::new(),
-        chunk: Cow::Borrowed(&[]),
-        records: 0,
-        invalid: 0,
-        first_invalid: None,
-        chunk_option: options.chunk,
-        size_option: options.size,
-        fluent_signal: options.fluent_signal,
-        request_size: size,
-        over_warn_limit,
-        encoding,
-        requests: 1,
-    };
+    let norm_opts = normalize_options(cfg);
+    let mut batch = new_batch(mode, &mut options, size, cfg, encoding);
     let Some(tag) = tag else {
         // Fluentd's invalid_event? checks the tag: every event of the request is invalid.
         batch.invalid = match (mode, second) {
             (Mode::Forward, Some((Head::Array(n), _))) => n,
-            (Mode::PackedForward, _) => e1
-                .and_then(|e| read_head(e).ok())
-                .and_then(|(h, _)| h.str_or_bin())
-                .map_or(0, |s| nagare_core::ChunkReader::new(s).count() as u32),
+            (Mode::PackedForward, Some((h, _))) => count_entries(h.str_or_bin()),
             _ => 1,
         };
         return Ok(Request::Events(batch));
@@ -955,26 +1213,14 @@ fn decode_msgpack<'a>(
     };
     match (mode, second) {
         (Mode::PackedForward, Some((h, _))) => {
-            let entries = h.str_or_bin().unwrap_or_default();
-            let codec = options.compressed.as_deref();
-            let decompressed = match codec {
-                Some(b"gzip") => Some(compress::gunzip(entries, cfg.decompression_size_limit)?),
-                Some(b"zstd") => Some(compress::unzstd(entries, cfg.decompression_size_limit)?),
-                _ => None,
-            };
-            if let Some(plain) = decompressed {
-                batch.mode = Mode::CompressedPackedForward;
-                let (data, n) =
-                    nagare_core::normalize_chunk_vec(plain, norm_opts).map_err(entries_err)?;
-                batch.chunk = Cow::Owned(data);
-                (batch.records, batch.invalid, batch.first_invalid) =
-                    (n.records, n.invalid, n.first_invalid);
-            } else {
-                let n = nagare_core::normalize_chunk(entries, norm_opts).map_err(entries_err)?;
-                (batch.records, batch.invalid, batch.first_invalid) =
-                    (n.records, n.invalid, n.first_invalid);
-                batch.chunk = n.data;
-            }
+            let entries = Cow::Borrowed(h.str_or_bin().unwrap_or_default());
+            packed_entries(
+                &mut batch,
+                entries,
+                options.compressed.as_deref(),
+                cfg,
+                &tag,
+            )?;
         }
         (Mode::Forward, Some((Head::Array(_), _))) if let Some(sc) = scan => {
             // Every entry was checked canonical while framing: taken as they are.
@@ -1038,6 +1284,197 @@ fn decode_msgpack<'a>(
     }
     batch.tag = tag;
     Ok(Request::Events(batch))
+}
+
+/// `e` with its byte offset moved `by` bytes on (for an error in a part of a request
+/// framed apart from the rest).
+fn shift_error(e: nagare_core::MsgpackError, by: usize) -> nagare_core::MsgpackError {
+    use nagare_core::MsgpackError as E;
+    match e {
+        E::Malformed { offset, reason } => E::Malformed {
+            offset: offset + by,
+            reason,
+        },
+        E::TooDeep { offset, limit } => E::TooDeep {
+            offset: offset + by,
+            limit,
+        },
+        E::Incomplete { needed, available } => E::Incomplete {
+            needed: needed + by as u64,
+            available: available + by,
+        },
+        other => other,
+    }
+}
+
+/// Decodes a PackedForward request read with a [`Capture`]: `head` holds its array header,
+/// tag and payload header, `payload` its entries (taken as the chunk when canonical: no
+/// copy), `options` its option map when it has one.
+fn decode_captured(
+    head: &[u8],
+    payload: Vec<u8>,
+    options: Option<&[u8]>,
+    cfg: &DecoderConfig,
+    offset: u64,
+    size: u64,
+) -> Result<Request<'static>, ForwardError> {
+    let msgpack_err = |source| ForwardError::Msgpack { offset, source };
+    let (_, hdr) = read_head(head).map_err(msgpack_err)?;
+    let tag_raw = head.get(hdr..).unwrap_or_default();
+    let tag_len = value_len(tag_raw).map_err(msgpack_err)?;
+    let tag = resolve_tag(tag_raw.get(..tag_len), cfg);
+    let mut options = parse_options(options);
+    let mut batch = new_batch(
+        Mode::PackedForward,
+        &mut options,
+        size,
+        cfg,
+        Encoding::Msgpack,
+    );
+    match tag {
+        Some(tag) => {
+            let codec = options.compressed.as_deref();
+            packed_entries(&mut batch, Cow::Owned(payload), codec, cfg, &tag)?;
+            batch.tag = tag;
+        }
+        // As for any request: every event is invalid without a tag.
+        None => batch.invalid = count_entries(Some(&payload)),
+    }
+    Ok(Request::Events(batch))
+}
+
+/// The tag a request is stored under: the incoming one (a str) after `tag` and
+/// `add_tag_prefix`; `None` when there is none.
+fn resolve_tag(raw: Option<&[u8]>, cfg: &DecoderConfig) -> Option<String> {
+    let incoming = raw.and_then(|t| match read_head(t) {
+        Ok((Head::Str(s), _)) => std::str::from_utf8(s).ok(),
+        _ => None,
+    });
+    let tag = match (&cfg.tag, incoming) {
+        (Some(t), _) => Some(t.as_str()),
+        (None, t) => t,
+    };
+    tag.map(|t| match &cfg.add_tag_prefix {
+        Some(p) => format!("{p}.{t}"),
+        None => t.to_owned(),
+    })
+}
+
+/// How entries are normalized under `cfg`.
+fn normalize_options(cfg: &DecoderConfig) -> NormalizeOptions {
+    NormalizeOptions {
+        invalid: if cfg.skip_invalid_event {
+            InvalidPolicy::Skip
+        } else {
+            InvalidPolicy::Keep
+        },
+        truncated: TruncatedPolicy::Drop,
+    }
+}
+
+/// An empty batch of a request of `size` bytes, with the options it sent (the ack id is
+/// taken from `options`).
+fn new_batch<'a>(
+    mode: Mode,
+    options: &mut Options,
+    size: u64,
+    cfg: &DecoderConfig,
+    encoding: Encoding,
+) -> Batch<'a> {
+    Batch {
+        mode,
+        tag: String::new(),
+        chunk: Cow::Borrowed(&[]),
+        records: 0,
+        invalid: 0,
+        first_invalid: None,
+        chunk_option: options.chunk.take(),
+        size_option: options.size,
+        fluent_signal: options.fluent_signal,
+        request_size: size,
+        over_warn_limit: cfg.chunk_size_warn_limit.is_some_and(|l| size > l),
+        encoding,
+        requests: 1,
+    }
+}
+
+/// Number of entries in a PackedForward payload (all invalid when the request has no tag).
+fn count_entries(entries: Option<&[u8]>) -> u32 {
+    entries.map_or(0, |s| nagare_core::ChunkReader::new(s).count() as u32)
+}
+
+/// Fills `batch` with the entries of a PackedForward payload, decompressed when `codec`
+/// (the `compressed` option) says so, normalized; canonical entries are taken as they are,
+/// borrowed or owned as `entries` is.
+fn packed_entries<'a>(
+    batch: &mut Batch<'a>,
+    entries: Cow<'a, [u8]>,
+    codec: Option<&[u8]>,
+    cfg: &DecoderConfig,
+    tag: &str,
+) -> Result<(), ForwardError> {
+    let norm_opts = normalize_options(cfg);
+    let entries_err = |source| ForwardError::Entries {
+        tag: tag.to_owned(),
+        source,
+    };
+    let limit = cfg.decompression_size_limit;
+    let plain = match codec {
+        Some(b"gzip") => Some(compress::gunzip(&entries, limit)?),
+        Some(b"zstd") => Some(compress::unzstd(&entries, limit)?),
+        _ => None,
+    };
+    if plain.is_some() {
+        batch.mode = Mode::CompressedPackedForward;
+    }
+    let n = match (plain, entries) {
+        (Some(owned), _) | (None, Cow::Owned(owned)) => {
+            let (data, n) =
+                nagare_core::normalize_chunk_vec(owned, norm_opts).map_err(entries_err)?;
+            batch.chunk = Cow::Owned(data);
+            n
+        }
+        (None, Cow::Borrowed(entries)) => {
+            let mut n = nagare_core::normalize_chunk(entries, norm_opts).map_err(entries_err)?;
+            batch.chunk = std::mem::take(&mut n.data);
+            n
+        }
+    };
+    (batch.records, batch.invalid, batch.first_invalid) = (n.records, n.invalid, n.first_invalid);
+    Ok(())
+}
+
+/// The head of a PackedForward request at the start of `view`: `(elements, head length,
+/// payload length)` when `view` holds a 2- or 3-element request array, a str or bin tag and
+/// the str or bin header of the payload (any of its bytes may be missing).
+fn packed_head(view: &[u8]) -> Option<(u32, usize, usize)> {
+    let count = match view.first()? {
+        0x92 => 2,
+        0x93 => 3,
+        _ => return None,
+    };
+    let rest = view.get(1..)?;
+    let (Head::Str(_) | Head::Bin(_), tag_len) = read_head(rest).ok()? else {
+        return None;
+    };
+    let at = 1 + tag_len;
+    let marker = *view.get(at)?;
+    let be = |n: usize| -> Option<usize> {
+        let bytes = view.get(at + 1..at + 1 + n)?;
+        Some(
+            bytes
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b)),
+        )
+    };
+    let (hdr, len) = match marker {
+        0xa0..=0xbf => (1, usize::from(marker & 0x1f)),
+        0xc4 | 0xd9 => (2, be(1)?),
+        0xc5 | 0xda => (3, be(2)?),
+        0xc6 | 0xdb => (5, be(4)?),
+        _ => return None,
+    };
+    Some((count, at + hdr, len))
 }
 
 /// Decodes one complete JSON request (converted to msgpack, then decoded as such).

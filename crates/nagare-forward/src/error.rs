@@ -60,6 +60,11 @@ pub enum ForwardError {
     /// JSON framing was used where only msgpack is allowed (a `<security>` session).
     #[error("JSON requests are not allowed on this connection")]
     JsonNotAllowed,
+    /// [`Decoder::next_frame`](crate::Decoder::next_frame) was called while
+    /// [`Decoder::next_request`](crate::Decoder::next_request) was in the middle of a request
+    /// (framing values one by one is for the handshake, before any event request).
+    #[error("a single frame was asked for in the middle of an event request")]
+    FrameInRequest,
     /// A call after an earlier fatal error.
     #[error("the decoder failed earlier and the connection must be closed")]
     Poisoned,

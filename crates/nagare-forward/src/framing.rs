@@ -188,6 +188,21 @@ impl MsgpackFramer {
         }
     }
 
+    /// Forgets the pending request: the next [`advance`](Self::advance) starts a new one at
+    /// the start of its view (the decoder framed the rest of this one itself).
+    pub(crate) fn reset(&mut self) {
+        self.state = State::Fresh;
+        self.scan = None;
+    }
+
+    /// Hands the rest of the pending request to `sk`, a skipper already walking it (with
+    /// offsets from the start of the caller's next view).
+    pub(crate) fn resume_skipper(&mut self, sk: Skipper) {
+        self.sk = sk;
+        self.state = State::Skipper;
+        self.scan = None;
+    }
+
     /// The caller dropped the first `n` scanned bytes of the pending request (to discard an
     /// oversized one): the skipper takes over, and nothing of the request is kept.
     pub(crate) fn rebase(&mut self, n: usize) -> Result<(), MsgpackError> {

@@ -70,6 +70,32 @@ fn decode_with(
     (out, None)
 }
 
+/// Feeds `bytes` `step` bytes at a time, appending straight to a captured payload whenever
+/// [`Decoder::payload_buf`] offers one (`step` bytes whatever the payload lacks, so past its
+/// end too), decoding after each piece.
+fn decode_appending(
+    cfg: &DecoderConfig,
+    bytes: &[u8],
+    step: usize,
+) -> (Vec<Request<'static>>, Option<String>) {
+    let mut d = Decoder::new(cfg.clone());
+    let mut out = Vec::new();
+    for piece in bytes.chunks(step.max(1)) {
+        match d.payload_buf() {
+            Some((payload, _lacking)) => payload.extend_from_slice(piece),
+            None => d.feed(piece),
+        }
+        loop {
+            match d.next_request() {
+                Ok(Some(r)) => out.push(owned(r)),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e.to_string())),
+            }
+        }
+    }
+    (out, None)
+}
+
 /// What a stream means, whatever the batching: events in order with their tag and mode,
 /// invalid counts, acks where they fall, and the other requests.
 #[derive(Debug, Clone, PartialEq)]
@@ -785,7 +811,11 @@ fn a_buffer_holds_in_memory_what_was_read_not_what_it_grew_to() {
     let mut stream = Vec::new();
     encode_packed_forward(&mut stream, "t", &c, 9000, Compression::Text, None);
     assert!(stream.len() > 140_000, "{}", stream.len());
-    let mut d = Decoder::new(DecoderConfig::default());
+    // The decoder's own buffer, not a payload read into a buffer of its own.
+    let mut d = Decoder::new(DecoderConfig {
+        capture_min: usize::MAX,
+        ..DecoderConfig::default()
+    });
     let (mut fed, mut got) = (0, 0);
     while fed < stream.len() {
         let spare = d.read_buf(64 * 1024);
@@ -805,6 +835,236 @@ fn a_buffer_holds_in_memory_what_was_read_not_what_it_grew_to() {
         }
     }
     assert_eq!(got, 9000);
+}
+
+/// Feeds `stream` as in_forward reads a connection (into `read_buf`, `step` bytes at most)
+/// and collects the requests.
+fn read_like_a_connection(d: &mut Decoder, stream: &[u8], step: usize) -> Vec<Request<'static>> {
+    let mut fed = 0;
+    let mut out = Vec::new();
+    while fed < stream.len() {
+        let spare = d.read_buf(step);
+        let n = spare.len().min(stream.len() - fed).min(step);
+        spare[..n].copy_from_slice(&stream[fed..fed + n]);
+        d.commit(n);
+        fed += n;
+        while let Ok(Some(r)) = d.next_request() {
+            out.push(r.into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_large_packed_forward_payload_is_read_into_its_own_buffer_and_owned_by_the_batch() {
+    let big = chunk_of(&vec![7; 9000]);
+    let small = chunk_of(&[1, 2]);
+    let mut stream = Vec::new();
+    encode_packed_forward(
+        &mut stream,
+        "big",
+        &big,
+        9000,
+        Compression::Text,
+        Some("a1"),
+    );
+    encode_packed_forward(&mut stream, "small", &small, 2, Compression::Text, None);
+    encode_packed_forward(&mut stream, "big2", &big, 9000, Compression::Text, None);
+    let mut d = Decoder::new(DecoderConfig::default());
+    let mut fed = 0;
+    let mut got = Vec::new();
+    let mut captured = false;
+    while fed < stream.len() {
+        let spare = d.read_buf(16 * 1024);
+        let n = spare.len().min(stream.len() - fed).min(16 * 1024);
+        spare[..n].copy_from_slice(&stream[fed..fed + n]);
+        d.commit(n);
+        fed += n;
+        while let Ok(Some(r)) = d.next_request() {
+            if let Request::Events(b) = &r {
+                // Owned as read: into_owned copies nothing.
+                assert_eq!(
+                    matches!(b.chunk, Cow::Owned(_)),
+                    b.tag != "small",
+                    "{}",
+                    b.tag
+                );
+            }
+            got.push(r.into_owned());
+        }
+        // The payload goes to its own buffer; the decoder's stays one read large.
+        if let Some((handed, capacity)) = d.capture_memory() {
+            captured = true;
+            assert!(
+                capacity >= big.len() && handed <= big.len(),
+                "{handed} {capacity}"
+            );
+        }
+        assert!(d.memory().1 <= 64 * 1024, "{:?}", d.memory());
+    }
+    assert!(captured);
+    let want = |tag: &str, chunk: &[u8], records, ack: Option<&[u8]>| {
+        (
+            tag.to_owned(),
+            chunk.to_vec(),
+            records,
+            ack.map(<[u8]>::to_vec),
+        )
+    };
+    let got: Vec<_> = got
+        .iter()
+        .map(|r| match r {
+            Request::Events(b) => (
+                b.tag.clone(),
+                b.chunk.to_vec(),
+                b.records,
+                b.chunk_option.as_ref().map(|a| a.0.clone()),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            want("big", &big, 9000, Some(b"a1")),
+            want("small", &small, 2, None),
+            want("big2", &big, 9000, None),
+        ]
+    );
+    // The same, read the same way, through the decoder's own buffer.
+    let mut plain = Decoder::new(DecoderConfig {
+        capture_min: usize::MAX,
+        ..DecoderConfig::default()
+    });
+    let mut d = Decoder::new(DecoderConfig::default());
+    assert_eq!(
+        read_like_a_connection(&mut d, &stream, 64 * 1024),
+        read_like_a_connection(&mut plain, &stream, 64 * 1024)
+    );
+}
+
+#[test]
+fn a_declared_payload_size_is_not_reserved_before_it_arrives() {
+    // [tag, bin32 of 400 MB...: the header alone.
+    let mut stream = vec![0x92, 0xa1, b't', 0xc6];
+    stream.extend_from_slice(&400_000_000u32.to_be_bytes());
+    stream.extend_from_slice(&[0x92; 100]);
+    let mut d = Decoder::new(DecoderConfig::default());
+    d.feed(&stream);
+    assert!(matches!(d.next_request(), Ok(None)));
+    let (handed, capacity) = d.capture_memory().expect("captured");
+    assert_eq!(handed, 100);
+    assert!(capacity <= 16 * 1024 * 1024, "{capacity}");
+    assert!(d.read_buf(64 * 1024).len() <= 1024 * 1024);
+    assert_eq!(d.buffered(), 108);
+}
+
+#[test]
+fn errors_after_a_captured_request_name_their_stream_offset() {
+    let c = chunk_of(&[1, 2, 3]);
+    let mut stream = Vec::new();
+    encode_packed_forward(&mut stream, "t", &c, 3, Compression::Text, Some("x"));
+    let bad = stream.len();
+    stream.push(0xc1);
+    let cfg = DecoderConfig {
+        capture_min: 1,
+        ..DecoderConfig::default()
+    };
+    for cut in 1..bad {
+        let (reqs, err) = decode(&cfg, &stream, &[cut]);
+        assert_eq!(reqs.len(), 1, "cut at {cut}");
+        let err = err.expect("an error");
+        assert!(
+            err.contains(&format!("stream byte {bad}")),
+            "cut at {cut}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_captured_request_whose_options_run_over_the_limit_is_dropped_as_without_capture() {
+    let c = chunk_of(&[1, 2, 3]);
+    let mut stream = Vec::new();
+    // Options that take the request past chunk_size_limit: a long ack id, and a map that
+    // declares more entries than ever come (its size is known to be too large early).
+    encode_packed_forward(
+        &mut stream,
+        "a",
+        &c,
+        3,
+        Compression::Text,
+        Some(&"x".repeat(400)),
+    );
+    encode_packed_forward(&mut stream, "b", &c, 3, Compression::Text, Some("ok"));
+    stream.push(0x93);
+    write_str(&mut stream, b"c");
+    stream.extend_from_slice(&[0xc4, c.len() as u8]);
+    stream.extend_from_slice(&c);
+    stream.extend_from_slice(&[0xdf, 0, 0, 1, 0]);
+    stream.extend(std::iter::repeat_n(0xc0, 2 * 256));
+    encode_packed_forward(&mut stream, "d", &c, 3, Compression::Text, None);
+    let plain = DecoderConfig {
+        chunk_size_limit: Some(300),
+        ..DecoderConfig::default()
+    };
+    let captured = DecoderConfig {
+        capture_min: 1,
+        ..plain.clone()
+    };
+    let whole = decode(&plain, &stream, &[]);
+    assert_eq!(whole.1, None);
+    let shape: Vec<_> = whole
+        .0
+        .iter()
+        .map(|r| match r {
+            Request::Events(b) => b.tag.clone(),
+            Request::Oversized { .. } => "oversized".into(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(shape, ["oversized", "b", "oversized", "d"]);
+    let bytewise: Vec<usize> = (0..stream.len()).collect();
+    assert_eq!(decode(&captured, &stream, &bytewise), whole);
+    for step in [1, 5, 64] {
+        assert_eq!(
+            decode_appending(&captured, &stream, step),
+            whole,
+            "step {step}"
+        );
+    }
+    // What is dropped is not kept meanwhile: options that never end, 100 KB of them.
+    let mut head = vec![0x93];
+    write_str(&mut head, b"e");
+    head.extend_from_slice(&[0xc4, c.len() as u8]);
+    head.extend_from_slice(&c);
+    let mut d = Decoder::new(captured);
+    d.feed(&head[..6]);
+    assert!(matches!(d.next_request(), Ok(None)));
+    assert!(d.capture_memory().is_some());
+    d.feed(&head[6..]);
+    d.feed(&[0xdf, 0, 1, 0, 0]);
+    for _ in 0..1000 {
+        d.feed(&[0xc0; 100]);
+        assert!(matches!(d.next_request(), Ok(None)));
+    }
+    assert!(d.buffered() < 1000, "{}", d.buffered());
+}
+
+#[test]
+fn a_single_frame_in_the_middle_of_a_captured_request_is_an_error() {
+    let c = chunk_of(&[1, 2, 3]);
+    let mut stream = Vec::new();
+    encode_packed_forward(&mut stream, "t", &c, 3, Compression::Text, None);
+    let mut d = Decoder::new(DecoderConfig {
+        capture_min: 1,
+        ..DecoderConfig::default()
+    });
+    // [tag, str32 header and 2 bytes of the payload...
+    d.feed(&stream[..10]);
+    assert!(matches!(d.next_request(), Ok(None)));
+    assert!(d.capture_memory().is_some());
+    d.feed(&stream[10..]);
+    assert!(matches!(d.next_frame(), Err(ForwardError::FrameInRequest)));
 }
 
 #[test]
@@ -924,11 +1184,16 @@ proptest! {
         }
         let (got, err) = decode(&DecoderConfig::default(), &stream, &cuts);
         prop_assert_eq!(err, None);
-        prop_assert_eq!(summary(&got), want);
+        prop_assert_eq!(summary(&got), want.clone());
         // Without coalescing, one batch per request.
         let cfg = DecoderConfig { coalesce_messages: false, ..DecoderConfig::default() };
         let (got, _) = decode(&cfg, &stream, &cuts);
         prop_assert_eq!(got.len(), reqs.len());
+        // Every PackedForward payload read into its own buffer: the same events.
+        let cfg = DecoderConfig { capture_min: 1, ..DecoderConfig::default() };
+        let (got, err) = decode(&cfg, &stream, &cuts);
+        prop_assert_eq!(err, None);
+        prop_assert_eq!(summary(&got), want);
     }
 
     #[test]
@@ -956,6 +1221,17 @@ proptest! {
             prop_assert_eq!(&decode_compacting(&exact, &stream, &[cut]), &whole, "cut at {}", cut);
         }
         prop_assert_eq!(&decode_compacting(&exact, &stream, &bytewise), &whole);
+        // Reading PackedForward payloads into their own buffers changes nothing either,
+        // sizes and error offsets included.
+        let captured = DecoderConfig { capture_min: 1, ..exact.clone() };
+        for cut in 0..stream.len() {
+            prop_assert_eq!(&decode(&captured, &stream, &[cut]), &whole, "cut at {}", cut);
+        }
+        prop_assert_eq!(&decode(&captured, &stream, &bytewise), &whole);
+        prop_assert_eq!(&decode_compacting(&captured, &stream, &bytewise), &whole);
+        for step in [1, 2, 7, 50] {
+            prop_assert_eq!(&decode_appending(&captured, &stream, step), &whole, "step {}", step);
+        }
     }
 
     /// Runs of Message requests with two tags, acks here and there, odd ones in between:
@@ -1031,6 +1307,7 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), cuts in proptest::collection::vec(0usize..512, 0..8)) {
         let cfg = DecoderConfig { chunk_size_limit: Some(64), ..DecoderConfig::default() };
         let _ = decode(&cfg, &bytes, &cuts);
+        let _ = decode(&DecoderConfig { capture_min: 1, ..cfg }, &bytes, &cuts);
         let mut json = b"[".to_vec();
         json.extend_from_slice(&bytes);
         let _ = decode(&DecoderConfig::default(), &json, &cuts);

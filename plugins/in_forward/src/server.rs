@@ -149,6 +149,20 @@ impl From<ForwardError> for Close {
 }
 
 /// Accepts connections until `shutdown` flips, then waits for every connection task.
+/// Reads what the connection has into the decoder: straight into a large PackedForward
+/// payload's own buffer, with no zeroing, while one is being received (see
+/// `Decoder::payload_buf`), else into the decoder's buffer. Cancel-safe: a read that did not
+/// complete took nothing from the stream.
+async fn read_some(stream: &mut TcpStream, decoder: &mut Decoder) -> std::io::Result<usize> {
+    if let Some((payload, lacking)) = decoder.payload_buf() {
+        use bytes::BufMut;
+        return stream.read_buf(&mut payload.limit(lacking)).await;
+    }
+    let n = stream.read(decoder.read_buf(READ_SIZE)).await?;
+    decoder.commit(n);
+    Ok(n)
+}
+
 pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -246,7 +260,7 @@ impl Connection {
         }
         let n = tokio::select! {
             _ = self.shutdown.changed() => return Ok(false),
-            n = stream.read(decoder.read_buf(READ_SIZE)) => n?,
+            n = read_some(stream, decoder) => n?,
         };
         if n == 0 {
             if decoder.in_request() {
@@ -258,7 +272,6 @@ impl Connection {
             }
             return Ok(false);
         }
-        decoder.commit(n);
         Ok(true)
     }
 
