@@ -163,7 +163,7 @@ fn render_into(
                 out.push(if open == '{' && i % 2 == 1 { ':' } else { ',' });
             }
             let rest = buf.get(pos..).unwrap_or_default();
-            pos += render_into(rest, depth + 1, out, true).map_err(|e| shift(e, pos))?;
+            pos += render_into(rest, depth + 1, out, true).map_err(|e| e.shifted(pos))?;
         }
         out.push(close);
         Ok::<usize, MsgpackError>(pos)
@@ -209,21 +209,6 @@ fn render_into(
         }
     }
     Ok(n)
-}
-
-/// Moves a nested value's error offset to the enclosing value's coordinates.
-fn shift(e: MsgpackError, by: usize) -> MsgpackError {
-    match e {
-        MsgpackError::Malformed { offset, reason } => MsgpackError::Malformed {
-            offset: offset + by,
-            reason,
-        },
-        MsgpackError::TooDeep { offset, limit } => MsgpackError::TooDeep {
-            offset: offset + by,
-            limit,
-        },
-        other => other,
-    }
 }
 
 /// Small msgpack writers for tests and examples (the crate never encodes records itself).

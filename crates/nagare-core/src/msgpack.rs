@@ -49,6 +49,25 @@ impl MsgpackError {
     pub fn is_incomplete(&self) -> bool {
         matches!(self, MsgpackError::Incomplete { .. })
     }
+
+    /// The same error in the coordinates of an enclosing value in which the failing one
+    /// starts `by` bytes in (offsets and sizes moved on by `by`).
+    pub fn shifted(self, by: usize) -> Self {
+        match self {
+            MsgpackError::Incomplete { needed, available } => MsgpackError::Incomplete {
+                needed: needed.saturating_add(by as u64),
+                available: available.saturating_add(by),
+            },
+            MsgpackError::Malformed { offset, reason } => MsgpackError::Malformed {
+                offset: offset.saturating_add(by),
+                reason,
+            },
+            MsgpackError::TooDeep { offset, limit } => MsgpackError::TooDeep {
+                offset: offset.saturating_add(by),
+                limit,
+            },
+        }
+    }
 }
 
 /// The result of one [`Skipper::advance`] step.
@@ -633,6 +652,18 @@ mod tests {
 
     fn inc(needed: u64, available: usize) -> Result<usize, MsgpackError> {
         Err(MsgpackError::Incomplete { needed, available })
+    }
+
+    #[test]
+    fn a_nested_error_shifted_is_the_enclosing_values_error() {
+        // [nil, <reserved>] fails at byte 2; its second element alone fails at byte 0.
+        let whole = value_len(&[0x92, 0xc0, 0xc1]);
+        let inner = value_len(&[0xc1]).map_err(|e| e.shifted(2));
+        assert_eq!(inner, whole);
+        // [nil, str8 of 5 with 1 byte]: the string needs 7 bytes, the array 9.
+        let whole = value_len(&[0x92, 0xc0, 0xd9, 5, b'a']);
+        let inner = value_len(&[0xd9, 5, b'a']).map_err(|e| e.shifted(2));
+        assert_eq!(inner, whole);
     }
 
     #[test]

@@ -885,7 +885,7 @@ impl Decoder {
                 }
                 Err(source) => {
                     // Offsets from the start of the request, as framing it whole gives.
-                    let source = shift_error(source, c.head + c.len);
+                    let source = source.shifted(c.head + c.len);
                     return Err(ForwardError::Msgpack { offset, source });
                 }
             }
@@ -1284,27 +1284,6 @@ fn decode_msgpack<'a>(
     }
     batch.tag = tag;
     Ok(Request::Events(batch))
-}
-
-/// `e` with its byte offset moved `by` bytes on (for an error in a part of a request
-/// framed apart from the rest).
-fn shift_error(e: nagare_core::MsgpackError, by: usize) -> nagare_core::MsgpackError {
-    use nagare_core::MsgpackError as E;
-    match e {
-        E::Malformed { offset, reason } => E::Malformed {
-            offset: offset + by,
-            reason,
-        },
-        E::TooDeep { offset, limit } => E::TooDeep {
-            offset: offset + by,
-            limit,
-        },
-        E::Incomplete { needed, available } => E::Incomplete {
-            needed: needed + by as u64,
-            available: available + by,
-        },
-        other => other,
-    }
 }
 
 /// Decodes a PackedForward request read with a [`Capture`]: `head` holds its array header,
