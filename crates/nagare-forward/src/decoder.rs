@@ -46,6 +46,11 @@ pub const DEFAULT_CAPTURE_MIN: usize = 64 * 1024;
 /// (a header alone never makes the decoder reserve its whole declared size).
 const CAPTURE_RESERVE: usize = 16 * 1024 * 1024;
 
+/// What is read past a captured payload's end, in the read that ends it
+/// ([`Decoder::payload_buf`]) or in the next one ([`Decoder::read_buf`]): the rest of that
+/// request and the head of the next, whose payload then goes straight where it belongs.
+pub const PEEK_READ: usize = 1024;
+
 /// The most [`Decoder::read_buf`] hands out of a captured payload at once (whatever `min`).
 const CAPTURE_READ: usize = 1024 * 1024;
 
@@ -284,6 +289,9 @@ pub struct Decoder {
     poisoned: bool,
     /// The PackedForward request whose payload is being read into its own buffer.
     capture: Option<Box<Capture>>,
+    /// Whether the next read is kept small (see [`PEEK_READ`]): a captured payload is
+    /// whole, and the next request is likely to be captured too.
+    peek_next: bool,
 }
 
 /// A PackedForward request whose payload is read into its own buffer (see
@@ -330,6 +338,7 @@ impl Decoder {
             base: 0,
             poisoned: false,
             capture: None,
+            peek_next: false,
         }
     }
 
@@ -384,7 +393,9 @@ impl Decoder {
     /// the connection into; say how much was read with [`commit`](Self::commit). While a
     /// large PackedForward payload is read into its own buffer (see
     /// [`DecoderConfig::capture_min`]), the room is in that buffer and ends where the payload
-    /// does, so it may be smaller than `min` (never empty).
+    /// does, so it may be smaller than `min` (never empty); so is the read right after such a
+    /// payload ([`PEEK_READ`] bytes: the rest of its request and the head of the next, whose
+    /// payload then goes straight where it belongs).
     ///
     /// Makes room by moving the pending bytes to the front when they are few, otherwise by
     /// growing the buffer's capacity (to about four times the largest pending request). Only
@@ -417,7 +428,15 @@ impl Decoder {
             // Within the capacity: no reallocation.
             self.buf.resize(room, 0);
         }
-        self.buf.get_mut(self.end..).unwrap_or_default()
+        let end = self.end;
+        let room = self.buf.get_mut(end..).unwrap_or_default();
+        if std::mem::take(&mut self.peek_next) {
+            // Just the rest of the request and the head of the next one: its payload, if
+            // captured too, is then read where it goes, not copied there.
+            let n = room.len().min(PEEK_READ);
+            return room.get_mut(..n).unwrap_or_default();
+        }
+        room
     }
 
     /// Whether reads go into a captured payload.
@@ -439,19 +458,21 @@ impl Decoder {
     }
 
     /// While a large PackedForward payload is being read into its own buffer (see
-    /// [`DecoderConfig::capture_min`]): that buffer and how many bytes it still lacks, to
-    /// append the connection's next bytes to without zeroing room first (tokio's
-    /// `AsyncReadExt::read_buf` with the vector limited to that many bytes, say). Bytes
-    /// appended are received as soon as they are there: no [`commit`](Self::commit).
-    /// Appending more than the payload lacks is allowed: the bytes past its end are taken
-    /// as the stream's next bytes. `None` otherwise: read with [`read_buf`](Self::read_buf).
+    /// [`DecoderConfig::capture_min`]): that buffer and how many bytes to append to it at
+    /// most, without zeroing room first (tokio's `AsyncReadExt::read_buf` with the vector
+    /// limited to that many bytes, say). That is what the payload lacks and [`PEEK_READ`]
+    /// more, so the read that ends the payload can bring the rest of the request and the
+    /// head of the next in the same call; bytes past the payload's end are the stream's
+    /// next bytes (more than offered is allowed too). Bytes appended are received as soon
+    /// as they are there: no [`commit`](Self::commit). `None` otherwise: read with
+    /// [`read_buf`](Self::read_buf).
     pub fn payload_buf(&mut self) -> Option<(&mut Vec<u8>, usize)> {
         if !self.capturing() {
             return None;
         }
         let c = self.capture.as_deref_mut()?;
         let received = c.settle();
-        Some((&mut c.payload, c.len - received))
+        Some((&mut c.payload, c.len - received + PEEK_READ))
     }
 
     /// Moves the pending bytes to the front of a new buffer of `capacity` bytes: only they
@@ -824,7 +845,8 @@ impl Decoder {
         if len < self.cfg.capture_min || view.len() >= head + len {
             return;
         }
-        let mut payload = Vec::with_capacity(len.min(CAPTURE_RESERVE));
+        // Room for a read past the payload too (see `payload_buf`).
+        let mut payload = Vec::with_capacity(len.saturating_add(PEEK_READ).min(CAPTURE_RESERVE));
         payload.extend_from_slice(view.get(head..).unwrap_or_default());
         self.end = self.start + head;
         if let Framing::Msgpack(m) = &mut self.framing {
@@ -860,6 +882,10 @@ impl Decoder {
                 .extend_from_slice(c.payload.get(c.len..).unwrap_or_default());
             self.end = self.buf.len();
             c.payload.truncate(c.len);
+        } else if self.end == self.start + c.head {
+            // The payload is whole and nothing after it has come: what comes next is small
+            // (the options, the next request's head), so the next read is too.
+            self.peek_next = true;
         }
         let offset = self.base + self.start as u64;
         let after = self.start + c.head;

@@ -944,6 +944,59 @@ fn a_large_packed_forward_payload_is_read_into_its_own_buffer_and_owned_by_the_b
 }
 
 #[test]
+fn after_a_captured_payload_the_next_payload_is_read_where_it_goes_not_copied() {
+    let big = chunk_of(&vec![7; 9000]);
+    let mut stream = Vec::new();
+    for ack in ["a1", "a2", "a3"] {
+        encode_packed_forward(&mut stream, "big", &big, 9000, Compression::Text, Some(ack));
+    }
+    // Reading payloads with payload_buf (and past their end), or with read_buf only.
+    for direct in [true, false] {
+        let mut d = Decoder::new(DecoderConfig::default());
+        let (mut fed, mut acks) = (0, Vec::new());
+        // The payload bytes each capture started with (copied from the read buffer).
+        let mut copied = Vec::new();
+        while fed < stream.len() {
+            let n = match d.payload_buf().filter(|_| direct) {
+                Some((payload, room)) => {
+                    let n = room.min(stream.len() - fed);
+                    payload.extend_from_slice(&stream[fed..fed + n]);
+                    n
+                }
+                None => {
+                    let spare = d.read_buf(64 * 1024);
+                    let n = spare.len().min(stream.len() - fed);
+                    spare[..n].copy_from_slice(&stream[fed..fed + n]);
+                    d.commit(n);
+                    n
+                }
+            };
+            fed += n;
+            while let Ok(Some(r)) = d.next_request() {
+                if let Request::Events(b) = r {
+                    assert_eq!(b.records, 9000);
+                    acks.extend(b.chunk_option);
+                }
+            }
+            // A capture of request `acks.len()` that just started.
+            if let Some((handed, _)) = d.capture_memory()
+                && copied.len() == acks.len()
+            {
+                copied.push(handed);
+            }
+        }
+        assert_eq!(acks.len(), 3, "direct {direct}");
+        assert_eq!(copied.len(), 3, "direct {direct}: {copied:?}");
+        // The first read is a whole one; after that, only what a short read brought.
+        assert!(copied[0] > 60 * 1024, "direct {direct}: {copied:?}");
+        assert!(
+            copied[1..].iter().all(|&c| c < 1024),
+            "direct {direct}: {copied:?}"
+        );
+    }
+}
+
+#[test]
 fn a_declared_payload_size_is_not_reserved_before_it_arrives() {
     // [tag, bin32 of 400 MB...: the header alone.
     let mut stream = vec![0x92, 0xa1, b't', 0xc6];
