@@ -162,6 +162,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                     ("file", 64, false),
                     ("memory", 16, true),
                     ("memory", 64, true),
+                    ("file", 64, true),
+                    ("memory", 256, false),
+                    ("memory", 256, true),
                 ] {
                     flood_scenario(&bin, buffer, conns, acks)?;
                 }
@@ -671,7 +674,10 @@ fn file_scenario(bin: &Path, opts: &Options) -> Result<(String, f64)> {
 /// as they can for [`FLOOD_SECS`] into a buffer whose output is down (out_forward to a closed
 /// port), so the buffer fills and `overflow_action block` holds every connection back; a
 /// connection whose write times out is blocked for good and only kept open. Prints the peak
-/// RSS against the bound; no CPU figure.
+/// RSS against the bound, and what each connection holds beyond the idle process and the
+/// buffer: every waiting connection keeps the request it read (about 140 KB here), so the
+/// bound holds up to some tens of connections and the 256-connection runs show where it
+/// stops; no CPU figure.
 fn flood_scenario(bin: &Path, buffer: &str, conns: usize, acks: bool) -> Result<()> {
     const TOTAL_MB: usize = 32;
     let dead = free_port()?;
@@ -729,7 +735,7 @@ fn flood_scenario(bin: &Path, buffer: &str, conns: usize, acks: bool) -> Result<
     let (_, peak) = rss_kb(pid)?;
     let bound = TOTAL_MB as f64 + 32.0;
     println!(
-        "flood, {conns} connection(s) {} → {buffer} buffer (total_limit_size {TOTAL_MB} MB, block) → output down: {:.0} MB sent in {FLOOD_SECS} s, peak RSS {:.1} MB (idle {:.1} MB; target ≤ total_limit_size + 32 MB = {bound:.0} MB)",
+        "flood, {conns} connection(s) {} → {buffer} buffer (total_limit_size {TOTAL_MB} MB, block) → output down: {:.0} MB sent in {FLOOD_SECS} s, peak RSS {:.1} MB (idle {:.1} MB; target ≤ total_limit_size + 32 MB = {bound:.0} MB; {:.0} KB per connection beyond idle + buffer)",
         if acks {
             "asking for acks"
         } else {
@@ -738,6 +744,7 @@ fn flood_scenario(bin: &Path, buffer: &str, conns: usize, acks: bool) -> Result<
         sent as f64 / 1e6,
         peak as f64 / 1024.0,
         idle as f64 / 1024.0,
+        (peak as f64 - idle as f64 - (TOTAL_MB * 1024) as f64).max(0.0) / conns as f64,
     );
     Ok(())
 }
