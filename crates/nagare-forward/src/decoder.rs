@@ -845,17 +845,18 @@ impl Decoder {
         if len < self.cfg.capture_min || view.len() >= head + len {
             return;
         }
+        let mut tail = Skipper::with_max_depth(self.cfg.max_depth);
+        // The option map is the last element of the request array (a depth limit that
+        // refuses even that leaves the request to the framer, which refuses it).
+        if count == 3 && tail.resume_in(0, &[1]).is_err() {
+            return;
+        }
         // Room for a read past the payload too (see `payload_buf`).
         let mut payload = Vec::with_capacity(len.saturating_add(PEEK_READ).min(CAPTURE_RESERVE));
         payload.extend_from_slice(view.get(head..).unwrap_or_default());
         self.end = self.start + head;
         if let Framing::Msgpack(m) = &mut self.framing {
             m.reset();
-        }
-        let mut tail = Skipper::with_max_depth(self.cfg.max_depth);
-        if count == 3 {
-            // The option map is the last element of the request array.
-            let _ = tail.resume_in(0, &[1]);
         }
         self.capture = Some(Box::new(Capture {
             head,

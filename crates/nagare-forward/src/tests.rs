@@ -1104,6 +1104,37 @@ fn a_captured_request_whose_options_run_over_the_limit_is_dropped_as_without_cap
 }
 
 #[test]
+fn errors_in_a_captured_requests_options_are_those_of_the_whole_request() {
+    let c = chunk_of(&[1, 2, 3]);
+    let mut head = vec![0x93];
+    write_str(&mut head, b"t");
+    head.extend_from_slice(&[0xc4, c.len() as u8]);
+    head.extend_from_slice(&c);
+    // Options nested past max_depth 2, and options with the reserved marker in them.
+    let mut deep = head.clone();
+    deep.extend_from_slice(&[0x81, 0xa1, b'k', 0x81, 0xa1, b'x', 0x01]);
+    let mut broken = head;
+    broken.extend_from_slice(&[0x81, 0xa1, b'k', 0xc1]);
+    for (stream, max_depth, what) in [(deep, 2, "nesting"), (broken, 8, "malformed")] {
+        let plain = DecoderConfig {
+            max_depth,
+            ..DecoderConfig::default()
+        };
+        let captured = DecoderConfig {
+            capture_min: 1,
+            ..plain.clone()
+        };
+        let whole = decode(&plain, &stream, &[]);
+        assert!(
+            whole.1.as_deref().is_some_and(|e| e.contains(what)),
+            "{whole:?}"
+        );
+        let bytewise: Vec<usize> = (0..stream.len()).collect();
+        assert_eq!(decode(&captured, &stream, &bytewise), whole, "{what}");
+    }
+}
+
+#[test]
 fn a_single_frame_in_the_middle_of_a_captured_request_is_an_error() {
     let c = chunk_of(&[1, 2, 3]);
     let mut stream = Vec::new();
