@@ -289,8 +289,8 @@ pub struct Decoder {
     poisoned: bool,
     /// The PackedForward request whose payload is being read into its own buffer.
     capture: Option<Box<Capture>>,
-    /// Whether the next read is kept small (see [`PEEK_READ`]): a captured payload is
-    /// whole, and the next request is likely to be captured too.
+    /// Whether the next read is kept small (see [`PEEK_READ`]): the connection is new, or a
+    /// captured payload is whole; the next request may well be captured.
     peek_next: bool,
 }
 
@@ -338,7 +338,9 @@ impl Decoder {
             base: 0,
             poisoned: false,
             capture: None,
-            peek_next: false,
+            // The first read too: a sender of large PackedForward requests then never
+            // makes the connection's own buffer grow.
+            peek_next: true,
         }
     }
 
@@ -393,8 +395,8 @@ impl Decoder {
     /// the connection into; say how much was read with [`commit`](Self::commit). While a
     /// large PackedForward payload is read into its own buffer (see
     /// [`DecoderConfig::capture_min`]), the room is in that buffer and ends where the payload
-    /// does, so it may be smaller than `min` (never empty); so is the read right after such a
-    /// payload ([`PEEK_READ`] bytes: the rest of its request and the head of the next, whose
+    /// does, so it may be smaller than `min` (never empty); so are the connection's first read
+    /// and the read right after such a payload ([`PEEK_READ`] bytes: a request's head, whose
     /// payload then goes straight where it belongs).
     ///
     /// Makes room by moving the pending bytes to the front when they are few, otherwise by
@@ -407,6 +409,11 @@ impl Decoder {
         if self.capturing() {
             return self.capture_room(min);
         }
+        // A peek: just the rest of a request and the head of the next one, whose payload,
+        // if captured, is then read where it goes, not copied there (and the buffer is not
+        // grown for it).
+        let peek = std::mem::take(&mut self.peek_next);
+        let min = if peek { PEEK_READ } else { min };
         if self.start == self.end {
             self.drop_consumed();
         }
@@ -430,9 +437,7 @@ impl Decoder {
         }
         let end = self.end;
         let room = self.buf.get_mut(end..).unwrap_or_default();
-        if std::mem::take(&mut self.peek_next) {
-            // Just the rest of the request and the head of the next one: its payload, if
-            // captured too, is then read where it goes, not copied there.
+        if peek {
             let n = room.len().min(PEEK_READ);
             return room.get_mut(..n).unwrap_or_default();
         }

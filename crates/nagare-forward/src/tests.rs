@@ -987,12 +987,13 @@ fn after_a_captured_payload_the_next_payload_is_read_where_it_goes_not_copied() 
         }
         assert_eq!(acks.len(), 3, "direct {direct}");
         assert_eq!(copied.len(), 3, "direct {direct}: {copied:?}");
-        // The first read is a whole one; after that, only what a short read brought.
-        assert!(copied[0] > 60 * 1024, "direct {direct}: {copied:?}");
+        // Each capture starts with only what a short read brought (the connection's first
+        // read is short too), and the decoder's own buffer never grows to a whole read.
         assert!(
-            copied[1..].iter().all(|&c| c < 1024),
+            copied.iter().all(|&c| c < 1024),
             "direct {direct}: {copied:?}"
         );
+        assert!(d.memory().1 < 4 * 1024, "direct {direct}: {:?}", d.memory());
     }
 }
 
