@@ -112,6 +112,11 @@ pub struct DecoderConfig {
     /// canonical, so neither [`Request::into_owned`] nor a waiting connection copies or
     /// doubles it, and the connection's read buffer stays small. `usize::MAX` turns it off.
     pub capture_min: usize,
+    /// Whether a capture waits to be admitted: the decoder then only reports it
+    /// ([`Decoder::capture_pending`]) until [`Decoder::admit_capture`] starts it, so a server
+    /// can bound the memory that large requests hold across its connections (the payload's
+    /// buffer is reserved only on admission). Meanwhile the caller should not read.
+    pub admit_captures: bool,
 }
 
 impl Default for DecoderConfig {
@@ -129,6 +134,7 @@ impl Default for DecoderConfig {
             coalesce_messages: true,
             coalesce_acked: true,
             capture_min: DEFAULT_CAPTURE_MIN,
+            admit_captures: false,
         }
     }
 }
@@ -292,6 +298,8 @@ pub struct Decoder {
     /// Whether the next read is kept small (see [`PEEK_READ`]): the connection is new, or a
     /// captured payload is whole; the next request may well be captured.
     peek_next: bool,
+    /// Set by [`Decoder::admit_capture`] for the capture it starts.
+    admitted: bool,
 }
 
 /// A PackedForward request whose payload is read into its own buffer (see
@@ -341,6 +349,7 @@ impl Decoder {
             // The first read too: a sender of large PackedForward requests then never
             // makes the connection's own buffer grow.
             peek_next: true,
+            admitted: false,
         }
     }
 
@@ -835,21 +844,55 @@ impl Decoder {
         }
     }
 
-    /// Starts capturing the pending request when it is a PackedForward request with a
+    /// The pending request when it would be captured (a PackedForward request with a
     /// payload of at least `capture_min` bytes whose header has arrived and whose end has
-    /// not: the payload bytes already here move to their own buffer, and later reads go
-    /// there (see [`Capture`]).
-    fn start_capture(&mut self) {
-        if !matches!(self.framing, Framing::Msgpack(_)) {
-            return;
+    /// not): its head and payload length. Its options are not counted.
+    fn capturable(&self) -> Option<(u32, usize, usize)> {
+        if !matches!(self.framing, Framing::Msgpack(_))
+            || self.capture.is_some()
+            || self.discarded.is_some()
+        {
+            return None;
         }
         let view = self.buf.get(self.start..self.end).unwrap_or_default();
-        let Some((count, head, len)) = packed_head(view) else {
-            return;
-        };
-        if len < self.cfg.capture_min || view.len() >= head + len {
+        let (count, head, len) = packed_head(view)?;
+        (len >= self.cfg.capture_min && view.len() < head + len).then_some((count, head, len))
+    }
+
+    /// With [`DecoderConfig::admit_captures`]: when [`next_request`](Self::next_request)
+    /// has returned `None` and the pending request waits to be captured, the bytes it will
+    /// hold (its head and payload), before anything is reserved for it. Admit it with
+    /// [`admit_capture`](Self::admit_capture) before reading on. `None` otherwise.
+    pub fn capture_pending(&self) -> Option<usize> {
+        if !self.cfg.admit_captures {
+            return None;
+        }
+        self.capturable()
+            .map(|(_, head, len)| head.saturating_add(len))
+    }
+
+    /// Starts the capture [`capture_pending`](Self::capture_pending) reported: its buffer
+    /// is reserved and reads go there. `false` if nothing was started (the request is then
+    /// read the ordinary way).
+    pub fn admit_capture(&mut self) -> bool {
+        self.admitted = true;
+        self.start_capture();
+        self.admitted = false;
+        self.capture.is_some()
+    }
+
+    /// Starts capturing the pending request when it is a PackedForward request with a
+    /// payload of at least `capture_min` bytes whose header has arrived and whose end has
+    /// not (and, with [`DecoderConfig::admit_captures`], once admitted): the payload bytes
+    /// already here move to their own buffer, and later reads go there (see [`Capture`]).
+    fn start_capture(&mut self) {
+        if self.cfg.admit_captures && !self.admitted {
             return;
         }
+        let Some((count, head, len)) = self.capturable() else {
+            return;
+        };
+        let view = self.buf.get(self.start..self.end).unwrap_or_default();
         let mut tail = Skipper::with_max_depth(self.cfg.max_depth);
         // The option map is the last element of the request array (a depth limit that
         // refuses even that leaves the request to the framer, which refuses it).

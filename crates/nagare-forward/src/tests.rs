@@ -72,7 +72,8 @@ fn decode_with(
 
 /// Feeds `bytes` `step` bytes at a time, appending straight to a captured payload whenever
 /// [`Decoder::payload_buf`] offers one (`step` bytes whatever the payload lacks, so past its
-/// end too), decoding after each piece.
+/// end too), decoding after each piece; a capture waiting to be admitted
+/// ([`DecoderConfig::admit_captures`]) is admitted before the next piece, as in_forward does.
 fn decode_appending(
     cfg: &DecoderConfig,
     bytes: &[u8],
@@ -81,6 +82,9 @@ fn decode_appending(
     let mut d = Decoder::new(cfg.clone());
     let mut out = Vec::new();
     for piece in bytes.chunks(step.max(1)) {
+        if d.capture_pending().is_some() {
+            assert!(d.admit_capture(), "a pending capture starts when admitted");
+        }
         match d.payload_buf() {
             Some((payload, _lacking)) => payload.extend_from_slice(piece),
             None => d.feed(piece),
@@ -1014,6 +1018,55 @@ fn a_declared_payload_size_is_not_reserved_before_it_arrives() {
 }
 
 #[test]
+fn a_capture_that_waits_for_admission_reserves_nothing_until_admitted() {
+    let big = chunk_of(&vec![7; 9000]);
+    let mut stream = Vec::new();
+    encode_packed_forward(
+        &mut stream,
+        "big",
+        &big,
+        9000,
+        Compression::Text,
+        Some("a1"),
+    );
+    let cfg = DecoderConfig {
+        admit_captures: true,
+        ..DecoderConfig::default()
+    };
+    assert!(big.len() >= cfg.capture_min);
+    let mut d = Decoder::new(cfg);
+    // The head and a little of the payload.
+    d.feed(&stream[..1000]);
+    assert!(matches!(d.next_request(), Ok(None)));
+    // Array header, "big", the payload's bin/str header.
+    let head = 1 + 4 + if big.len() > 0xffff { 5 } else { 3 };
+    assert_eq!(d.capture_pending(), Some(head + big.len()));
+    assert!(d.capture_memory().is_none(), "reserved before admission");
+    // Still pending whatever decoding is tried meanwhile.
+    assert!(matches!(d.next_request(), Ok(None)));
+    assert!(d.capture_memory().is_none());
+    assert!(d.admit_capture());
+    assert_eq!(d.capture_pending(), None);
+    let (handed, capacity) = d.capture_memory().expect("captured");
+    assert_eq!(handed, 1000 - head);
+    assert!(capacity >= big.len(), "{capacity}");
+    let (payload, lacking) = d.payload_buf().expect("reads go to the payload");
+    payload.extend_from_slice(&stream[1000..]);
+    assert!(lacking >= big.len() - (1000 - head));
+    let Ok(Some(Request::Events(b))) = d.next_request() else {
+        panic!("the request")
+    };
+    assert_eq!((b.records, &b.chunk[..]), (9000, &big[..]));
+    assert_eq!(b.chunk_option, Some(AckId(b"a1".to_vec())));
+    // Small requests never wait.
+    let mut small = Vec::new();
+    encode_packed_forward(&mut small, "s", &chunk_of(&[1]), 1, Compression::Text, None);
+    d.feed(&small[..small.len() - 1]);
+    assert!(matches!(d.next_request(), Ok(None)));
+    assert_eq!(d.capture_pending(), None);
+}
+
+#[test]
 fn errors_after_a_captured_request_name_their_stream_offset() {
     let c = chunk_of(&[1, 2, 3]);
     let mut stream = Vec::new();
@@ -1317,6 +1370,13 @@ proptest! {
         for step in [1, 2, 7, 50] {
             prop_assert_eq!(&decode_appending(&captured, &stream, step), &whole, "step {}", step);
         }
+        // Captures that wait to be admitted: admitted at once, or never (then read the
+        // ordinary way).
+        let admitting = DecoderConfig { admit_captures: true, ..captured.clone() };
+        for step in [1, 7, 50] {
+            prop_assert_eq!(&decode_appending(&admitting, &stream, step), &whole, "step {}", step);
+        }
+        prop_assert_eq!(&decode(&admitting, &stream, &bytewise), &whole);
     }
 
     /// Runs of Message requests with two tags, acks here and there, odd ones in between:
