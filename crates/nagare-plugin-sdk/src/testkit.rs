@@ -182,6 +182,9 @@ struct EmitterState {
     batches: Mutex<Vec<CapturedBatch>>,
     arrived: Condvar,
     full: AtomicBool,
+    /// `(held, emits waiting)`: while held, `emit` waits and `try_emit` hands batches back.
+    hold: Mutex<(bool, usize)>,
+    released: Condvar,
 }
 
 /// An [`api::Emitter`] that captures batches; it can pretend the buffer is full.
@@ -204,6 +207,30 @@ impl TestEmitter {
     /// Makes `emit` fail with `RETRYABLE` and `try_emit` hand batches back.
     pub fn set_full(&self, full: bool) {
         self.state.full.store(full, Ordering::SeqCst);
+    }
+
+    /// While `held`, `emit` waits (as on a full buffer with `overflow_action block`) and
+    /// `try_emit` hands batches back; releasing lets the waiting emits through.
+    pub fn set_held(&self, held: bool) {
+        lock(&self.state.hold).0 = held;
+        self.state.released.notify_all();
+    }
+
+    /// How many `emit` calls are waiting on [`set_held`](Self::set_held) now.
+    pub fn waiting(&self) -> usize {
+        lock(&self.state.hold).1
+    }
+
+    /// Waits until `n` emits are waiting or `timeout` passed; returns whether they were.
+    pub fn wait_for_waiting(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.waiting() < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// Every batch received so far.
@@ -249,12 +276,24 @@ impl api::Emitter for TestEmitter {
         if self.state.full.load(Ordering::SeqCst) {
             return RResult::RErr(buffer_full());
         }
+        let mut hold = lock(&self.state.hold);
+        if hold.0 {
+            hold.1 += 1;
+            while hold.0 {
+                hold = match self.state.released.wait(hold) {
+                    Ok(g) => g,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+            }
+            hold.1 -= 1;
+        }
+        drop(hold);
         self.capture(batch, true);
         RResult::ROk(())
     }
 
     fn try_emit(&self, batch: EventBatch) -> RResult<(), Tuple2<EventBatch, PluginError>> {
-        if self.state.full.load(Ordering::SeqCst) {
+        if self.state.full.load(Ordering::SeqCst) || lock(&self.state.hold).0 {
             return RResult::RErr(Tuple2(batch, buffer_full()));
         }
         self.capture(batch, false);
