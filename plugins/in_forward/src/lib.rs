@@ -23,6 +23,14 @@
 //! crashes and restarts (the id is fsynced after `emit` returned `Ok` and before the ack is
 //! written); a crash between `emit` and that fsync can still yield one duplicate, of a request
 //! that was never acked. See [`dedupe`] for the details.
+//!
+//! nagare addition, `request_memory_limit` (8m; 0 turns it off): large PackedForward
+//! requests (64 KiB and more, what out_forward, Fluentd and Fluent Bit send) are read into
+//! buffers of their own, and these may hold at most this many bytes across the instance's
+//! connections, from the request's header until the host accepted its events. A request that
+//! would pass it waits, unread (the sender's writes then wait too), until earlier ones are
+//! accepted; one larger than the limit is admitted alone. So connections waiting on a full
+//! buffer hold at most this much however many there are. See [`server`].
 
 pub mod dedupe;
 pub mod rdns;
@@ -119,6 +127,14 @@ pub struct ForwardConfig {
     /// Oldest request id the resend window keeps.
     #[serde(default = "default_dedupe_window_age")]
     pub dedupe_window_age: Interval,
+    /// Most bytes large requests being received or waiting to be accepted may hold across
+    /// all connections (0: no limit).
+    #[serde(default = "default_request_memory_limit")]
+    pub request_memory_limit: Size,
+}
+
+fn default_request_memory_limit() -> Size {
+    Size(server::DEFAULT_REQUEST_MEMORY_LIMIT)
 }
 
 fn default_dedupe_window_size() -> usize {
@@ -258,6 +274,7 @@ impl Forward {
                 tag: c.tag.clone(),
                 add_tag_prefix: c.add_tag_prefix.clone(),
                 allow_json: self.security.is_none(),
+                admit_captures: c.request_memory_limit.0 > 0,
                 ..DecoderConfig::default()
             },
             security: self.security.clone(),
@@ -360,6 +377,7 @@ impl Input for Forward {
                     .counter("resends", "exact resends acked again without emitting"),
             },
             dedupe,
+            admission: server::Admission::new(self.conf.request_memory_limit.0),
         });
         let (tx, rx) = watch::channel(false);
         let tasks = vec![

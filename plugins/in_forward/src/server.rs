@@ -8,6 +8,18 @@
 //! With a resend window the whole check–emit–record sequence runs on a blocking thread (it
 //! writes to disk). The ack is written only after the batch was accepted. A failed emit or a broken stream closes the
 //! connection without an ack (the client retries).
+//!
+//! Memory across connections: a large PackedForward request is read into a buffer of its
+//! own (the decoder's capture), and that buffer is reserved only once [`Admission`] admits
+//! its size against `request_memory_limit`; the admission is given back when the request
+//! was handled (accepted, dropped or the connection closed). While a request waits for
+//! admission its connection is not read. A full buffer downstream therefore holds back at
+//! most that many bytes of large requests whatever the number of connections; a connection
+//! sending small requests holds at most one read (64 KiB) and one request. A connection that
+//! receives nothing for [`ADMISSION_IDLE`] in the middle of an admitted request gives its
+//! admission back, so a peer that died mid-request cannot stall the others. Like Fluentd's
+//! blocking emit and Fluent Bit's paused input, the limit is the instance's: once large
+//! requests for a full buffer hold it all, large requests for other outputs wait too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -28,6 +40,44 @@ use nagare_plugin_sdk::log_limiter::KeyedLogLimiter;
 
 /// Bytes read from a socket at a time.
 const READ_SIZE: usize = 64 * 1024;
+
+/// Default `request_memory_limit`: room for some fifty requests of Fluent Bit's and
+/// out_forward's usual size at once, and a quarter of the memory bound a default file buffer
+/// gets (`total_limit_size` + 32 MB).
+pub const DEFAULT_REQUEST_MEMORY_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// How long a connection may keep an admission while no byte of its request arrives: then
+/// it gives the admission back (and goes on reading the request, outside the limit), so a
+/// peer that died in the middle of a request does not hold the others back.
+pub const ADMISSION_IDLE: Duration = Duration::from_secs(5);
+
+/// Admission of large requests against `request_memory_limit`, counted in KiB: first come,
+/// first served (a request too large for what is free waits, and so do the ones after it).
+pub struct Admission {
+    permits: tokio::sync::Semaphore,
+    /// The limit in KiB: what a request larger than the limit takes (all of it).
+    total: u32,
+}
+
+impl Admission {
+    /// `None` for a limit of 0 (no limit).
+    pub fn new(limit: u64) -> Option<Admission> {
+        let total = u32::try_from(limit.div_ceil(1024)).unwrap_or(u32::MAX >> 4);
+        // tokio's semaphore holds at most usize::MAX >> 3 permits; far more than u32 here.
+        (total > 0).then(|| Admission {
+            permits: tokio::sync::Semaphore::new(total as usize),
+            total,
+        })
+    }
+
+    /// Waits until `bytes` fit (or everything is free, for a request larger than the limit).
+    async fn admit(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total);
+        self.permits.acquire_many(kib).await.ok()
+    }
+}
 
 /// What a server needs besides its sockets.
 pub struct Settings {
@@ -73,6 +123,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The resend window (`dedupe_path`), if enabled.
     pub dedupe: Option<Arc<crate::dedupe::Window>>,
+    /// `request_memory_limit`, unless 0.
+    pub admission: Option<Admission>,
 }
 
 impl Shared {
@@ -288,20 +340,53 @@ impl Connection {
                 return Ok(());
             }
         }
+        let shared = self.shared.clone();
+        // What the large request being received holds of `request_memory_limit`.
+        let mut admitted = None;
         loop {
             loop {
                 match decoder.next_request()? {
                     None => break,
                     Some(req) => {
                         let req = req.into_owned();
-                        self.handle(stream, &mut decoder, req).await?
+                        self.handle(stream, &mut decoder, req).await?;
+                        // That was the admitted request (a capture is always the next one):
+                        // accepted or dropped, its memory is free.
+                        drop(admitted.take());
                     }
                 }
                 if self.shared.settings.deny_keepalive {
                     return Ok(());
                 }
             }
-            if !self.fill(stream, &mut decoder).await? {
+            if let (Some(bytes), Some(admission)) =
+                (decoder.capture_pending(), shared.admission.as_ref())
+            {
+                // Not a byte more is read (nor reserved) until the request fits.
+                admitted = tokio::select! {
+                    _ = self.shutdown.changed() => return Ok(()),
+                    p = admission.admit(bytes) => p,
+                };
+                decoder.admit_capture();
+            }
+            let more = if admitted.is_some() {
+                match tokio::time::timeout(ADMISSION_IDLE, self.fill(stream, &mut decoder)).await {
+                    Ok(more) => more?,
+                    Err(_) => {
+                        // The read was cancelled before it took anything (see `read_some`).
+                        drop(admitted.take());
+                        nagare_plugin_sdk::debug!(
+                            shared.log,
+                            "forward: {} sent nothing for {ADMISSION_IDLE:?} in the middle of a large request: its request_memory_limit share is given back",
+                            self.peer
+                        );
+                        true
+                    }
+                }
+            } else {
+                self.fill(stream, &mut decoder).await?
+            };
+            if !more {
                 return Ok(());
             }
         }

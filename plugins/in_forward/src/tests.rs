@@ -357,3 +357,125 @@ fn the_resend_window_defaults_to_the_hosts_root_dir() {
     assert!(line.contains("dedupe"), "{line}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn large_requests_wait_unread_for_admission_while_the_buffer_is_full() {
+    let c = chunk(6000);
+    // Large enough to be captured, and two of them pass the 150 KiB limit.
+    assert!(
+        c.len() >= 64 * 1024 && 2 * c.len() > 150 * 1024,
+        "{}",
+        c.len()
+    );
+    // (request_memory_limit, acks asked, emits waiting at once on the full buffer)
+    for (limit, acks, waiting) in [("150k", true, 1), ("150k", false, 1), ("0", true, 3)] {
+        let kit = TestKit::new(nagare_plugin_module());
+        let (mut input, addr) = start(&kit, &format!("request_memory_limit {limit}"));
+        input.emitter().set_held(true);
+        let socks: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+        // Writers of their own: a request not admitted is not read, so its write may wait.
+        let writers: Vec<_> = socks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut s = s.try_clone().unwrap_or_else(|e| panic!("clone: {e}"));
+                let mut req = Vec::new();
+                let ack = format!("ack{i}");
+                encode_packed_forward(
+                    &mut req,
+                    &format!("t{i}"),
+                    &c,
+                    6000,
+                    Compression::Text,
+                    acks.then_some(ack.as_str()),
+                );
+                std::thread::spawn(move || s.write_all(&req).is_ok())
+            })
+            .collect();
+        assert!(
+            input.emitter().wait_for_waiting(waiting, WAIT),
+            "limit {limit}: {} waiting",
+            input.emitter().waiting()
+        );
+        // The others stay out while the first waits (they would be here in milliseconds).
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(input.emitter().waiting(), waiting, "limit {limit}");
+        assert!(input.emitter().batches().is_empty());
+        input.emitter().set_held(false);
+        assert!(input.emitter().wait_for_batches(3, WAIT), "limit {limit}");
+        for w in writers {
+            assert!(w.join().unwrap_or(false), "limit {limit}: a write failed");
+        }
+        let mut tags: Vec<(String, u32)> = input
+            .emitter()
+            .batches()
+            .iter()
+            .map(|b| (b.tag.clone(), b.records))
+            .collect();
+        tags.sort();
+        assert_eq!(
+            tags,
+            [
+                ("t0".into(), 6000),
+                ("t1".into(), 6000),
+                ("t2".into(), 6000)
+            ]
+        );
+        if acks {
+            for (i, mut s) in socks.into_iter().enumerate() {
+                let ack = read_value(&mut s).and_then(|v| decode_ack(&v).ok());
+                assert_eq!(
+                    ack.and_then(|a| a.as_str().map(str::to_owned)),
+                    Some(format!("ack{i}"))
+                );
+            }
+        }
+        input.stop().unwrap_or_default();
+    }
+}
+
+#[test]
+fn a_peer_stalled_in_the_middle_of_a_large_request_gives_its_admission_back() {
+    let c = chunk(6000);
+    let kit = TestKit::new(nagare_plugin_module());
+    let (mut input, addr) = start(&kit, "request_memory_limit 100k");
+    let mut req = Vec::new();
+    encode_packed_forward(&mut req, "stalled", &c, 6000, Compression::Text, Some("s"));
+    // The head and half the payload, then nothing (the connection stays open).
+    let mut stalled = connect(addr);
+    stalled
+        .write_all(&req[..req.len() / 2])
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    std::thread::sleep(Duration::from_millis(200));
+    // Another large request: admitted once the stalled one gives its share back.
+    let mut other = connect(addr);
+    let mut req2 = Vec::new();
+    encode_packed_forward(&mut req2, "other", &c, 6000, Compression::Text, Some("o"));
+    let writer = {
+        let mut s = other.try_clone().unwrap_or_else(|e| panic!("clone: {e}"));
+        std::thread::spawn(move || s.write_all(&req2).is_ok())
+    };
+    let ack = read_value(&mut other).and_then(|v| decode_ack(&v).ok());
+    assert_eq!(
+        ack.and_then(|a| a.as_str().map(str::to_owned)).as_deref(),
+        Some("o")
+    );
+    assert!(writer.join().unwrap_or(false));
+    // The stalled request is still whole when its rest comes.
+    stalled
+        .write_all(&req[req.len() / 2..])
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let ack = read_value(&mut stalled).and_then(|v| decode_ack(&v).ok());
+    assert_eq!(
+        ack.and_then(|a| a.as_str().map(str::to_owned)).as_deref(),
+        Some("s")
+    );
+    let tags: Vec<(String, u32)> = input
+        .emitter()
+        .batches()
+        .iter()
+        .map(|b| (b.tag.clone(), b.records))
+        .collect();
+    assert_eq!(tags, [("other".into(), 6000), ("stalled".into(), 6000)]);
+    input.stop().unwrap_or_default();
+}
