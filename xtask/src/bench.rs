@@ -156,18 +156,22 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "file" => note(file_scenario(&bin, &opts)?),
             "relay" => note(relay_scenario(&bin, &opts)?),
             "flood" => {
-                for (buffer, conns, acks) in [
-                    ("memory", 4, false),
-                    ("memory", 64, false),
-                    ("file", 64, false),
-                    ("memory", 16, true),
-                    ("memory", 64, true),
-                    ("file", 64, true),
-                    ("memory", 256, false),
-                    ("memory", 256, true),
-                    ("file", 1024, true),
+                use Mode::{Message, Packed};
+                for (buffer, conns, acks, mode) in [
+                    ("memory", 4, false, Packed),
+                    ("memory", 64, false, Packed),
+                    ("file", 64, false, Packed),
+                    ("memory", 16, true, Packed),
+                    ("memory", 64, true, Packed),
+                    ("file", 64, true, Packed),
+                    ("memory", 256, false, Packed),
+                    ("memory", 256, true, Packed),
+                    ("file", 1024, true, Packed),
+                    ("memory", 256, false, Message),
+                    ("memory", 256, true, Message),
+                    ("memory", 1024, true, Message),
                 ] {
-                    flood_scenario(&bin, buffer, conns, acks)?;
+                    flood_scenario(&bin, buffer, conns, acks, mode)?;
                 }
             }
             other => {
@@ -690,7 +694,7 @@ fn file_scenario(bin: &Path, opts: &Options) -> Result<(String, f64)> {
 /// buffer. The requests (about 140 KB) are large ones: in_forward's `request_memory_limit`
 /// admits 8 MiB of them at a time, so the bound should hold from 4 to 1024 connections; no
 /// CPU figure.
-fn flood_scenario(bin: &Path, buffer: &str, conns: usize, acks: bool) -> Result<()> {
+fn flood_scenario(bin: &Path, buffer: &str, conns: usize, acks: bool, mode: Mode) -> Result<()> {
     const TOTAL_MB: usize = 32;
     let dead = free_port()?;
     let storage = if buffer == "file" {
@@ -712,7 +716,7 @@ fn flood_scenario(bin: &Path, buffer: &str, conns: usize, acks: bool) -> Result<
     let pid = c.child.id();
     let (idle, _) = rss_kb(pid)?;
     // Of two batches, the first asks for no ack and the last for one.
-    let request = build_payloads(Mode::Packed, 2 * BATCH, 1)
+    let request = build_payloads(mode, 2 * BATCH, 1)
         .into_iter()
         .flatten()
         .nth(usize::from(acks))
@@ -747,7 +751,8 @@ fn flood_scenario(bin: &Path, buffer: &str, conns: usize, acks: bool) -> Result<
     let (_, peak) = rss_kb(pid)?;
     let bound = TOTAL_MB as f64 + 32.0;
     println!(
-        "flood, {conns} connection(s) {} → {buffer} buffer (total_limit_size {TOTAL_MB} MB, block) → output down: {:.0} MB sent in {FLOOD_SECS} s, peak RSS {:.1} MB (idle {:.1} MB; target ≤ total_limit_size + 32 MB = {bound:.0} MB; {:.0} KB per connection beyond idle + buffer)",
+        "flood, {conns} connection(s) of {} {} → {buffer} buffer (total_limit_size {TOTAL_MB} MB, block) → output down: {:.0} MB sent in {FLOOD_SECS} s, peak RSS {:.1} MB (idle {:.1} MB; target ≤ total_limit_size + 32 MB = {bound:.0} MB; {:.0} KB per connection beyond idle + buffer)",
+        mode.name(),
         if acks {
             "asking for acks"
         } else {
