@@ -1012,6 +1012,56 @@ fn many_concurrent_connections_all_arrive() {
 }
 
 #[test]
+fn large_requests_of_many_connections_through_a_full_buffer_all_arrive_once() {
+    // PackedForward requests of about 72 KB (read into buffers of their own) from 8
+    // connections at once; request_memory_limit admits two or three at a time, and a small
+    // blocking buffer keeps the admitted ones waiting for room.
+    const CONNS: u32 = 8;
+    const REQS: u32 = 2;
+    const EVENTS: u32 = 4000;
+    let (mut n, port) = start(
+        "  request_memory_limit 250k\n",
+        "<match **>\n  @type stdout\n  <buffer>\n    @type memory\n    chunk_limit_size 256k\n    total_limit_size 512k\n    overflow_action block\n    flush_interval 0.2s\n  </buffer>\n</match>\n",
+    );
+    let entries = packed_entries(0, EVENTS);
+    assert!(entries.len() > 64 * 1024, "{}", entries.len());
+    let workers: Vec<_> = (0..CONNS)
+        .map(|c| {
+            let entries = entries.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::connect(port);
+                let tag = format!("big.{c}");
+                for r in 0..REQS {
+                    client.send(&mp::cat(&[
+                        &[0x93],
+                        &mp::s(&tag),
+                        &mp::bin(&entries),
+                        &mp::chunk_opt(&format!("{tag}.{r}")),
+                    ]));
+                }
+                for r in 0..REQS {
+                    assert_eq!(client.ack(), format!("{tag}.{r}").as_bytes());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a client thread failed");
+    }
+    let total = (CONNS * REQS * EVENTS) as usize;
+    let mut lines = n.wait_stdout_lines(total);
+    lines.sort();
+    let mut expect: Vec<String> = (0..CONNS)
+        .flat_map(|c| (0..REQS).map(move |_| c))
+        .flat_map(|c| packed_lines(&format!("big.{c}"), 0, EVENTS))
+        .collect();
+    expect.sort();
+    assert_eq!(lines.len(), expect.len());
+    assert!(lines == expect, "every event arrives exactly once");
+    assert_eq!(n.stop(), 0);
+}
+
+#[test]
 fn sigterm_drains_every_acked_event_before_exiting_zero() {
     const REQUESTS: u32 = 60;
     const PER_REQUEST: u32 = 100;
