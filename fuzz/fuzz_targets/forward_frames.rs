@@ -26,6 +26,37 @@ fn run(data: &[u8], step: usize, cfg: &DecoderConfig, compact: bool) -> (Vec<Str
     (seen, false)
 }
 
+/// Like [`run`], with captures that wait to be admitted (`admit_captures`): a pending capture
+/// is admitted after `delay` more pieces were fed the ordinary way (0: before the next piece,
+/// as in_forward does).
+fn run_admitting(data: &[u8], step: usize, cfg: &DecoderConfig, delay: usize) -> (Vec<String>, bool) {
+    let mut d = Decoder::new(DecoderConfig { admit_captures: true, ..cfg.clone() });
+    let mut seen = Vec::new();
+    let mut waited = 0;
+    for piece in data.chunks(step.max(1)) {
+        if d.capture_pending().is_some() {
+            if waited >= delay {
+                d.admit_capture();
+                waited = 0;
+            } else {
+                waited += 1;
+            }
+        }
+        match d.payload_buf() {
+            Some((payload, _)) => payload.extend_from_slice(piece),
+            None => d.feed(piece),
+        }
+        loop {
+            match d.next_request() {
+                Ok(Some(r)) => seen.push(summary(&r)),
+                Ok(None) => break,
+                Err(_) => return (seen, true),
+            }
+        }
+    }
+    (seen, false)
+}
+
 fn summary(r: &Request<'_>) -> String {
     match r {
         Request::Events(b) => format!("{:?} {} {} {} {:?} {:?}", b.mode, b.tag, b.records, b.invalid, b.chunk_option, b.chunk.len()),
@@ -55,4 +86,8 @@ fuzz_target!(|input: &[u8]| {
     let captured = DecoderConfig { capture_min: 1, ..cfg };
     assert_eq!(whole, run(data, usize::from(step), &captured, false));
     assert_eq!(whole, run(data, usize::from(step), &captured, true));
+    // Captures admitted at once, or late (read the ordinary way until then).
+    for delay in [0, 2] {
+        assert_eq!(whole, run_admitting(data, usize::from(step), &captured, delay));
+    }
 });
