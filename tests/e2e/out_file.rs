@@ -133,6 +133,59 @@ fn forward_to_time_sliced_files() {
 }
 
 #[test]
+fn a_named_timekey_zone_slices_at_local_midnight_with_daylight_saving() {
+    let port = harness::free_port();
+    let mut n = Nagare::start(&format!(
+        r#"
+<source>
+  @type forward
+  bind 127.0.0.1
+  port {port}
+</source>
+<match app.**>
+  @type file
+  path {{dir}}/out/ny
+  append true
+  <buffer time>
+    @type memory
+    timekey 1d
+    timekey_zone America/New_York
+    flush_mode interval
+    flush_interval 1s
+  </buffer>
+</match>
+"#
+    ));
+    n.wait_port(port);
+    let mut entries = Vec::new();
+    // 2011-01-02 13:14:15 UTC: 08:14 EST, Jan 2.
+    entry(&mut entries, T1, 1);
+    // 2011-01-03 03:00:00 UTC: 22:00 EST, still Jan 2 in New York.
+    entry(&mut entries, 1_294_023_600, 2);
+    // 2011-07-01 04:30:00 UTC: 00:30 EDT, Jul 1 (a fixed -0500 would make it Jun 30).
+    entry(&mut entries, 1_309_494_600, 3);
+    send(port, "app.web", &entries, "c1");
+    let out = n.dir.path().join("out");
+    let expect = ["ny.20110102.log", "ny.20110701.log"];
+    let got = n.wait_for(
+        || {
+            let f = files(&out);
+            (f.len() >= expect.len()).then_some(f)
+        },
+        "two output files",
+    );
+    assert_eq!(got, expect);
+    let lines = |rel: &str| {
+        std::fs::read_to_string(out.join(rel))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!((lines(expect[0]), lines(expect[1])), (2, 1));
+    assert_eq!(n.stop(), 0, "stderr:\n{}", n.stderr());
+}
+
+#[test]
 fn escaping_tag_goes_to_secondary_file() {
     let port = harness::free_port();
     let mut n = Nagare::start(&format!(

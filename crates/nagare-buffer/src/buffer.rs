@@ -629,7 +629,7 @@ impl Buffer {
     ) -> Result<Metadata, msgpack::WalkError> {
         let keys = &self.cfg.chunk_keys;
         let mut m = Metadata {
-            timekey: keys.time.map(|tk| tk.timekey_of(e.time)),
+            timekey: keys.time.as_ref().map(|tk| tk.timekey_of(e.time)),
             tag: keys.tag.then(|| tag.to_string()),
             variables: Default::default(),
         };
@@ -1674,7 +1674,7 @@ impl Buffer {
         let by_interval = (self.cfg.flush_mode == FlushMode::Interval)
             .then(|| created.checked_add(self.cfg.flush_interval))
             .flatten();
-        let by_timekey = match (self.cfg.chunk_keys.time, m.timekey) {
+        let by_timekey = match (self.cfg.chunk_keys.time.as_ref(), m.timekey) {
             (Some(tk), Some(key)) => {
                 let end = key
                     .saturating_add(i64::try_from(tk.timekey).unwrap_or(i64::MAX))

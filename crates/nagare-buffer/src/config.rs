@@ -95,8 +95,61 @@ pub struct RecordKey {
     pub path: Vec<String>,
 }
 
+/// The zone time slices align to: a fixed offset, or an IANA zone (`Asia/Tokyo`) whose
+/// offset is the one in force at each event's time, daylight saving included (Fluentd's
+/// `Fluent::Timezone.utc_offset`, a proc for named zones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimekeyZone {
+    /// `+0900`, `-05:30`, `UTC`.
+    Fixed(FixedOffset),
+    /// A zone read from the system's zoneinfo.
+    Named(std::sync::Arc<NamedZone>),
+}
+
+/// An IANA zone read from the system's zoneinfo (`/usr/share/zoneinfo`).
+#[derive(Debug)]
+pub struct NamedZone {
+    name: String,
+    tz: tz::TimeZone,
+}
+
+impl PartialEq for NamedZone {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for NamedZone {}
+
+impl NamedZone {
+    /// The zone's name as written.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl TimekeyZone {
+    /// UTC.
+    pub fn utc() -> TimekeyZone {
+        TimekeyZone::Fixed(FixedOffset::east_opt(0).unwrap_or_else(|| Local::now().offset().fix()))
+    }
+
+    /// The offset in force at `unix` (seconds since the epoch).
+    pub fn offset_at(&self, unix: i64) -> FixedOffset {
+        match self {
+            TimekeyZone::Fixed(f) => *f,
+            TimekeyZone::Named(z) => {
+                z.tz.find_local_time_type(unix)
+                    .ok()
+                    .and_then(|t| FixedOffset::east_opt(t.ut_offset()))
+                    .unwrap_or_else(|| TimekeyZone::utc().offset_at(0))
+            }
+        }
+    }
+}
+
 /// Time chunking: `timekey` and its companions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeKey {
     /// The time slice width in seconds (`timekey`), at least 1.
     pub timekey: u64,
@@ -104,7 +157,7 @@ pub struct TimeKey {
     pub timekey_wait: u64,
     /// The zone that slices align to and that strftime placeholders render in
     /// (`timekey_zone`, or UTC when `timekey_use_utc`).
-    pub zone: FixedOffset,
+    pub zone: TimekeyZone,
     /// `timekey_use_utc`: slices align to UTC.
     pub use_utc: bool,
 }
@@ -117,7 +170,7 @@ impl TimeKey {
         if self.use_utc {
             time - time.rem_euclid(tk)
         } else {
-            let offset = i64::from(self.zone.local_minus_utc());
+            let offset = i64::from(self.zone.offset_at(time).local_minus_utc());
             time - (time + offset).rem_euclid(tk)
         }
     }
@@ -331,9 +384,33 @@ fn non_negative_secs(key: &str, v: f64) -> Result<Duration, ConfigError> {
     })
 }
 
-/// Parses a `timekey_zone`: `+HHMM`, `+HH:MM`, `+HH`, `UTC`/`GMT`/`Z`.
-pub fn parse_zone(s: &str) -> Result<FixedOffset, String> {
+/// Parses a `timekey_zone`: `+HHMM`, `+HH:MM`, `+HH`, `UTC`/`GMT`/`Z`, or an IANA zone name
+/// (`Asia/Tokyo`) from the system's zoneinfo.
+pub fn parse_zone(s: &str) -> Result<TimekeyZone, String> {
     let s = s.trim();
+    if s.contains('/') {
+        // Only names under the zoneinfo directory: no paths, no POSIX rule strings.
+        if s.starts_with('/') || s.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+            return Err(format!("invalid timezone '{s}'"));
+        }
+        return tz::TimeZone::from_posix_tz(&format!(":{s}"))
+            .map(|tz| {
+                TimekeyZone::Named(std::sync::Arc::new(NamedZone {
+                    name: s.to_string(),
+                    tz,
+                }))
+            })
+            .map_err(|e| {
+                format!(
+                    "unknown timezone '{s}' ({e}): give a name from the system's zoneinfo (/usr/share/zoneinfo, Debian's tzdata) or a fixed offset such as +0900"
+                )
+            });
+    }
+    parse_offset(s).map(TimekeyZone::Fixed)
+}
+
+/// `+HHMM`, `+HH:MM`, `+HH`, `UTC`/`GMT`/`Z`.
+fn parse_offset(s: &str) -> Result<FixedOffset, String> {
     if matches!(s, "UTC" | "GMT" | "Z" | "Etc/UTC" | "utc") {
         return FixedOffset::east_opt(0).ok_or_else(|| "bad zone".to_string());
     }
@@ -342,7 +419,7 @@ pub fn parse_zone(s: &str) -> Result<FixedOffset, String> {
         Some(b'-') => (-1, s.get(1..).unwrap_or("")),
         _ => {
             return Err(format!(
-                "unsupported timezone '{s}': nagare accepts fixed offsets such as +0900, +09:00 or UTC"
+                "unsupported timezone '{s}': give a fixed offset such as +0900, +09:00 or UTC, or a zone name such as Asia/Tokyo"
             ));
         }
     };
@@ -487,13 +564,9 @@ impl BufferConfig {
                 Some(z) => parse_zone(z).map_err(|e| {
                     ConfigError::param("timekey_zone", format!("'timekey_zone': {e}"))
                 })?,
-                None => Local::now().offset().fix(),
+                None => TimekeyZone::Fixed(Local::now().offset().fix()),
             };
-            let zone = if use_utc {
-                FixedOffset::east_opt(0).unwrap_or(zone)
-            } else {
-                zone
-            };
+            let zone = if use_utc { TimekeyZone::utc() } else { zone };
             Some(TimeKey {
                 timekey: tk as u64,
                 timekey_wait: timekey_wait as u64,
@@ -884,7 +957,7 @@ mod tests {
         check_err(
             "time",
             &[("timekey", "1h"), ("timekey_zone", "Mars/Base")],
-            "unsupported timezone",
+            "unknown timezone 'Mars/Base'",
         );
         let e = conf("", &[("flush_thread_count", "0")]).expect_err("count");
         assert_eq!(e.param.as_deref(), Some("flush_thread_count"));
@@ -904,7 +977,11 @@ mod tests {
         assert!(c.chunk_keys.tag);
         let tk = c.chunk_keys.time.expect("time");
         assert_eq!(
-            (tk.timekey, tk.timekey_wait, tk.zone.local_minus_utc()),
+            (
+                tk.timekey,
+                tk.timekey_wait,
+                tk.zone.offset_at(0).local_minus_utc()
+            ),
             (1800, 10, 9 * 3600)
         );
         let names: Vec<&str> = c.chunk_keys.keys.iter().map(|k| k.name.as_str()).collect();
@@ -921,7 +998,9 @@ mod tests {
         )
         .expect("utc");
         assert_eq!(
-            utc.chunk_keys.time.map(|t| t.zone.local_minus_utc()),
+            utc.chunk_keys
+                .time
+                .map(|t| t.zone.offset_at(0).local_minus_utc()),
             Some(0)
         );
     }
@@ -942,6 +1021,13 @@ mod tests {
         assert_eq!(tk(3600, "-05:30", false).timekey_of(t), t);
         assert_eq!(tk(3600, "+0900", false).timekey_of(t + 1799), t - 1800);
         assert_eq!(tk(60, "UTC", false).timekey_of(-1), -60);
+        // A named zone: Asia/Seoul is +0900 all year.
+        assert_eq!(tk(86400, "Asia/Seoul", false).timekey_of(t), 1_460_300_400);
+        // A named zone with daylight saving: a day slice starts at local midnight in summer
+        // (-0400) and in winter (-0500). 2024-07-01 12:00 UTC and 2024-01-15 12:00 UTC.
+        let ny = tk(86400, "America/New_York", false);
+        assert_eq!(ny.timekey_of(1_719_835_200), 1_719_806_400); // 2024-07-01 00:00 -0400
+        assert_eq!(ny.timekey_of(1_705_320_000), 1_705_294_800); // 2024-01-15 00:00 -0500
     }
 
     #[test]
@@ -1013,9 +1099,22 @@ mod tests {
             ("UTC", 0),
             ("-0330", -12600),
         ] {
-            assert_eq!(parse_zone(z).map(|o| o.local_minus_utc()), Ok(secs), "{z}");
+            assert_eq!(
+                parse_zone(z).map(|o| o.offset_at(0).local_minus_utc()),
+                Ok(secs),
+                "{z}"
+            );
         }
-        for z in ["0900", "+9", "+2500", "Asia/Tokyo", ""] {
+        for z in [
+            "0900",
+            "+9",
+            "+2500",
+            "",
+            "Mars/Base",
+            "../etc/passwd",
+            "/usr/share/zoneinfo/UTC",
+            "Asia/../Tokyo",
+        ] {
             assert!(parse_zone(z).is_err(), "{z}");
         }
     }

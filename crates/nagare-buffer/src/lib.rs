@@ -89,7 +89,7 @@ pub use buffer::{
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{
     BufferConfig, BufferType, ChunkKeys, ConfigError, FlushMode, FsyncPolicy, OverflowAction,
-    RecordKey, RetryConfig, RetryType, TimeKey,
+    RecordKey, RetryConfig, RetryType, TimeKey, TimekeyZone,
 };
 pub use error::BufferError;
 pub use file::{Repair, ResumeReport};

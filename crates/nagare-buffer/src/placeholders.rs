@@ -157,7 +157,7 @@ pub fn expand(
             .timestamp_opt(secs, 0)
             .single()
             .unwrap_or_default()
-            .with_timezone(&tk.zone);
+            .with_timezone(&tk.zone.offset_at(secs));
         rvalue = strftime(template, at)?;
     }
     if keys.tag {
@@ -260,7 +260,7 @@ pub fn validate_placeholders(
         )))
     };
 
-    let timekey = keys.time.map(|t| t.timekey);
+    let timekey = keys.time.as_ref().map(|t| t.timekey);
     let time = time_placeholder(template)?;
     match (time, timekey) {
         (None, Some(tk)) => {
@@ -341,7 +341,7 @@ mod tests {
         // 2016-04-11 20:30:00 +0900
         let t = 1_460_374_200;
         Metadata {
-            timekey: keys.time.map(|tk| tk.timekey_of(t)).or(Some(t)),
+            timekey: keys.time.as_ref().map(|tk| tk.timekey_of(t)).or(Some(t)),
             tag: Some(tag.to_string()),
             variables: vars
                 .iter()
@@ -446,6 +446,21 @@ mod tests {
             "%Y%m%d-%H%z",
             &[],
             "20160411-06-0500",
+        );
+        // Named zones render with the offset in force at the slice (daylight saving in April).
+        check(
+            "time",
+            &[("timekey", "1d"), ("timekey_zone", "Asia/Seoul")],
+            "%Y%m%d-%H%z",
+            &[],
+            "20160411-00+0900",
+        );
+        check(
+            "time",
+            &[("timekey", "1h"), ("timekey_zone", "America/New_York")],
+            "%Y%m%d-%H%z",
+            &[],
+            "20160411-07-0400",
         );
     }
 

@@ -1495,7 +1495,7 @@ mod tests {
         if c.flush_mode == FlushMode::Interval {
             s.push_str(&format!(" every {}s", c.flush_interval.as_secs_f64()));
         }
-        if let Some(tk) = c.chunk_keys.time {
+        if let Some(tk) = &c.chunk_keys.time {
             s.push_str(&format!(
                 " timekey={} wait={} utc={}",
                 tk.timekey, tk.timekey_wait, tk.use_utc

@@ -68,7 +68,7 @@ pub fn chunk_is_keyed(chunk: &Chunk<'_>, keys: &ChunkKeys) -> bool {
 /// The metadata of a chunk whose variables are complete.
 pub fn chunk_metadata(chunk: &Chunk<'_>, keys: &ChunkKeys) -> Metadata {
     Metadata {
-        timekey: keys.time.and_then(|_| {
+        timekey: keys.time.as_ref().and_then(|_| {
             chunk
                 .variable(TIMEKEY_VAR)
                 .and_then(|s| s.trim().parse().ok())
@@ -94,7 +94,7 @@ pub fn entry_metadata(
     record: &Value,
 ) -> Metadata {
     Metadata {
-        timekey: keys.time.map(|tk| {
+        timekey: keys.time.as_ref().map(|tk| {
             chunk
                 .variable(TIMEKEY_VAR)
                 .and_then(|s| s.trim().parse().ok())

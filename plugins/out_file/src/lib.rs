@@ -297,20 +297,6 @@ pub fn inject_params(node: &ConfigNode) -> std::result::Result<Option<Params>, S
     Ok(Some(p))
 }
 
-/// A `timekey_zone` nagare-buffer accepts: named zones (`Asia/Tokyo`) become their offset
-/// now (nagare-buffer aligns slices to fixed offsets).
-fn fixed_zone(z: &str) -> String {
-    match nagare_formats::time::Zone::parse(z) {
-        Some(zone @ nagare_formats::time::Zone::Named(_)) => {
-            let secs = zone.utc_offset_at(chrono::Utc::now().timestamp());
-            let sign = if secs < 0 { '-' } else { '+' };
-            let a = secs.unsigned_abs();
-            format!("{sign}{:02}{:02}", a / 3600, a % 3600 / 60)
-        }
-        _ => z.to_owned(),
-    }
-}
-
 /// The chunk keys Fluentd would use for this out_file: the `<buffer>` section (default
 /// chunk key `time`, default timekey 1d), else the v0.12 time-sliced params.
 pub fn file_chunk_keys(node: &ConfigNode) -> std::result::Result<ChunkKeys, String> {
@@ -366,11 +352,6 @@ pub fn file_chunk_keys(node: &ConfigNode) -> std::result::Result<ChunkKeys, Stri
     }
     if !params.iter().any(|(k, _)| k == "timekey") {
         params.push(("timekey".into(), DEFAULT_TIMEKEY.to_string()));
-    }
-    for (k, v) in &mut params {
-        if k == "timekey_zone" {
-            *v = fixed_zone(v);
-        }
     }
     meta::chunk_keys(&arg, &params)
 }
@@ -436,7 +417,7 @@ fn dummy_metadata(template: &str, keys: &ChunkKeys) -> Metadata {
         .max(1);
     let now = chrono::Utc::now().timestamp();
     Metadata {
-        timekey: keys.time.map(|tk| tk.timekey_of(now)),
+        timekey: keys.time.as_ref().map(|tk| tk.timekey_of(now)),
         tag: keys.tag.then(|| vec!["a"; max_tag_index].join(".")),
         variables: keys
             .keys
@@ -467,7 +448,7 @@ impl Output for FileOutput {
         let template = generate_path_template(
             &conf.path,
             &TemplateOptions {
-                timekey: keys.time.map(|t| t.timekey),
+                timekey: keys.time.as_ref().map(|t| t.timekey),
                 append: conf.append,
                 compress: conf.compress,
                 path_suffix,

@@ -21,7 +21,7 @@
 pub use nagare_fileout::{fsio, meta};
 
 use nagare_buffer::placeholders::expand;
-use nagare_buffer::{ChunkId, ChunkKeys, RecordKey, TimeKey};
+use nagare_buffer::{ChunkId, ChunkKeys, RecordKey, TimeKey, TimekeyZone};
 use nagare_plugin_sdk::api::{ChunkFormat, ConfigNode};
 use nagare_plugin_sdk::{Chunk, Counter, Output, PluginContext, Result, error, export_plugins};
 use serde::Deserialize;
@@ -255,7 +255,7 @@ impl SecondaryFile {
                 .then_some(TimeKey {
                     timekey: 1,
                     timekey_wait: 0,
-                    zone: local,
+                    zone: TimekeyZone::Fixed(local),
                     use_utc: false,
                 }),
             keys: chunk
