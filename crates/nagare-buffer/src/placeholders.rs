@@ -89,9 +89,15 @@ fn gsub(
     Ok(out)
 }
 
-/// Fluentd's `INVALID_PATH_COMPONENT_PATTERN`: `\.\.[/\\]|^[/\\]`.
+/// Fluentd's `INVALID_PATH_COMPONENT_PATTERN` (`\.\.[/\\]|^[/\\]`), and also a value that
+/// is or ends in a `..` component (a tag `..`, a record value `x/..`), which that pattern
+/// lets through and which would climb out of the directory just as well.
 fn check_path_component(value: &str, template: &str) -> Result<(), PlaceholderError> {
-    if value.starts_with(['/', '\\']) || value.contains("../") || value.contains("..\\") {
+    if value.starts_with(['/', '\\'])
+        || value.contains("../")
+        || value.contains("..\\")
+        || value.split(['/', '\\']).any(|c| c == "..")
+    {
         return Err(PlaceholderError::InvalidPathComponent {
             value: value.to_string(),
             template: template.to_string(),
@@ -514,6 +520,10 @@ mod tests {
             ("a", "/abs"),
             ("a", "..\\win"),
             ("/root.x", "ok"),
+            ("..", "ok"),
+            ("a", ".."),
+            ("a", "x/.."),
+            ("a", "x\\.."),
         ] {
             let m = Metadata {
                 timekey: None,
