@@ -226,7 +226,7 @@ impl Reemits {
 }
 
 #[test]
-fn kill_9_of_relay_and_receiver_loses_no_acked_event_and_duplicates_none() {
+fn kill_9_of_relay_and_receiver_loses_no_acked_event_and_reports_every_duplicate() {
     let (rport, mport) = (free_port(), free_port());
     let rconf = receiver_conf(rport);
     let mconf = relay_conf(mport, rport);
