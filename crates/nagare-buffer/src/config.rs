@@ -269,7 +269,8 @@ pub struct BufferConfig {
     pub flush_thread_interval: Duration,
     /// `flush_thread_burst_interval` (1s): pause between flushes while chunks are queued.
     pub flush_thread_burst_interval: Duration,
-    /// `delayed_commit_timeout` (60s).
+    /// `delayed_commit_timeout` (60s). Parsed and checked as Fluentd does, with a warning when
+    /// set: no nagare output commits late (see the warning), so nothing reads it.
     pub delayed_commit_timeout: Duration,
     /// `flush_at_shutdown` (true for memory, false for file).
     pub flush_at_shutdown: bool,
@@ -716,6 +717,11 @@ impl BufferConfig {
             p.typed("delayed_commit_timeout", parse_time)?
                 .unwrap_or(60.0),
         )?;
+        if p.get("delayed_commit_timeout").is_some() {
+            // Fluentd's delayed commit is for outputs whose write returns before the
+            // destination confirmed it; a nagare output's write returns only once it did.
+            warnings.push("'delayed_commit_timeout' has no effect: nagare commits a chunk when the output's write returns, and out_forward waits for its ack inside the write (bounded by ack_response_timeout)".to_string());
+        }
 
         let flush_at_shutdown = match p.typed("flush_at_shutdown", parse_bool)? {
             None => !persistent,
@@ -901,6 +907,15 @@ mod tests {
         let c = conf("time", &[("timekey", "1h"), ("flush_interval", "10s")]).expect("warns");
         assert_eq!(c.flush_mode, FlushMode::Lazy);
         assert!(c.warnings.iter().any(|w| w == "'flush_interval' is ignored because default 'flush_mode' is not 'interval': 'lazy'"));
+        let c = conf("tag", &[("delayed_commit_timeout", "10")]).expect("warns");
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with("'delayed_commit_timeout' has no effect")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(conf("tag", &[]).expect("quiet").warnings.is_empty());
         check_err(
             "tag",
             &[("flush_mode", "immediate"), ("flush_interval", "1s")],
