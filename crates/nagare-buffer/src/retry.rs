@@ -357,6 +357,59 @@ mod tests {
         }
     }
 
+    /// `retry_exponential_backoff_base 3`: Fluentd's `wait × base^(steps-1)` after each step
+    /// (the first retry, before any step, is at `wait`), capped by `retry_max_interval`.
+    #[test]
+    fn exponential_backoff_base_other_than_two() {
+        let c = RetryConfig {
+            backoff_base: 3.0,
+            max_interval: Some(100.0),
+            ..cfg(RetryType::ExponentialBackoff, 1.0, 1000.0)
+        };
+        let mut s = RetryState::new(&c, false, T0);
+        assert_eq!(s.next_time(), T0 + 1.0);
+        // 1×3^0, 1×3^1, 1×3^2, 1×3^3, 1×3^4, then 3^5 = 243 capped at 100.
+        check_steps(
+            &mut s,
+            &[
+                (1.0, false),
+                (3.0, false),
+                (9.0, false),
+                (27.0, false),
+                (81.0, false),
+                (100.0, false),
+                (100.0, false),
+            ],
+        );
+        // 1 + 1 + 3 + 9 + 27 + 81 + 100 + 100
+        assert_eq!(s.next_time(), T0 + 322.0);
+
+        // The timeout still wins over the base: at 1 + 1 + 3 + 9 = 14 the next +27 passes
+        // 30, so the last retry is at the timeout.
+        let c = RetryConfig {
+            backoff_base: 3.0,
+            ..cfg(RetryType::ExponentialBackoff, 1.0, 30.0)
+        };
+        let mut s = RetryState::new(&c, false, T0);
+        check_steps(
+            &mut s,
+            &[(1.0, false), (3.0, false), (9.0, false), (16.0, true)],
+        );
+
+        // A fractional base scales `retry_wait` too: 2 × 1.5^(n-1) (exact in binary).
+        let c = RetryConfig {
+            backoff_base: 1.5,
+            forever: true,
+            ..cfg(RetryType::ExponentialBackoff, 2.0, 300.0)
+        };
+        let mut s = RetryState::new(&c, false, T0);
+        assert_eq!(s.next_time(), T0 + 2.0);
+        check_steps(
+            &mut s,
+            &[(2.0, false), (3.0, false), (4.5, false), (6.75, false)],
+        );
+    }
+
     #[test]
     fn exponential_shorter_timeout() {
         let c = RetryConfig {
