@@ -751,6 +751,11 @@ impl Drop for PySink {
 #[test]
 fn interop_with_a_python_sink_ack_and_never_ack() {
     let Some(never) = PySink::start("never", 0) else {
+        // CI installs the Python peers (.ci/run): there, a missing one is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with msgpack is not available, and CI must run this interop test"
+        );
         eprintln!("python3 with msgpack not available: skipping");
         return;
     };
@@ -1067,4 +1072,119 @@ fn an_empty_chunk_sends_nothing() {
         assert!(sink.got().is_empty(), "compress {compress}: nothing sent");
         out.stop().unwrap_or_default();
     }
+}
+
+/// Writes `w` as one chunk on another thread and waits at most `limit` for it: were a
+/// socket timeout ignored, the write would block for minutes (a connect) or for ever (a
+/// write nobody reads), and the test fails here instead of hanging. The write's result and
+/// how long it took.
+fn write_within(
+    out: &Arc<TestOutput>,
+    w: ChunkWriter,
+    limit: Duration,
+) -> (Result<(), PluginError>, Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = out.clone();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let res = write_chunk(&out, "t", [9; 16], &w);
+        let _ = tx.send((res, start.elapsed()));
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|e| panic!("the write did not return within {limit:?}: {e}"))
+}
+
+/// A listener whose accept queue is full, so a further connect's SYN is dropped and the
+/// connect hangs: std listens with a backlog of 128 and nothing accepts, so connections are
+/// opened until one times out. The listener and the connections that fill it; `None` when
+/// connects do not hang that way here.
+fn full_listener() -> Option<(TcpListener, Vec<TcpStream>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut fill = Vec::new();
+    for _ in 0..512 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => fill.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Some((listener, fill)),
+            Err(e) => {
+                eprintln!("filling the accept queue: {e}");
+                return None;
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn connect_timeout_bounds_a_connect_that_hangs() {
+    let Some((listener, _fill)) = full_listener() else {
+        eprintln!("cannot make a loopback connect hang here: skipping");
+        return;
+    };
+    let addr = listener.local_addr().expect("addr");
+    let kit = TestKit::new(nagare_plugin_module());
+    let out = Arc::new(output(
+        &kit,
+        &format!(
+            "heartbeat_type none\nconnect_timeout 0.5\n{}",
+            server(addr, "")
+        ),
+    ));
+    // Each of the weight array's six slots (one node) tries a connect, so ~3 s in all; the
+    // OS default would be minutes per connect.
+    let (res, took) = write_within(&out, entries(1), Duration::from_secs(5));
+    let err = res
+        .err()
+        .unwrap_or_else(|| panic!("write succeeded with no connection"));
+    assert_eq!(err.kind, ErrorKind::RETRYABLE, "{err}");
+    assert!(
+        err.message.contains("connect failed") && err.message.contains("timed out"),
+        "{}",
+        err.message
+    );
+    assert!(
+        took >= Duration::from_millis(500),
+        "waited for the timeout: {took:?}"
+    );
+    assert_eq!(kit.host().metric("write_count"), Some(0.0));
+}
+
+#[test]
+fn send_timeout_bounds_a_write_nobody_reads() {
+    // Accepted by the kernel (the backlog has room) but never read: once the socket
+    // buffers are full each write blocks.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let kit = TestKit::new(nagare_plugin_module());
+    let out = Arc::new(output(
+        &kit,
+        &format!(
+            "heartbeat_type none\nrequire_ack_response false\nsend_timeout 0.25\n{}",
+            server(addr, "")
+        ),
+    ));
+    // 16 MiB: far more than loopback's send buffer (4 MiB at most by default) and the
+    // unread receive buffer hold.
+    let mut w = ChunkWriter::new();
+    let big = "x".repeat(1 << 20);
+    for i in 0..16u32 {
+        let rec = Value::Map(vec![("msg".into(), big.as_str().into())]);
+        w.append_value(EventTime::new(1_700_000_000 + i, 0), &rec)
+            .expect("append");
+    }
+    // Each of the six slots connects and writes until a write times out (each write blocks
+    // for up to `send_timeout`; the ones that fill the buffers return short): ~0.75 s per
+    // slot here, ~4.5 s in all.
+    let (res, took) = write_within(&out, w, Duration::from_secs(10));
+    let err = res
+        .err()
+        .unwrap_or_else(|| panic!("16 MiB were sent to a peer that never reads"));
+    assert_eq!(err.kind, ErrorKind::RETRYABLE, "{err}");
+    assert!(err.message.contains("send failed"), "{}", err.message);
+    assert!(
+        took >= Duration::from_millis(250),
+        "waited for the timeout: {took:?}"
+    );
+    assert_eq!(kit.host().metric("write_count"), Some(0.0));
+    drop(listener);
 }
