@@ -66,19 +66,35 @@ fn files(dir: &Path) -> Vec<String> {
     v
 }
 
-#[test]
-fn forward_to_time_sliced_files() {
+/// Starts nagare with a forward source on a free port followed by `matches` (`{dir}` is the
+/// run's directory), and waits for the port.
+fn start(matches: &str) -> (Nagare, u16) {
     let port = harness::free_port();
     let mut n = Nagare::start(&format!(
+        "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n</source>\n{matches}"
+    ));
+    n.wait_port(port);
+    (n, port)
+}
+
+/// Waits until `dir` holds at least `count` files; returns them (see [`files`]).
+fn wait_files(n: &mut Nagare, dir: &Path, count: usize) -> Vec<String> {
+    n.wait_for(
+        || {
+            let f = files(dir);
+            (f.len() >= count).then_some(f)
+        },
+        &format!("{count} output file(s)"),
+    )
+}
+
+#[test]
+fn forward_to_time_sliced_files() {
+    let (mut n, port) = start(
         r#"
-<source>
-  @type forward
-  bind 127.0.0.1
-  port {port}
-</source>
 <match app.**>
   @type file
-  path {{dir}}/out/${{tag}}/access
+  path {dir}/out/${tag}/access
   <format>
     utc true
   </format>
@@ -90,9 +106,8 @@ fn forward_to_time_sliced_files() {
     flush_interval 1s
   </buffer>
 </match>
-"#
-    ));
-    n.wait_port(port);
+"#,
+    );
     let mut entries = Vec::new();
     entry(&mut entries, T1, 1);
     entry(&mut entries, T2, 2);
@@ -108,13 +123,7 @@ fn forward_to_time_sliced_files() {
         "app.web/access.20110102_0.log",
         "app.web/access.20110103_0.log",
     ];
-    let got = n.wait_for(
-        || {
-            let f = files(&out);
-            (f.len() >= expect.len()).then_some(f)
-        },
-        "three output files",
-    );
+    let got = wait_files(&mut n, &out, expect.len());
     assert_eq!(got, expect);
     let read = |rel: &str| std::fs::read_to_string(out.join(rel)).unwrap_or_default();
     assert_eq!(
@@ -134,17 +143,11 @@ fn forward_to_time_sliced_files() {
 
 #[test]
 fn a_named_timekey_zone_slices_at_local_midnight_with_daylight_saving() {
-    let port = harness::free_port();
-    let mut n = Nagare::start(&format!(
+    let (mut n, port) = start(
         r#"
-<source>
-  @type forward
-  bind 127.0.0.1
-  port {port}
-</source>
 <match app.**>
   @type file
-  path {{dir}}/out/ny
+  path {dir}/out/ny
   append true
   <buffer time>
     @type memory
@@ -154,9 +157,8 @@ fn a_named_timekey_zone_slices_at_local_midnight_with_daylight_saving() {
     flush_interval 1s
   </buffer>
 </match>
-"#
-    ));
-    n.wait_port(port);
+"#,
+    );
     let mut entries = Vec::new();
     // 2011-01-02 13:14:15 UTC: 08:14 EST, Jan 2.
     entry(&mut entries, T1, 1);
@@ -167,13 +169,7 @@ fn a_named_timekey_zone_slices_at_local_midnight_with_daylight_saving() {
     send(port, "app.web", &entries, "c1");
     let out = n.dir.path().join("out");
     let expect = ["ny.20110102.log", "ny.20110701.log"];
-    let got = n.wait_for(
-        || {
-            let f = files(&out);
-            (f.len() >= expect.len()).then_some(f)
-        },
-        "two output files",
-    );
+    let got = wait_files(&mut n, &out, expect.len());
     assert_eq!(got, expect);
     let lines = |rel: &str| {
         std::fs::read_to_string(out.join(rel))
@@ -187,17 +183,11 @@ fn a_named_timekey_zone_slices_at_local_midnight_with_daylight_saving() {
 
 #[test]
 fn escaping_tag_goes_to_secondary_file() {
-    let port = harness::free_port();
-    let mut n = Nagare::start(&format!(
+    let (mut n, port) = start(
         r#"
-<source>
-  @type forward
-  bind 127.0.0.1
-  port {port}
-</source>
 <match **>
   @type file
-  path {{dir}}/out/${{tag}}/access
+  path {dir}/out/${tag}/access
   append true
   <buffer tag>
     @type memory
@@ -206,13 +196,12 @@ fn escaping_tag_goes_to_secondary_file() {
   </buffer>
   <secondary>
     @type secondary_file
-    directory {{dir}}/dump
-    basename failed.${{chunk_id}}
+    directory {dir}/dump
+    basename failed.${chunk_id}
   </secondary>
 </match>
-"#
-    ));
-    n.wait_port(port);
+"#,
+    );
     let mut entries = Vec::new();
     entry(&mut entries, T1, 1);
     entry(&mut entries, T2, 2);
