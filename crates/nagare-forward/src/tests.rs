@@ -859,10 +859,10 @@ fn read_like_a_connection(d: &mut Decoder, stream: &[u8], step: usize) -> Vec<Re
     out
 }
 
-#[test]
-fn a_large_packed_forward_payload_is_read_into_its_own_buffer_and_owned_by_the_batch() {
+/// A PackedForward request large enough to be captured (9000 entries, tag "big", ack "a1"):
+/// (its chunk, its bytes).
+fn big_request() -> (Vec<u8>, Vec<u8>) {
     let big = chunk_of(&vec![7; 9000]);
-    let small = chunk_of(&[1, 2]);
     let mut stream = Vec::new();
     encode_packed_forward(
         &mut stream,
@@ -872,6 +872,13 @@ fn a_large_packed_forward_payload_is_read_into_its_own_buffer_and_owned_by_the_b
         Compression::Text,
         Some("a1"),
     );
+    (big, stream)
+}
+
+#[test]
+fn a_large_packed_forward_payload_is_read_into_its_own_buffer_and_owned_by_the_batch() {
+    let (big, mut stream) = big_request();
+    let small = chunk_of(&[1, 2]);
     encode_packed_forward(&mut stream, "small", &small, 2, Compression::Text, None);
     encode_packed_forward(&mut stream, "big2", &big, 9000, Compression::Text, None);
     let mut d = Decoder::new(DecoderConfig::default());
@@ -1019,16 +1026,7 @@ fn a_declared_payload_size_is_not_reserved_before_it_arrives() {
 
 #[test]
 fn a_capture_that_waits_for_admission_reserves_nothing_until_admitted() {
-    let big = chunk_of(&vec![7; 9000]);
-    let mut stream = Vec::new();
-    encode_packed_forward(
-        &mut stream,
-        "big",
-        &big,
-        9000,
-        Compression::Text,
-        Some("a1"),
-    );
+    let (big, stream) = big_request();
     let cfg = DecoderConfig {
         admit_captures: true,
         ..DecoderConfig::default()
