@@ -43,6 +43,8 @@ struct Options {
     /// A nagare binary built earlier (`--bin PATH`, its plugins beside it) instead of a
     /// fresh release build: for A/B runs of two builds, alternated in the same minutes.
     bin: Option<PathBuf>,
+    /// `flood` cases to run (`--case memory,1024,acks,Message`; repeatable): all when empty.
+    cases: Vec<String>,
     names: Vec<String>,
 }
 
@@ -52,6 +54,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         conns: 1,
         repeat: 1,
         bin: None,
+        cases: Vec::new(),
         names: Vec::new(),
     };
     let mut it = args.iter();
@@ -61,6 +64,11 @@ fn parse_options(args: &[String]) -> Result<Options> {
             "--conns" => o.conns = it.next().context("--conns N")?.parse()?,
             "--repeat" => o.repeat = it.next().context("--repeat N")?.parse::<usize>()?.max(1),
             "--bin" => o.bin = Some(PathBuf::from(it.next().context("--bin PATH")?)),
+            "--case" => o.cases.push(
+                it.next()
+                    .context("--case BUFFER,CONNS,acks|noacks,MODE")?
+                    .clone(),
+            ),
             "--" => {}
             other if other.starts_with('-') => bail!("unknown bench option {other}"),
             other => o.names.push(other.to_string()),
@@ -171,6 +179,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                     ("memory", 256, true, Message),
                     ("memory", 1024, true, Message),
                 ] {
+                    let case = format!(
+                        "{buffer},{conns},{},{}",
+                        if acks { "acks" } else { "noacks" },
+                        mode.name()
+                    );
+                    if !opts.cases.is_empty() && !opts.cases.contains(&case) {
+                        continue;
+                    }
                     flood_scenario(&bin, buffer, conns, acks, mode)?;
                 }
             }
@@ -722,6 +738,14 @@ fn flood_scenario(bin: &Path, buffer: &str, conns: usize, acks: bool, mode: Mode
         .nth(usize::from(acks))
         .context("a request")?;
     let deadline = Instant::now() + Duration::from_secs(FLOOD_SECS);
+    // What the process spends in the last seconds, when every connection is held back.
+    let held_from = deadline - Duration::from_secs(HELD_SECS);
+    let held_cpu = std::thread::spawn(move || -> Result<f64> {
+        std::thread::sleep(held_from.saturating_duration_since(Instant::now()));
+        let cpu0 = cpu_secs(pid)?;
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        Ok(cpu_secs(pid)? - cpu0)
+    });
     let sent: usize = std::thread::scope(|s| {
         let senders: Vec<_> = (0..conns)
             .map(|_| {
@@ -749,9 +773,16 @@ fn flood_scenario(bin: &Path, buffer: &str, conns: usize, acks: bool, mode: Mode
             .sum()
     });
     let (_, peak) = rss_kb(pid)?;
+    let held_cpu = held_cpu
+        .join()
+        .map_err(|_| anyhow::anyhow!("the CPU sampler panicked"))??;
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
     let bound = TOTAL_MB as f64 + 32.0;
     println!(
-        "flood, {conns} connection(s) of {} {} → {buffer} buffer (total_limit_size {TOTAL_MB} MB, block) → output down: {:.0} MB sent in {FLOOD_SECS} s, peak RSS {:.1} MB (idle {:.1} MB; target ≤ total_limit_size + 32 MB = {bound:.0} MB; {:.0} KB per connection beyond idle + buffer)",
+        "flood, {conns} connection(s) of {} {} → {buffer} buffer (total_limit_size {TOTAL_MB} MB, block) → output down: {:.0} MB sent in {FLOOD_SECS} s, peak RSS {:.1} MB (idle {:.1} MB; target ≤ total_limit_size + 32 MB = {bound:.0} MB; {:.0} KB per connection beyond idle + buffer; {threads} threads at the end; {:.1} % of a core over the last {HELD_SECS} s, held back)",
         mode.name(),
         if acks {
             "asking for acks"
@@ -762,12 +793,17 @@ fn flood_scenario(bin: &Path, buffer: &str, conns: usize, acks: bool, mode: Mode
         peak as f64 / 1024.0,
         idle as f64 / 1024.0,
         (peak as f64 - idle as f64 - (TOTAL_MB * 1024) as f64).max(0.0) / conns as f64,
+        100.0 * held_cpu / HELD_SECS as f64,
     );
     Ok(())
 }
 
 /// How long [`flood_scenario`] sends.
 const FLOOD_SECS: u64 = 4;
+
+/// The last seconds of a flood, when the buffer is full and every connection held back:
+/// the CPU the waiting costs is measured over them.
+const HELD_SECS: u64 = 2;
 
 /// sender → relay (in_forward → file buffer → out_forward with acks) → receiver (out_null,
 /// as issue #5 states the setup); the relay's CPU is what is measured. Ends when the relay's

@@ -41,7 +41,7 @@ use nagare_plugin_api::{
 };
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -529,6 +529,9 @@ struct Shared {
     wake: Condvar,
     stats: RunnerStats,
     on_error: ErrorHandler,
+    /// Whether the current full spell was reported to inputs that wait for room by polling
+    /// ([`BufferedRunner::would_wait`]): once per spell, not once per look.
+    wait_reported: AtomicBool,
 }
 
 /// A buffer in front of one output instance, with its flush threads.
@@ -572,6 +575,7 @@ impl BufferedRunner {
                 wake: Condvar::new(),
                 stats: RunnerStats::default(),
                 on_error,
+                wait_reported: AtomicBool::new(false),
             }),
             threads: Mutex::new(Vec::new()),
         }
@@ -777,6 +781,26 @@ impl BufferedRunner {
             m.stage_byte_size + m.queue_byte_size >= self.shared.spec.buffer.total_limit_size;
         full && (self.shared.spec.buffer.overflow_action != OverflowAction::DropOldestChunk
             || m.queue_length == 0)
+    }
+
+    /// Whether a submit now would wait for room: [`is_full`](Self::is_full) with
+    /// `overflow_action block` (the other actions refuse or drop at once instead).
+    /// Inputs poll this while they wait, so the first `true` of a full spell logs Fluentd's
+    /// warning, as a submit that starts to wait does.
+    pub fn would_wait(&self) -> bool {
+        let s = &self.shared;
+        if s.spec.buffer.overflow_action != OverflowAction::Block {
+            return false;
+        }
+        let full = self.is_full();
+        if full != s.wait_reported.swap(full, Ordering::Relaxed) && full {
+            tracing::warn!(
+                plugin_id = %s.spec.plugin_id,
+                action = "block",
+                "failed to write data into buffer by buffer overflow; blocking (inputs wait for room)"
+            );
+        }
+        full
     }
 
     /// Calls the output's `control` op.
@@ -1766,6 +1790,10 @@ mod tests {
         assert!(matches!(err, SubmitError::Overflow { .. }), "{err:?}");
         assert_eq!(err.to_plugin_error().kind, ErrorKind::RETRYABLE);
         assert!(r.runner.is_full());
+        assert!(
+            !r.runner.would_wait(),
+            "throw_exception refuses at once: nothing to wait out"
+        );
         assert!(matches!(
             r.runner.try_submit("t", &batch(1, "x"), 1),
             Err(SubmitError::WouldBlock { .. })
@@ -1789,6 +1817,7 @@ mod tests {
             .submit("t", &batch(3, "0123456789"), 3)
             .expect("accepted");
         assert!(r.runner.is_full());
+        assert!(r.runner.would_wait());
         assert!(matches!(
             r.runner.try_submit("t", &batch(1, "x"), 1),
             Err(SubmitError::WouldBlock { .. })
@@ -1809,6 +1838,7 @@ mod tests {
             r.primary.gate(true);
         });
         assert!(done.load(Ordering::SeqCst));
+        wait_until("room after the flush", || !r.runner.would_wait());
         r.runner.shutdown().expect("shutdown");
         assert_eq!(r.primary.records(), 4);
     }

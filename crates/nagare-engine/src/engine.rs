@@ -462,6 +462,14 @@ impl Emitter for HostEmitter {
             Ok(l) => l,
             Err(e) => return RResult::RErr(Tuple2(batch, e)),
         };
+        if batch.records == 0 && batch.data.is_empty() {
+            // A probe (see the trait's docs): nothing is routed.
+            if self.pipeline.would_wait(label, batch.tag.as_str()) {
+                let e = PluginError::new(ErrorKind::RETRYABLE, "the output's buffer is full");
+                return RResult::RErr(Tuple2(batch, e));
+            }
+            return RResult::ROk(());
+        }
         if self.pipeline.would_block(label, batch.tag.as_str()) {
             let e = PluginError::new(ErrorKind::RETRYABLE, "the output's buffer is full");
             return RResult::RErr(Tuple2(batch, e));

@@ -109,30 +109,53 @@ impl Pipeline {
         &self.outputs
     }
 
-    /// Whether emitting `tag` into `label` now would wait for a full output queue.
+    /// Whether emitting `tag` into `label` now would not be taken at once by a full output
+    /// buffer (it would wait, or be refused or make room by `overflow_action`).
     pub fn would_block(&self, label: LabelRef, tag: &str) -> bool {
+        self.any_output(label, tag, &|r| r.is_full())
+    }
+
+    /// Whether emitting `tag` into `label` now would wait for room in an output buffer with
+    /// `overflow_action block` (what an input may wait out without holding a thread).
+    pub fn would_wait(&self, label: LabelRef, tag: &str) -> bool {
+        self.any_output(label, tag, &|r| r.would_wait())
+    }
+
+    /// Whether `pred` holds for an output that events tagged `tag` in `label` reach.
+    fn any_output(
+        &self,
+        label: LabelRef,
+        tag: &str,
+        pred: &dyn Fn(&BufferedRunner) -> bool,
+    ) -> bool {
         let route = self.table.route(label, tag);
         route
             .target
             .as_ref()
-            .is_some_and(|t| self.target_full(t, tag, 0))
+            .is_some_and(|t| self.target_any(t, tag, pred, 0))
     }
 
-    fn target_full(&self, target: &Target, tag: &str, depth: u32) -> bool {
+    fn target_any(
+        &self,
+        target: &Target,
+        tag: &str,
+        pred: &dyn Fn(&BufferedRunner) -> bool,
+        depth: u32,
+    ) -> bool {
         if depth > MAX_RELABEL_DEPTH {
             return false;
         }
         match target {
-            Target::Output(id) => self.outputs.get(id.0).is_some_and(|r| r.is_full()),
+            Target::Output(id) => self.outputs.get(id.0).is_some_and(|r| pred(r)),
             Target::Copy { stores, .. } => stores
                 .iter()
-                .any(|s| self.target_full(&s.target, tag, depth)),
+                .any(|s| self.target_any(&s.target, tag, pred, depth)),
             Target::Relabel(label) => self
                 .table
                 .route(*label, tag)
                 .target
                 .as_ref()
-                .is_some_and(|t| self.target_full(t, tag, depth + 1)),
+                .is_some_and(|t| self.target_any(t, tag, pred, depth + 1)),
         }
     }
 

@@ -258,6 +258,11 @@ pub trait Emitter: Send + Sync + Clone {
     /// the process keeps them), but not yet fsynced: that happens when their chunk is
     /// queued, or with a later `emit` into the same chunk. An input that acks a sender on
     /// the strength of the call (Forward's `chunk` option) uses `emit`.
+    ///
+    /// An empty batch (no records, no data) is a probe and routes nothing: it comes back
+    /// when a batch with its tag and label would now wait for room (a full buffer with
+    /// `overflow_action block`), else `Ok`. An input can so wait for room on its own
+    /// terms (a task polling the probe) instead of in a thread blocked in `emit`.
     #[sabi(last_prefix_field)]
     fn try_emit(&self, batch: EventBatch) -> RResult<(), Tuple2<EventBatch, PluginError>>;
 }

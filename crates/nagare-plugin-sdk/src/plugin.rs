@@ -6,7 +6,9 @@
 use std::sync::OnceLock;
 
 use abi_stable::std_types::{RString, RVec, Tuple2};
-use nagare_plugin_api::{ChunkFormat, ChunkRef, ConfigNode, EmitterBox, EventBatch, PluginError};
+use nagare_plugin_api::{
+    ChunkFormat, ChunkRef, ConfigNode, EmitterBox, ErrorKind, EventBatch, PluginError,
+};
 
 use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, gunzip};
 use crate::context::PluginContext;
@@ -280,6 +282,19 @@ impl Emitter {
         }
         let (data, records) = writer.take();
         self.emit(tag, data, records)
+    }
+
+    /// Whether a batch tagged `tag` would now wait for room (a full buffer with
+    /// `overflow_action block` on its route): the host's probe, which routes nothing. An
+    /// input that must not hold a thread while it waits polls this before [`emit`](Self::emit)
+    /// (which then waits for the fsync alone, unless others took the room first).
+    pub fn would_wait(&self, tag: &str) -> bool {
+        let probe = self.batch(tag, Vec::new(), 0);
+        // Anything but "full" (an undefined label, say) is for the emit to report.
+        matches!(
+            crate::guard::catch(|| Ok(self.inner.try_emit(probe).into_result())),
+            Ok(Err(Tuple2(_, e))) if e.kind == ErrorKind::RETRYABLE
+        )
     }
 
     /// Like [`Emitter::emit`] but never blocks: on a full buffer the batch comes back, and

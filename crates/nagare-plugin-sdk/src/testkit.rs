@@ -182,9 +182,18 @@ struct EmitterState {
     batches: Mutex<Vec<CapturedBatch>>,
     arrived: Condvar,
     full: AtomicBool,
-    /// `(held, emits waiting)`: while held, `emit` waits and `try_emit` hands batches back.
-    hold: Mutex<(bool, usize)>,
+    /// While held, `emit` waits and `try_emit` hands batches back.
+    hold: Mutex<Hold>,
     released: Condvar,
+}
+
+#[derive(Default)]
+struct Hold {
+    held: bool,
+    /// `emit` calls waiting now.
+    emits: usize,
+    /// Tags refused by `try_emit` or its probe since the hold began.
+    refused: std::collections::BTreeSet<String>,
 }
 
 /// An [`api::Emitter`] that captures batches; it can pretend the buffer is full.
@@ -204,24 +213,38 @@ impl TestEmitter {
         EmitterBox::from_ptr(RArc::new(self.clone()), TD_Opaque)
     }
 
-    /// Makes `emit` fail with `RETRYABLE` and `try_emit` hand batches back.
+    /// Makes `emit` fail with `RETRYABLE` and `try_emit` hand batches back (as a full
+    /// buffer with `overflow_action throw_exception`: the probe says nothing would wait).
     pub fn set_full(&self, full: bool) {
         self.state.full.store(full, Ordering::SeqCst);
     }
 
-    /// While `held`, `emit` waits (as on a full buffer with `overflow_action block`) and
-    /// `try_emit` hands batches back; releasing lets the waiting emits through.
+    /// While `held`, `emit` waits (as on a full buffer with `overflow_action block`),
+    /// `try_emit` hands batches back and its probe says a batch would wait; releasing lets
+    /// the waiting emits through.
     pub fn set_held(&self, held: bool) {
-        lock(&self.state.hold).0 = held;
+        let mut hold = lock(&self.state.hold);
+        hold.held = held;
+        hold.refused.clear();
+        drop(hold);
         self.state.released.notify_all();
     }
 
-    /// How many `emit` calls are waiting on [`set_held`](Self::set_held) now.
+    /// How many batches wait for [`set_held`](Self::set_held) to end now: `emit` calls
+    /// waiting in the emitter, plus the distinct tags `try_emit` or its probe turned away
+    /// during the hold (an input waiting on its own, one batch per tag in tests).
     pub fn waiting(&self) -> usize {
-        lock(&self.state.hold).1
+        let hold = lock(&self.state.hold);
+        hold.emits + hold.refused.len()
     }
 
-    /// Waits until `n` emits are waiting or `timeout` passed; returns whether they were.
+    /// How many `emit` calls wait in the emitter now (each holds a thread of the input).
+    pub fn emits_waiting(&self) -> usize {
+        lock(&self.state.hold).emits
+    }
+
+    /// Waits until `n` batches are [`waiting`](Self::waiting) or `timeout` passed; returns
+    /// whether they were.
     pub fn wait_for_waiting(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while self.waiting() < n {
@@ -277,15 +300,15 @@ impl api::Emitter for TestEmitter {
             return RResult::RErr(buffer_full());
         }
         let mut hold = lock(&self.state.hold);
-        if hold.0 {
-            hold.1 += 1;
-            while hold.0 {
+        if hold.held {
+            hold.emits += 1;
+            while hold.held {
                 hold = match self.state.released.wait(hold) {
                     Ok(g) => g,
                     Err(poisoned) => poisoned.into_inner(),
                 };
             }
-            hold.1 -= 1;
+            hold.emits -= 1;
         }
         drop(hold);
         self.capture(batch, true);
@@ -293,7 +316,18 @@ impl api::Emitter for TestEmitter {
     }
 
     fn try_emit(&self, batch: EventBatch) -> RResult<(), Tuple2<EventBatch, PluginError>> {
-        if self.state.full.load(Ordering::SeqCst) || lock(&self.state.hold).0 {
+        let probe = batch.records == 0 && batch.data.is_empty();
+        {
+            let mut hold = lock(&self.state.hold);
+            if hold.held {
+                hold.refused.insert(batch.tag.to_string());
+                return RResult::RErr(Tuple2(batch, buffer_full()));
+            }
+        }
+        if probe {
+            return RResult::ROk(());
+        }
+        if self.state.full.load(Ordering::SeqCst) {
             return RResult::RErr(Tuple2(batch, buffer_full()));
         }
         self.capture(batch, false);

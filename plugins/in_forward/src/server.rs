@@ -2,12 +2,15 @@
 //!
 //! Per connection: optional `<security>` handshake, then requests are decoded as bytes
 //! arrive. An event batch is first offered to the host with `try_emit`, on the worker: a
-//! buffer with room takes it at once (no thread hand-off per request). A full buffer hands it
-//! back and the blocking `emit` then waits for room on a blocking thread (never on the
-//! reactor); the socket is not read meanwhile, so a full buffer pushes back on the sender.
-//! With a resend window the whole check–emit–record sequence runs on a blocking thread (it
-//! writes to disk). The ack is written only after the batch was accepted. A failed emit or a broken stream closes the
-//! connection without an ack (the client retries).
+//! buffer with room takes it at once (no thread hand-off per request). A full buffer
+//! (`overflow_action block`) hands it back, and the connection's task waits for room by
+//! polling the host's probe (`Emitter::would_wait`), holding no thread; the socket is not read
+//! meanwhile, so a full buffer pushes back on the sender. A request that asks for an ack
+//! waits for room the same way, then emits with the blocking `emit` on a blocking thread,
+//! which now waits only for the fsync. With a resend window the whole check–emit–record
+//! sequence runs on a blocking thread (it writes to disk). The ack is written only after
+//! the batch was accepted. A failed emit or a broken stream closes the connection without
+//! an ack (the client retries).
 //!
 //! Memory across connections: a large PackedForward request is read into a buffer of its
 //! own (the decoder's capture), and that buffer is reserved only once [`Admission`] admits
@@ -37,6 +40,14 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 
 use nagare_plugin_sdk::log_limiter::KeyedLogLimiter;
+
+/// First pause of a connection waiting for room in a full buffer ([`Connection::wait_for_room`]).
+const ROOM_POLL_MIN: Duration = Duration::from_millis(1);
+
+/// Longest pause between two looks for room: how late, at most, a waiting connection sees
+/// it (Fluentd's blocking emit looks once a second). A thousand waiting connections look
+/// ten thousand times a second, each look a few atomic reads.
+const ROOM_POLL_MAX: Duration = Duration::from_millis(100);
 
 /// Bytes read from a socket at a time.
 const READ_SIZE: usize = 64 * 1024;
@@ -506,8 +517,10 @@ impl Connection {
                 .and_then(|id| crate::dedupe::key(&tag, &id.0));
             let emitted = match (shared.dedupe.clone().zip(key), ack.is_some()) {
                 // An ack promises the sender its events are durable: the blocking emit (it
-                // waits for room and for the fsync), off the reactor.
+                // waits for the fsync), off the reactor, once there is room — waited for
+                // here, by this task, not in a thread.
                 (None, true) => {
+                    self.wait_for_room(decoder, &tag, records).await?;
                     let emitter = shared.emitter.clone();
                     tokio::task::spawn_blocking(move || {
                         emitter
@@ -524,32 +537,48 @@ impl Connection {
                 // at-most-once for such requests): the batch is offered without blocking, on
                 // this worker, and a buffer with room takes it at once — written to the chunk
                 // file, fsynced with its chunk (no thread hand-off and no fsync per request).
-                // A full buffer hands it back and the blocking emit below waits for room off
-                // the reactor.
-                (None, false) => match shared.emitter.try_emit(&tag, data, records) {
-                    Ok(()) => Ok(Ok(Emitted::Events {
-                        records,
-                        interrupted: false,
-                    })),
-                    Err(rej) if rej.error.kind == ErrorKind::RETRYABLE && !rej.data.is_empty() => {
-                        // The wait may be long and every connection may be in it: keep the
-                        // request, not the buffer that was grown to read it.
-                        decoder.compact();
-                        let emitter = shared.emitter.clone();
-                        tokio::task::spawn_blocking(move || {
-                            emitter
-                                .emit(&rej.tag, rej.data, rej.records)
-                                .map(|()| Emitted::Events {
-                                    records: rej.records,
+                // A full buffer hands it back: it is offered again once there is room.
+                (None, false) => {
+                    let mut offer = (tag, data, records);
+                    loop {
+                        let (tag, data, records) = offer;
+                        match shared.emitter.try_emit(&tag, data, records) {
+                            Ok(()) => {
+                                break Ok(Ok(Emitted::Events {
+                                    records,
                                     interrupted: false,
+                                }));
+                            }
+                            Err(rej)
+                                if rej.error.kind == ErrorKind::RETRYABLE
+                                    && !rej.data.is_empty() =>
+                            {
+                                if shared.emitter.would_wait(&rej.tag) {
+                                    self.wait_for_room(decoder, &rej.tag, rej.records).await?;
+                                    offer = (rej.tag, rej.data, rej.records);
+                                    continue;
+                                }
+                                // Refused without a wait (overflow_action throw_exception,
+                                // or drop_oldest_chunk): the blocking emit says why, or
+                                // makes room.
+                                let emitter = shared.emitter.clone();
+                                break tokio::task::spawn_blocking(move || {
+                                    emitter
+                                        .emit(&rej.tag, rej.data, rej.records)
+                                        .map(|()| Emitted::Events {
+                                            records: rej.records,
+                                            interrupted: false,
+                                        })
+                                        .map_err(|e| e.to_string())
                                 })
-                                .map_err(|e| e.to_string())
-                        })
-                        .await
+                                .await;
+                            }
+                            Err(rej) => break Ok(Err(rej.error.to_string())),
+                        }
                     }
-                    Err(rej) => Ok(Err(rej.error.to_string())),
-                },
+                }
                 (Some((window, key)), _) => {
+                    self.wait_for_room(decoder, &tag, records).await?;
                     let emitter = shared.emitter.clone();
                     tokio::task::spawn_blocking(move || {
                         // Resend check (the id marked as being emitted), emit, then the id
@@ -611,6 +640,41 @@ impl Connection {
         }
         if let Some(id) = ack {
             self.write_ack(stream, &id, encoding).await?;
+        }
+        Ok(())
+    }
+
+    /// Returns once a batch tagged `tag` would be taken without waiting for room, polling the
+    /// host's probe ([`Emitter::would_wait`]) with a pause that grows from [`ROOM_POLL_MIN`]
+    /// to [`ROOM_POLL_MAX`]. A connection held back by a full buffer so holds its request
+    /// and this task, not a thread; its decoder gives back the read buffer first, and the
+    /// socket is not read meanwhile (the sender is pushed back). Shutdown ends the wait with
+    /// the connection closed, the `records` unaccepted and unacked.
+    async fn wait_for_room(
+        &mut self,
+        decoder: &mut Decoder,
+        tag: &str,
+        records: u32,
+    ) -> Result<(), Close> {
+        let mut pause = ROOM_POLL_MIN;
+        let mut waited = false;
+        while self.shared.emitter.would_wait(tag) {
+            if !waited {
+                waited = true;
+                // The wait may be long and every connection may be in it: keep the
+                // request, not the buffer that was grown to read it.
+                decoder.compact();
+            }
+            if *self.shutdown.borrow() {
+                return Err(Close::Emit(format!(
+                    "shutting down while the buffer for tag {tag:?} is full: {records} events not accepted (no ack)"
+                )));
+            }
+            tokio::select! {
+                _ = self.shutdown.changed() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(ROOM_POLL_MAX);
         }
         Ok(())
     }

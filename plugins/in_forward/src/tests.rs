@@ -435,6 +435,81 @@ fn large_requests_wait_unread_for_admission_while_the_buffer_is_full() {
 }
 
 #[test]
+fn connections_held_back_by_a_full_buffer_hold_no_thread_and_no_ack() {
+    let kit = TestKit::new(nagare_plugin_module());
+    let (mut input, addr) = start(&kit, "");
+    input.emitter().set_held(true);
+    let mut record = Vec::new();
+    nagare_plugin_sdk::rmpv::encode::write_value(
+        &mut record,
+        &Value::Map(vec![("k".into(), "v".into())]),
+    )
+    .unwrap_or_else(|e| panic!("encode: {e}"));
+    // Half of them ask for an ack; every connection has a tag of its own.
+    let mut socks: Vec<(TcpStream, Option<String>)> = (0..8)
+        .map(|i| {
+            let mut s = connect(addr);
+            let ack = (i % 2 == 0).then(|| format!("ack{i}"));
+            let mut req = Vec::new();
+            encode_message(
+                &mut req,
+                &format!("t{i}"),
+                EventTime::new(1_700_000_000, 0),
+                &record,
+                ack.as_deref(),
+            );
+            s.write_all(&req).unwrap_or_else(|e| panic!("write: {e}"));
+            (s, ack)
+        })
+        .collect();
+    assert!(
+        input.emitter().wait_for_waiting(8, WAIT),
+        "{} waiting",
+        input.emitter().waiting()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        input.emitter().emits_waiting(),
+        0,
+        "a connection waiting for room must not hold a thread in emit"
+    );
+    assert!(input.emitter().batches().is_empty());
+    for (s, ack) in &mut socks {
+        if ack.is_some() {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap_or_default();
+            let mut b = [0u8; 16];
+            assert!(
+                matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "no ack while the buffer is full"
+            );
+            s.set_read_timeout(Some(WAIT)).unwrap_or_default();
+        }
+    }
+    input.emitter().set_held(false);
+    assert!(input.emitter().wait_for_batches(8, WAIT));
+    let mut got: Vec<(String, bool)> = input
+        .emitter()
+        .batches()
+        .iter()
+        .map(|b| (b.tag.clone(), b.durable))
+        .collect();
+    got.sort();
+    let want: Vec<(String, bool)> = (0..8).map(|i| (format!("t{i}"), i % 2 == 0)).collect();
+    assert_eq!(
+        got, want,
+        "acked requests through the durable emit, the others offered"
+    );
+    for (mut s, ack) in socks {
+        if let Some(id) = ack {
+            let got = read_value(&mut s).and_then(|v| decode_ack(&v).ok());
+            assert_eq!(got.and_then(|a| a.as_str().map(str::to_owned)), Some(id));
+        }
+    }
+    input.stop().unwrap_or_default();
+}
+
+#[test]
 fn a_peer_stalled_in_the_middle_of_a_large_request_gives_its_admission_back() {
     let c = chunk(6000);
     let kit = TestKit::new(nagare_plugin_module());
