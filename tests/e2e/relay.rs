@@ -339,3 +339,87 @@ fn receiver_down_for_10_s_the_relay_buffers_then_delivers_everything() {
     relay.stop();
     receiver.stop();
 }
+
+/// A Forward receiver that leaves the first `silent` requests unacked (the connection stays
+/// open; out_forward gives up on it after `ack_response_timeout`) and acks the later ones.
+/// Counts every request it read. Stops by itself after 60 s or 20 connections.
+fn late_acker(silent: usize) -> (u16, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for conn in listener.incoming().take(20) {
+            let Ok(mut s) = conn else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                while Instant::now() < deadline {
+                    let Ok(rmpv::Value::Array(req)) = rmpv::decode::read_value(&mut s) else {
+                        return;
+                    };
+                    let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                    let chunk = req.last().and_then(|o| match o {
+                        rmpv::Value::Map(m) => m
+                            .iter()
+                            .find(|(k, _)| k.as_str() == Some("chunk"))
+                            .and_then(|(_, v)| v.as_str().map(str::to_owned)),
+                        _ => None,
+                    });
+                    if let Some(id) = chunk
+                        && n > silent
+                    {
+                        let ack = rmpv::Value::Map(vec![("ack".into(), id.into())]);
+                        let mut out = Vec::new();
+                        if rmpv::encode::write_value(&mut out, &ack).is_err()
+                            || s.write_all(&out).is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+    });
+    (port, requests)
+}
+
+#[test]
+fn acks_that_do_not_come_cost_no_retry_step() {
+    // One retry allowed: were the three missing acks counted as retries, the chunk would be
+    // dropped at the limit. Fluentd rolls such a chunk back without updating the retry state.
+    let (upstream, requests) = late_acker(3);
+    let port = free_port();
+    let conf = format!(
+        "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n</source>\n\
+         <match relay.**>\n  @type forward\n  require_ack_response true\n  ack_response_timeout 1\n  heartbeat_type none\n\
+         <server>\n    host 127.0.0.1\n    port {upstream}\n  </server>\n\
+         <buffer tag>\n    flush_mode immediate\n    flush_thread_burst_interval 0.1\n    retry_wait 0.2\n    retry_max_times 1\n  </buffer>\n</match>\n"
+    );
+    let mut relay = Nagare::start(&conf);
+    relay.wait_port(port);
+    let bytes = forward("relay.app", 0, "late-ack-0");
+    assert!(try_send(port, &bytes, "late-ack-0"), "the relay acks");
+    relay.wait_for(
+        || (requests.load(Ordering::SeqCst) >= 4).then_some(()),
+        "the fourth attempt",
+    );
+    // The ack of the fourth commits the chunk: nothing more is sent.
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = relay.stderr();
+    assert_eq!(requests.load(Ordering::SeqCst), 4, "relay log:\n{log}");
+    assert_eq!(
+        log.matches("no response from node").count(),
+        3,
+        "relay log:\n{log}"
+    );
+    assert!(
+        !log.contains("failed to flush the buffer") && !log.contains("Hit limit"),
+        "no retry step was taken:\n{log}"
+    );
+    assert_eq!(relay.stop(), 0);
+}

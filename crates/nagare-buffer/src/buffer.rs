@@ -207,6 +207,11 @@ pub enum Failure {
     },
     /// Permanent for this chunk: secondary, else backup.
     Unrecoverable,
+    /// Not delivered, with nothing to count against the output (Fluentd's
+    /// `rollback_write(update_retry: false)`, what out_forward does when an ack does not
+    /// come): the chunk goes back to the head of the queue and the retry state is left as
+    /// it is, so the next flush writes it again.
+    Resend,
 }
 
 /// What the caller must do after a rollback.
@@ -222,6 +227,9 @@ pub enum Decision {
         /// Whether the next attempt goes to the secondary.
         secondary: bool,
     },
+    /// [`Failure::Resend`]: the chunk is back at the head of the queue, the retry state
+    /// untouched.
+    Resend,
     /// Write this lease to the `<secondary>` now, then commit or roll it back again.
     ToSecondary(ChunkLease),
     /// The chunk was written to the backup file (`None`: `disable_chunk_backup`, thrown
@@ -1540,8 +1548,15 @@ impl Buffer {
             }
             return self.backup(st, chunk, &lease);
         }
-        let Failure::Retryable { retry_after } = failure else {
-            return Ok(Decision::Backup { path: None });
+        let retry_after = match failure {
+            Failure::Retryable { retry_after } => retry_after,
+            Failure::Resend => {
+                st.counters.rollback_count += 1;
+                st.queue.push_front(chunk);
+                tracing::debug!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, "chunk rolled back to be written again (no retry step)");
+                return Ok(Decision::Resend);
+            }
+            Failure::Unrecoverable => return Ok(Decision::Backup { path: None }),
         };
         st.counters.rollback_count += 1;
         st.queue.push_front(chunk);

@@ -857,6 +857,45 @@ fn exponential_retry_schedule_through_the_buffer() {
 }
 
 #[test]
+fn a_resend_goes_back_to_the_queue_without_a_retry_step() {
+    let f = open(
+        "tag",
+        &[
+            ("retry_randomize", "false"),
+            ("flush_mode", "immediate"),
+            ("retry_max_times", "1"),
+        ],
+        false,
+    );
+    f.write("t", &records(1, 10));
+    // No retry state: written again at once, as often as it takes.
+    for _ in 0..5 {
+        assert!(matches!(retry(&f, Failure::Resend), Decision::Resend));
+    }
+    let m = f.buffer.metrics();
+    assert_eq!((m.retry_count, m.rollback_count, m.retrying), (0, 5, false));
+    // A real failure starts the schedule; resends neither step it nor reach its limit.
+    let t0 = T0 as f64;
+    assert_eq!(retry_at(&retry(&f, RETRYABLE)), t0 + 1.0);
+    f.clock.set(crate::clock::from_secs_f64(t0 + 1.0));
+    for _ in 0..3 {
+        assert!(matches!(retry(&f, Failure::Resend), Decision::Resend));
+    }
+    let m = f.buffer.metrics();
+    assert_eq!((m.retry_count, m.retrying), (0, true));
+    assert_eq!(
+        retry_at(&retry(&f, RETRYABLE)),
+        t0 + 2.0,
+        "the first step, not the fourth"
+    );
+    f.clock.set(crate::clock::from_secs_f64(t0 + 2.0));
+    let l = f.lease();
+    assert_eq!(l.records(), 1, "the chunk is whole");
+    f.buffer.commit(l).expect("commit");
+    assert!(f.buffer.is_empty());
+}
+
+#[test]
 fn randomized_retry_stays_in_the_window() {
     let f = open(
         "tag",

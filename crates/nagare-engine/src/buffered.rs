@@ -54,6 +54,9 @@ pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The shortest pause of an idle flush thread (keeps a zero interval from spinning).
 const MIN_PAUSE: Duration = Duration::from_millis(5);
 
+/// The shortest pause before a chunk the output asked to resend is written again.
+const RESEND_PAUSE: Duration = Duration::from_millis(100);
+
 /// How often a flush thread looks at the buffer at the latest, whatever the intervals say
 /// (staged chunks become due on their own clock; the buffer does not announce it).
 const MAX_PAUSE: Duration = Duration::from_secs(1);
@@ -977,12 +980,15 @@ fn fmt_time(t: SystemTime) -> String {
         .to_string()
 }
 
+/// What the buffer does about a failed write. A kind this host does not know (from a newer
+/// plugin) is retried: never a reason to give the chunk up.
 fn failure_of(e: &PluginError) -> Failure {
     match e.kind {
-        ErrorKind::RETRYABLE | ErrorKind::INTERNAL => Failure::Retryable {
+        ErrorKind::UNRECOVERABLE | ErrorKind::PANIC | ErrorKind::CONFIG => Failure::Unrecoverable,
+        ErrorKind::RESEND => Failure::Resend,
+        _ => Failure::Retryable {
             retry_after: (e.retry_after_ms > 0).then(|| Duration::from_millis(e.retry_after_ms)),
         },
-        _ => Failure::Unrecoverable,
     }
 }
 
@@ -1090,8 +1096,9 @@ impl Shared {
         }
     }
 
-    /// Writes one leased chunk and settles it, following the buffer's decisions.
-    fn flush(&self, buffer: &Buffer, mut lease: ChunkLease) {
+    /// Writes one leased chunk and settles it, following the buffer's decisions. `true` when
+    /// the output asked for the chunk to be written again ([`ErrorKind::RESEND`]).
+    fn flush(&self, buffer: &Buffer, mut lease: ChunkLease) -> bool {
         let id = &self.spec.plugin_id;
         loop {
             let slot = match (&self.secondary, lease.use_secondary()) {
@@ -1118,7 +1125,7 @@ impl Shared {
                         }
                         Err(e) => self.log_error(format!("cannot commit a written chunk: {e}")),
                     }
-                    return;
+                    return false;
                 }
                 Err(e) => e,
             };
@@ -1130,7 +1137,7 @@ impl Shared {
                 Ok(d) => d,
                 Err(e) => {
                     self.log_error(format!("cannot roll back chunk {chunk_hex}: {e}"));
-                    return;
+                    return false;
                 }
             };
             match decision {
@@ -1146,7 +1153,13 @@ impl Shared {
                             fmt_time(at)
                         );
                     }
-                    return;
+                    return false;
+                }
+                Decision::Resend => {
+                    // The output said why (out_forward warns about the node); the chunk is
+                    // written again after the burst pause, with no retry step.
+                    tracing::debug!(plugin_id = %id, "chunk {chunk_hex} is written again: {error}");
+                    return true;
                 }
                 Decision::ToSecondary(next) => {
                     lease = next;
@@ -1168,7 +1181,7 @@ impl Shared {
                             "got unrecoverable error: {error}; chunk {chunk_hex} ({records} records) is thrown away (disable_chunk_backup)"
                         ),
                     }
-                    return;
+                    return false;
                 }
                 Decision::Dropped { chunks, records } => {
                     self.stats
@@ -1179,7 +1192,7 @@ impl Shared {
                         plugin_id = %id,
                         "Hit limit for retries. dropping all chunks in the buffer queue. chunks={chunks} records={records} error=\"{error}\""
                     );
-                    return;
+                    return false;
                 }
             }
         }
@@ -1201,7 +1214,12 @@ fn flush_loop(s: &Shared) {
         let now = clock.now();
         match buffer.next_ready(now) {
             Ok(Some(lease)) => {
-                s.flush(buffer, lease);
+                if s.flush(buffer, lease) {
+                    // Written again next, with no retry step to space the attempts out: a
+                    // peer that closes at once must not make this spin.
+                    s.pause(burst.max(RESEND_PAUSE));
+                    continue;
+                }
                 if phase == Phase::Running && !burst.is_zero() {
                     let m = buffer.metrics();
                     if m.queue_length > 0 && !m.retrying {
@@ -1702,6 +1720,40 @@ mod tests {
     }
 
     #[test]
+    fn a_resend_is_written_again_without_a_retry_step() {
+        // One retry allowed: three counted failures would drop the chunk.
+        let r = rig(
+            &format!("  <buffer>\n{FAST}\n    retry_max_times 1\n  </buffer>"),
+            Fake::failing(&[ErrorKind::RESEND, ErrorKind::RESEND, ErrorKind::RESEND]),
+        );
+        r.runner.submit("t", &batch(3, "v"), 3).expect("accepted");
+        wait_until("the chunk written", || r.primary.records() == 3);
+        assert_eq!(r.runner.stats().retry_count.load(Ordering::Relaxed), 0);
+        let m = metrics(&r);
+        assert_eq!(
+            (m.commit_count, m.rollback_count, m.retry_count, m.retrying),
+            (1, 3, 0, false)
+        );
+        r.runner.shutdown().expect("shutdown");
+    }
+
+    #[test]
+    fn an_error_kind_this_host_does_not_know_is_retried() {
+        let sec = Fake::default();
+        let r = rig_in(
+            &format!("  <buffer>\n{FAST}\n  </buffer>"),
+            Fake::failing(&[ErrorKind(200)]),
+            Some(sec.clone()),
+            None,
+        );
+        r.runner.submit("t", &batch(2, "v"), 2).expect("accepted");
+        wait_until("the chunk written", || r.primary.records() == 2);
+        assert_eq!(r.runner.stats().retry_count.load(Ordering::Relaxed), 1);
+        assert_eq!(sec.records(), 0, "not given up to the secondary");
+        r.runner.shutdown().expect("shutdown");
+    }
+
+    #[test]
     fn unrecoverable_errors_and_panics_go_to_the_secondary() {
         for kind in [
             ErrorKind::UNRECOVERABLE,
@@ -2020,7 +2072,12 @@ mod tests {
         );
         assert_eq!(
             failure_of(&PluginError::new(ErrorKind(42), "?")),
-            Failure::Unrecoverable
+            Failure::Retryable { retry_after: None },
+            "a kind from a newer plugin never gives a chunk up"
+        );
+        assert_eq!(
+            failure_of(&PluginError::new(ErrorKind::RESEND, "no ack")),
+            Failure::Resend
         );
         let t = fmt_time(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         assert_eq!(t.len(), "2023-11-14 22:13:20 +0000".len(), "{t}");

@@ -53,6 +53,12 @@ impl ErrorKind {
     pub const PANIC: ErrorKind = ErrorKind(3);
     /// A bug or unexpected state inside the plugin.
     pub const INTERNAL: ErrorKind = ErrorKind(4);
+    /// Not delivered, with nothing to count against the output: the host puts the chunk back
+    /// at the head of its queue without a retry step and writes it again after
+    /// `flush_thread_burst_interval` (Fluentd's rollback without updating the retry state,
+    /// what out_forward does when an ack does not come). A host that predates this kind
+    /// retries it as [`ErrorKind::RETRYABLE`].
+    pub const RESEND: ErrorKind = ErrorKind(5);
 
     /// A short lowercase name for logs.
     pub fn name(self) -> &'static str {
@@ -62,6 +68,7 @@ impl ErrorKind {
             2 => "unrecoverable",
             3 => "panic",
             4 => "internal",
+            5 => "resend",
             _ => "unknown",
         }
     }

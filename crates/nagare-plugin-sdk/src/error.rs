@@ -23,6 +23,13 @@ pub fn retryable_after(message: impl std::fmt::Display, retry_after_ms: u64) -> 
     }
 }
 
+/// Not delivered, with nothing to count against the output (no ack came for a chunk that
+/// was sent): the host writes the chunk again after `flush_thread_burst_interval`, without a
+/// retry step, as Fluentd rolls a chunk back without updating its retry state.
+pub fn resend(message: impl std::fmt::Display) -> PluginError {
+    PluginError::new(ErrorKind::RESEND, message.to_string())
+}
+
 /// A permanent failure for this data: the host sends the chunk to `<secondary>`.
 pub fn unrecoverable(message: impl std::fmt::Display) -> PluginError {
     PluginError::new(ErrorKind::UNRECOVERABLE, message.to_string())

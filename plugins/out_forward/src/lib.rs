@@ -17,7 +17,8 @@
 //! * **At-least-once** (`require_ack_response`): the request carries `chunk` =
 //!   `Base64.encode64(chunk id)` (with Fluentd's trailing `"\n"`), and `write` returns `Ok`
 //!   only on the matching `{"ack": ...}`; a timeout (`ack_response_timeout`), a closed
-//!   connection or a mismatch is `RETRYABLE` (a timeout or close also marks the node
+//!   connection or a mismatch is `RESEND`: written again with no retry step, as Fluentd
+//!   rolls back without updating the retry state (a timeout or close also marks the node
 //!   unavailable until heartbeats bring it back). The chunk id is the buffer's, stable across
 //!   retries and restarts, which is what lets `in_forward` (`dedupe_path`) drop exact resends.
 //!   Without a buffer chunk id (zero), a fresh id is generated per attempt.
@@ -864,7 +865,11 @@ impl Output for Forward {
                 } else {
                     nagare_plugin_sdk::warn!(self.ctx, "{e}");
                 }
-                return Err(error::retryable(format!(
+                // Rolled back without a retry step, as Fluentd does on a timeout, a close
+                // or a mismatch: the chunk is written again (to another node when this one
+                // was marked unavailable), and a slow receiver does not use up
+                // retry_max_times or retry_timeout.
+                return Err(error::resend(format!(
                     "forward: chunk {}: {e}",
                     chunk.id_hex()
                 )));

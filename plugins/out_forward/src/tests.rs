@@ -346,14 +346,14 @@ fn require_ack_sends_the_chunk_id_and_waits_for_the_matching_ack() {
 }
 
 #[test]
-fn ack_mismatch_and_ack_timeout_are_retryable() {
+fn ack_mismatch_and_ack_timeout_are_resent_without_a_retry_step() {
     let check = |mode: AckMode, expect: &str| {
         let kit = TestKit::new(nagare_plugin_module());
         let sink = Sink::start(mode, None);
         let mut out = acked_output(&kit, sink.addr, "ack_response_timeout 1\n");
         let err = write_chunk(&out, "t", [1; 16], &entries(1)).err();
         let err = err.unwrap_or_else(|| panic!("{mode:?}: write succeeded"));
-        assert_eq!(err.kind, ErrorKind::RETRYABLE, "{mode:?}");
+        assert_eq!(err.kind, ErrorKind::RESEND, "{mode:?}");
         assert!(err.message.contains(expect), "{mode:?}: {}", err.message);
         assert_eq!(sink.got().len(), 1, "{mode:?}: the data did arrive");
         assert_eq!(kit.host().metric("ack_failures"), Some(1.0));
@@ -767,9 +767,9 @@ fn interop_with_a_python_sink_ack_and_never_ack() {
     let mut out = acked_output(&kit, addr, "ack_response_timeout 1\n");
     let id = UniqueId::generate();
     let w = entries(4);
-    // The sink never acks: the chunk is retryable (the host would retry it).
+    // The sink never acks: the chunk is to be resent (the host writes it again).
     let err = write_chunk(&out, "py.tag", id.0, &w).err();
-    assert!(err.is_some_and(|e| e.kind == ErrorKind::RETRYABLE));
+    assert!(err.is_some_and(|e| e.kind == ErrorKind::RESEND));
     wait_until("python saw the attempt", || !never.lines().is_empty());
     drop(never);
     // A good sink appears on the same port; the retry (same chunk id) is delivered and acked.
@@ -958,7 +958,7 @@ fn accepts_file_ranges_only_with_acks_and_without_gzip() {
 }
 
 #[test]
-fn file_ranges_never_acked_is_retryable_and_resets_the_connection() {
+fn file_ranges_never_acked_is_resent_and_resets_the_connection() {
     let w = entries(500);
     let id = UniqueId::generate();
     let option = chunk_option_for(&id);
@@ -985,7 +985,7 @@ fn file_ranges_never_acked_is_retryable_and_resets_the_connection() {
         .err()
         .unwrap_or_else(|| panic!("ranged {ranged}: write succeeded without an ack"));
         assert!(start.elapsed() < WAIT, "bounded by ack_response_timeout");
-        assert_eq!(err.kind, ErrorKind::RETRYABLE, "ranged {ranged}: {err}");
+        assert_eq!(err.kind, ErrorKind::RESEND, "ranged {ranged}: {err}");
         assert!(
             err.message.contains("no ack response within"),
             "ranged {ranged}: {}",
