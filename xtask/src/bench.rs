@@ -178,6 +178,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                     ("memory", 256, false, Message),
                     ("memory", 256, true, Message),
                     ("memory", 1024, true, Message),
+                    ("memory", 1024, false, Message),
                 ] {
                     let case = format!(
                         "{buffer},{conns},{},{}",
