@@ -353,6 +353,12 @@ impl Decoder {
         }
     }
 
+    /// Changes [`DecoderConfig::capture_min`] from the next request on (a request already
+    /// being captured stays so).
+    pub fn set_capture_min(&mut self, capture_min: usize) {
+        self.cfg.capture_min = capture_min;
+    }
+
     /// The configuration.
     pub fn config(&self) -> &DecoderConfig {
         &self.cfg
@@ -501,10 +507,13 @@ impl Decoder {
     }
 
     /// Gives back the buffer's memory beyond the pending bytes (a partial next request, if
-    /// any), for a connection about to wait long for room downstream: waiting connections
-    /// then hold their requests, not buffers grown for them. Reading later grows it again.
+    /// any), for a connection about to wait long (for room downstream, for admission):
+    /// waiting connections then hold their requests, not buffers grown or zeroed for reads.
+    /// Reading later grows it again.
     pub fn compact(&mut self) {
-        if self.buf.capacity() > self.pending().max(DEFAULT_READ_SIZE) {
+        if self.buf.len() > self.pending() + PEEK_READ
+            || self.buf.capacity() > self.pending().max(DEFAULT_READ_SIZE)
+        {
             self.regrow(self.pending());
         }
     }

@@ -24,13 +24,15 @@
 //! written); a crash between `emit` and that fsync can still yield one duplicate, of a request
 //! that was never acked. See [`dedupe`] for the details.
 //!
-//! nagare addition, `request_memory_limit` (8m; 0 turns it off): large PackedForward
-//! requests (64 KiB and more, what out_forward, Fluentd and Fluent Bit send) are read into
-//! buffers of their own, and these may hold at most this many bytes across the instance's
-//! connections, from the request's header until the host accepted its events. A request that
-//! would pass it waits, unread (the sender's writes then wait too), until earlier ones are
-//! accepted; one larger than the limit is admitted alone. So connections waiting on a full
-//! buffer hold at most this much however many there are. See [`server`].
+//! nagare addition, `request_memory_limit` (8m; 0 turns it off): PackedForward requests of
+//! 8 KiB and more (what out_forward, Fluentd and Fluent Bit send) are read into buffers of
+//! their own, and these may hold at most this many bytes across the instance's connections,
+//! from the request's header until the host accepted its events. A request that would pass
+//! it waits, unread (the sender's writes then wait too), until earlier ones are accepted; one
+//! larger than the limit is admitted alone. Each connection reads at most the limit divided
+//! by the connections open (4 to 64 KiB) at a time. So connections waiting on a full buffer
+//! hold about this much, and twice it in reads and small requests, however many there
+//! are. See [`server`].
 
 pub mod dedupe;
 pub mod rdns;
@@ -127,8 +129,8 @@ pub struct ForwardConfig {
     /// Oldest request id the resend window keeps.
     #[serde(default = "default_dedupe_window_age")]
     pub dedupe_window_age: Interval,
-    /// Most bytes large requests being received or waiting to be accepted may hold across
-    /// all connections (0: no limit).
+    /// Most bytes requests of 8 KiB and more, being received or waiting to be accepted, may
+    /// hold across all connections; it also sizes each connection's reads (0: no limit).
     #[serde(default = "default_request_memory_limit")]
     pub request_memory_limit: Size,
 }

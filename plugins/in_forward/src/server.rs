@@ -12,13 +12,15 @@
 //! the batch was accepted. A failed emit or a broken stream closes the connection without
 //! an ack (the client retries).
 //!
-//! Memory across connections: a large PackedForward request is read into a buffer of its
-//! own (the decoder's capture), and that buffer is reserved only once [`Admission`] admits
-//! its size against `request_memory_limit`; the admission is given back when the request
-//! was handled (accepted, dropped or the connection closed). While a request waits for
-//! admission its connection is not read. A full buffer downstream therefore holds back at
-//! most that many bytes of large requests whatever the number of connections; a connection
-//! sending small requests holds at most one read (64 KiB) and one request. A connection that
+//! Memory across connections: a PackedForward request of [`ADMIT_FROM`] (8 KiB) or more is
+//! read into a buffer of its own (the decoder's capture), and that buffer is reserved only
+//! once [`Admission`] admits its size against `request_memory_limit`; the admission is given
+//! back when the request was handled (accepted, dropped or the connection closed). While a
+//! request waits for admission its connection is not read. A full buffer downstream
+//! therefore holds back at most that many bytes of such requests whatever the number of
+//! connections. Each connection reads at most its share of the limit at a time
+//! ([`Admission::share`]: the limit / connections open, 4 to 64 KiB), so smaller requests
+//! and reads stay near twice the limit in all too. A connection that
 //! receives nothing for [`ADMISSION_IDLE`] in the middle of an admitted request gives its
 //! admission back, so a peer that died mid-request cannot stall the others. Like Fluentd's
 //! blocking emit and Fluent Bit's paused input, the limit is the instance's: once large
@@ -64,10 +66,38 @@ pub const ADMISSION_IDLE: Duration = Duration::from_secs(5);
 
 /// Admission of large requests against `request_memory_limit`, counted in KiB: first come,
 /// first served (a request too large for what is free waits, and so do the ones after it).
+///
+/// It also sizes what a connection may read outside it: with `n` connections open, each
+/// reads at most [`Admission::share`] (the limit / n, between [`MIN_SHARE`] and
+/// [`READ_SIZE`]) at a time, and every PackedForward request larger than that or than
+/// [`ADMIT_FROM`] is captured, and so admitted before it is read. What connections hold
+/// outside the limit, a read and requests smaller than [`ADMIT_FROM`] each, then stays
+/// near twice the limit in all, however many connections there are.
 pub struct Admission {
     permits: tokio::sync::Semaphore,
     /// The limit in KiB: what a request larger than the limit takes (all of it).
     total: u32,
+    /// Connections open now.
+    open: std::sync::atomic::AtomicUsize,
+}
+
+/// The smallest read share: below this, reads cost more than the memory they save.
+pub const MIN_SHARE: usize = 4 * 1024;
+
+/// PackedForward requests from this size on are admitted before they are read, whatever
+/// the share: connections that opened while few others were open read large shares, and a
+/// request held while the buffer is full must not be outside the limit for that.
+pub const ADMIT_FROM: usize = 8 * 1024;
+
+/// Counts a connection of an [`Admission`] as open while it lives.
+pub struct Open<'a>(&'a Admission);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Admission {
@@ -78,15 +108,37 @@ impl Admission {
         (total > 0).then(|| Admission {
             permits: tokio::sync::Semaphore::new(total as usize),
             total,
+            open: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// Counts one more open connection until the guard is dropped.
+    fn open(&self) -> Open<'_> {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Open(self)
+    }
+
+    /// What one connection reads at a time, and the smallest PackedForward payload that is
+    /// admitted before it is read: the limit shared by the connections open now.
+    pub fn share(&self) -> usize {
+        let open = self.open.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        (self.total as usize * 1024 / open).clamp(MIN_SHARE, READ_SIZE)
     }
 
     /// Waits until `bytes` fit (or everything is free, for a request larger than the limit).
     async fn admit(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        let kib = u32::try_from(bytes.div_ceil(1024))
+        self.permits.acquire_many(self.kib(bytes)).await.ok()
+    }
+
+    /// [`admit`](Self::admit) when `bytes` fit now (and no one waits before them).
+    fn try_admit(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.permits.try_acquire_many(self.kib(bytes)).ok()
+    }
+
+    fn kib(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
-            .clamp(1, self.total);
-        self.permits.acquire_many(kib).await.ok()
+            .clamp(1, self.total)
     }
 }
 
@@ -216,12 +268,24 @@ impl From<ForwardError> for Close {
 /// payload's own buffer, with no zeroing, while one is being received (see
 /// `Decoder::payload_buf`), else into the decoder's buffer. Cancel-safe: a read that did not
 /// complete took nothing from the stream.
-async fn read_some(stream: &mut TcpStream, decoder: &mut Decoder) -> std::io::Result<usize> {
+async fn read_some(
+    stream: &mut TcpStream,
+    decoder: &mut Decoder,
+    size: usize,
+) -> std::io::Result<usize> {
     if let Some((payload, lacking)) = decoder.payload_buf() {
         use bytes::BufMut;
         return stream.read_buf(&mut payload.limit(lacking)).await;
     }
-    let n = stream.read(decoder.read_buf(READ_SIZE)).await?;
+    let room = decoder.read_buf(size);
+    // A share smaller than a full read is a cap (many connections are open); otherwise the
+    // whole room the buffer has grown to is read into, as few calls as a request needs.
+    let n = if size < READ_SIZE {
+        room.len().min(size)
+    } else {
+        room.len()
+    };
+    let n = stream.read(room.get_mut(..n).unwrap_or_default()).await?;
     decoder.commit(n);
     Ok(n)
 }
@@ -321,9 +385,14 @@ impl Connection {
         if *self.shutdown.borrow() {
             return Ok(false);
         }
+        let size = self
+            .shared
+            .admission
+            .as_ref()
+            .map_or(READ_SIZE, Admission::share);
         let n = tokio::select! {
             _ = self.shutdown.changed() => return Ok(false),
-            n = read_some(stream, decoder) => n?,
+            n = read_some(stream, decoder, size) => n?,
         };
         if n == 0 {
             if decoder.in_request() {
@@ -352,6 +421,7 @@ impl Connection {
             }
         }
         let shared = self.shared.clone();
+        let _open = shared.admission.as_ref().map(Admission::open);
         // What the large request being received holds of `request_memory_limit`.
         let mut admitted = None;
         loop {
@@ -370,13 +440,25 @@ impl Connection {
                     return Ok(());
                 }
             }
+            if let Some(admission) = shared.admission.as_ref() {
+                // Requests larger than a read, or than ADMIT_FROM, are admitted before they
+                // are read.
+                decoder.set_capture_min(admission.share().min(ADMIT_FROM));
+            }
             if let (Some(bytes), Some(admission)) =
                 (decoder.capture_pending(), shared.admission.as_ref())
             {
-                // Not a byte more is read (nor reserved) until the request fits.
-                admitted = tokio::select! {
-                    _ = self.shutdown.changed() => return Ok(()),
-                    p = admission.admit(bytes) => p,
+                // Not a byte more is read (nor reserved) until the request fits; a wait for
+                // admission may be long, so the read buffer goes back first.
+                admitted = match admission.try_admit(bytes) {
+                    Some(p) => Some(p),
+                    None => {
+                        decoder.compact();
+                        tokio::select! {
+                            _ = self.shutdown.changed() => return Ok(()),
+                            p = admission.admit(bytes) => p,
+                        }
+                    }
                 };
                 decoder.admit_capture();
             }

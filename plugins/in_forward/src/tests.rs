@@ -510,6 +510,58 @@ fn connections_held_back_by_a_full_buffer_hold_no_thread_and_no_ack() {
 }
 
 #[test]
+fn with_many_connections_smaller_requests_are_admitted_before_they_are_read() {
+    // 64 KiB shared by 8 connections: reads of 8 KiB, and requests larger than that are
+    // admitted first. Three ~20 KB requests fit; the other five wait unread.
+    let c = chunk(1100);
+    assert!((16 * 1024..32 * 1024).contains(&c.len()), "{}", c.len());
+    let kit = TestKit::new(nagare_plugin_module());
+    let (mut input, addr) = start(&kit, "request_memory_limit 64k");
+    input.emitter().set_held(true);
+    let socks: Vec<TcpStream> = (0..8).map(|_| connect(addr)).collect();
+    // Every connection is open (and counted) before any request arrives.
+    std::thread::sleep(Duration::from_millis(200));
+    let writers: Vec<_> = socks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut s = s.try_clone().unwrap_or_else(|e| panic!("clone: {e}"));
+            let mut req = Vec::new();
+            let ack = format!("ack{i}");
+            encode_packed_forward(
+                &mut req,
+                &format!("t{i}"),
+                &c,
+                1100,
+                Compression::Text,
+                Some(&ack),
+            );
+            std::thread::spawn(move || s.write_all(&req).is_ok())
+        })
+        .collect();
+    assert!(input.emitter().wait_for_waiting(3, WAIT));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        input.emitter().waiting(),
+        3,
+        "only the admitted requests were read"
+    );
+    input.emitter().set_held(false);
+    assert!(input.emitter().wait_for_batches(8, WAIT));
+    for w in writers {
+        assert!(w.join().unwrap_or(false));
+    }
+    for (i, mut s) in socks.into_iter().enumerate() {
+        let ack = read_value(&mut s).and_then(|v| decode_ack(&v).ok());
+        assert_eq!(
+            ack.and_then(|a| a.as_str().map(str::to_owned)),
+            Some(format!("ack{i}"))
+        );
+    }
+    input.stop().unwrap_or_default();
+}
+
+#[test]
 fn a_peer_stalled_in_the_middle_of_a_large_request_gives_its_admission_back() {
     let c = chunk(6000);
     let kit = TestKit::new(nagare_plugin_module());
