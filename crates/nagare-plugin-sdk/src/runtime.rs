@@ -20,6 +20,13 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Worker threads of the shared runtime.
 pub const WORKER_THREADS: usize = 2;
 
+/// Most threads of the runtime's blocking pool (tokio's default is 512); more
+/// `spawn_blocking` jobs queue. Jobs must be short: an emit that waits for an fsync, a name
+/// lookup. Each thread costs a stack of its own (about 16 KB touched), so a flood of many
+/// connections must not grow hundreds of them; waiting for room in a full buffer is done in
+/// tasks, not in this pool (see in_forward).
+pub const MAX_BLOCKING_THREADS: usize = 64;
+
 struct Shared {
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -62,6 +69,7 @@ impl PluginRuntime {
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(WORKER_THREADS)
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
             .thread_name("nagare-plugin-rt")
             .enable_all()
             .build()
@@ -134,6 +142,39 @@ mod tests {
         // A fresh lease after all were dropped builds a new runtime.
         let c = PluginRuntime::acquire()?;
         assert_eq!(c.block_on(async { 3 })?, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn the_blocking_pool_is_bounded_and_queues_the_rest() -> Result<(), PluginError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let rt = PluginRuntime::acquire()?;
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (r, m) = (running.clone(), most.clone());
+        let jobs = MAX_BLOCKING_THREADS + 36;
+        let done = rt.block_on(async move {
+            let handles: Vec<_> = (0..jobs)
+                .map(|_| {
+                    let (r, m) = (r.clone(), m.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                        m.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        r.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+                .collect();
+            let mut done = 0;
+            for h in handles {
+                done += usize::from(h.await.is_ok());
+            }
+            done
+        })?;
+        assert_eq!(done, jobs, "queued jobs run too");
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= MAX_BLOCKING_THREADS, "{most} at once");
+        assert!(most > 1, "they do run in parallel");
         Ok(())
     }
 }
