@@ -80,29 +80,56 @@ const REGEXP_PARSERS: &[&str] = &[
 ];
 
 /// A section whose content is read from the element directly (`<parse>`): consumed here so
-/// the deserializer does not report its params as unused.
+/// the deserializer does not report its params as unused. Its own sections (a third-party
+/// parser's `<pattern>`, repeated or not) are consumed too, so the parser's `@type` is what
+/// a configuration fails on, with its own message.
 #[derive(Debug, Default)]
 pub struct RawSection;
 
 impl<'de> Deserialize<'de> for RawSection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Consume;
-        impl<'de> Visitor<'de> for Consume {
-            type Value = RawSection;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a section")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<RawSection, A::Error> {
-                while map.next_key::<String>()?.is_some() {
-                    map.next_value::<Option<String>>()?;
-                }
-                Ok(RawSection)
-            }
+        d.deserialize_map(Consume).map(|()| RawSection)
+    }
+}
+
+/// Takes any value of a section: a parameter, a section, or several sections.
+struct Consume;
+
+impl<'de> Visitor<'de> for Consume {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a section")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        while map.next_key::<String>()?.is_some() {
+            map.next_value::<Anything>()?;
         }
-        d.deserialize_map(Consume)
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<(), A::Error> {
+        while seq.next_element::<Anything>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+}
+
+/// [`Consume`] as a value.
+struct Anything;
+
+impl<'de> Deserialize<'de> for Anything {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(Consume).map(|()| Anything)
     }
 }
 

@@ -109,6 +109,20 @@ fn configure() {
     assert!(
         unknown.is_some_and(|(_, m)| m.starts_with("test.conf:1: <parse>: unknown parser type"))
     );
+    // A third-party parser with sections of its own (fluent-plugin-multi-format-parser,
+    // real config 053) fails on its type, not on the shape of its sections.
+    for patterns in [1, 2] {
+        let body = "<pattern>\nformat json\n</pattern>\n".repeat(patterns);
+        let multi = err(&format!(
+            "key_name log\n<parse>\n@type multi_format\n{body}</parse>"
+        ));
+        assert!(
+            multi
+                .as_ref()
+                .is_some_and(|(_, m)| m.contains("unknown parser type 'multi_format'")),
+            "{patterns}: {multi:?}"
+        );
+    }
     for ok in [
         "key_name foo\n<parse>\n@type regexp\nexpression /(?<x>.)/\n</parse>",
         "key_name foo\n<parse>\n@type json\n</parse>",

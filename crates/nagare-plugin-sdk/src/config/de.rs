@@ -442,7 +442,14 @@ impl<'de, 's> SectionsDe<'de, 's> {
 impl<'de> Deserializer<'de> for SectionsDe<'de, '_> {
     type Error = ConfigError;
 
+    /// One section is a map; several (for a type that takes anything) a sequence of them.
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ConfigError> {
+        if self.nodes.len() > 1 {
+            return visitor.visit_seq(SectionSeq {
+                nodes: self.nodes.into_iter(),
+                sink: self.sink,
+            });
+        }
         self.single()?.deserialize_any(visitor)
     }
 
