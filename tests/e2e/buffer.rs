@@ -241,6 +241,66 @@ fn block_holds_the_ack_until_the_buffer_has_room() {
     assert_eq!(n.stop(), 0);
 }
 
+/// Threads of process `pid` now.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn connections_held_back_by_a_full_buffer_do_not_hold_threads() {
+    let port = free_port();
+    let conf = source(port)
+        + &failing_output(
+            "  fail_times 1",
+            "    total_limit_size 100
+    overflow_action block
+    retry_wait 4",
+        );
+    let mut n = start(&conf, port);
+    assert_eq!(send(port, "app.x", "first", 5), Reply::Acked);
+    n.wait_stderr("failed to flush the buffer. retry_times=0");
+    let idle = threads_of(n.pid());
+    // 80 acked requests, each on its own connection, all held back by the full buffer.
+    let mut held: Vec<std::net::TcpStream> = (0..80)
+        .map(|i| {
+            let mut s = connect(port);
+            s.write_all(&forward(
+                "app.x",
+                &format!("held{i}"),
+                1,
+                &format!("held-{i}"),
+            ))
+            .expect("write");
+            s
+        })
+        .collect();
+    n.wait_stderr("blocking");
+    std::thread::sleep(Duration::from_millis(500));
+    let during = threads_of(n.pid());
+    // Waiting is done by the connections' tasks: the process grows by a few threads at
+    // most, not by one per held connection (the blocking pool alone allows 64).
+    assert!(
+        during < idle + 16,
+        "{during} threads while 80 connections wait, {idle} before"
+    );
+    // Once the retry frees the buffer every held request is accepted and acked.
+    for (i, s) in held.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        assert_eq!(
+            read_reply(s, &format!("held-{i}")),
+            Reply::Acked,
+            "held {i}"
+        );
+    }
+    assert_eq!(n.stop(), 0);
+}
+
 fn count_in(path: &Path, needle: &str) -> usize {
     std::fs::read_to_string(path)
         .unwrap_or_default()
