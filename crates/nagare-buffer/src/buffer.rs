@@ -1548,18 +1548,15 @@ impl Buffer {
             }
             return self.backup(st, chunk, &lease);
         }
-        let retry_after = match failure {
-            Failure::Retryable { retry_after } => retry_after,
-            Failure::Resend => {
-                st.counters.rollback_count += 1;
-                st.queue.push_front(chunk);
-                tracing::debug!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, "chunk rolled back to be written again (no retry step)");
-                return Ok(Decision::Resend);
-            }
-            Failure::Unrecoverable => return Ok(Decision::Backup { path: None }),
-        };
+        if failure == Failure::Unrecoverable {
+            return Ok(Decision::Backup { path: None });
+        }
         st.counters.rollback_count += 1;
         st.queue.push_front(chunk);
+        let Failure::Retryable { retry_after } = failure else {
+            tracing::debug!(plugin_id = %self.opts.plugin_id, chunk_id = %lease.id, "chunk rolled back to be written again (no retry step)");
+            return Ok(Decision::Resend);
+        };
         let now = to_secs_f64(self.opts.clock.now());
         let cfg = self.cfg.retry;
         let has_secondary = self.opts.has_secondary;

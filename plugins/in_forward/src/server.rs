@@ -603,17 +603,7 @@ impl Connection {
                 // here, by this task, not in a thread.
                 (None, true) => {
                     self.wait_for_room(decoder, &tag, records).await?;
-                    let emitter = shared.emitter.clone();
-                    tokio::task::spawn_blocking(move || {
-                        emitter
-                            .emit(&tag, data, records)
-                            .map(|()| Emitted::Events {
-                                records,
-                                interrupted: false,
-                            })
-                            .map_err(|e| e.to_string())
-                    })
-                    .await
+                    blocking_emit(&shared.emitter, tag, data, records).await
                 }
                 // No ack asked, so nothing is promised about durability (Fluentd's
                 // at-most-once for such requests): the batch is offered without blocking, on
@@ -635,24 +625,19 @@ impl Connection {
                                 if rej.error.kind == ErrorKind::RETRYABLE
                                     && !rej.data.is_empty() =>
                             {
-                                if shared.emitter.would_wait(&rej.tag) {
-                                    self.wait_for_room(decoder, &rej.tag, rej.records).await?;
+                                if self.wait_for_room(decoder, &rej.tag, rej.records).await? {
                                     offer = (rej.tag, rej.data, rej.records);
                                     continue;
                                 }
                                 // Refused without a wait (overflow_action throw_exception,
                                 // or drop_oldest_chunk): the blocking emit says why, or
                                 // makes room.
-                                let emitter = shared.emitter.clone();
-                                break tokio::task::spawn_blocking(move || {
-                                    emitter
-                                        .emit(&rej.tag, rej.data, rej.records)
-                                        .map(|()| Emitted::Events {
-                                            records: rej.records,
-                                            interrupted: false,
-                                        })
-                                        .map_err(|e| e.to_string())
-                                })
+                                break blocking_emit(
+                                    &shared.emitter,
+                                    rej.tag,
+                                    rej.data,
+                                    rej.records,
+                                )
                                 .await;
                             }
                             Err(rej) => break Ok(Err(rej.error.to_string())),
@@ -728,16 +713,17 @@ impl Connection {
 
     /// Returns once a batch tagged `tag` would be taken without waiting for room, polling the
     /// host's probe ([`Emitter::would_wait`]) with a pause that grows from [`ROOM_POLL_MIN`]
-    /// to [`ROOM_POLL_MAX`]. A connection held back by a full buffer so holds its request
-    /// and this task, not a thread; its decoder gives back the read buffer first, and the
-    /// socket is not read meanwhile (the sender is pushed back). Shutdown ends the wait with
-    /// the connection closed, the `records` unaccepted and unacked.
+    /// to [`ROOM_POLL_MAX`]; `true` if it had to wait. A connection held back by a full
+    /// buffer so holds its request and this task, not a thread; its decoder gives back the
+    /// read buffer first, and the socket is not read meanwhile (the sender is pushed back).
+    /// Shutdown ends the wait with the connection closed, the `records` unaccepted and
+    /// unacked.
     async fn wait_for_room(
         &mut self,
         decoder: &mut Decoder,
         tag: &str,
         records: u32,
-    ) -> Result<(), Close> {
+    ) -> Result<bool, Close> {
         let mut pause = ROOM_POLL_MIN;
         let mut waited = false;
         while self.shared.emitter.would_wait(tag) {
@@ -758,7 +744,7 @@ impl Connection {
             }
             pause = (pause * 2).min(ROOM_POLL_MAX);
         }
-        Ok(())
+        Ok(waited)
     }
 
     async fn write_ack(
@@ -788,6 +774,26 @@ impl Connection {
         }
         (!fields.is_empty()).then_some(fields)
     }
+}
+
+/// The blocking `emit` of a batch (it waits for the fsync), on a blocking thread.
+async fn blocking_emit(
+    emitter: &Emitter,
+    tag: String,
+    data: Vec<u8>,
+    records: u32,
+) -> Result<Result<Emitted, String>, tokio::task::JoinError> {
+    let emitter = emitter.clone();
+    tokio::task::spawn_blocking(move || {
+        emitter
+            .emit(&tag, data, records)
+            .map(|()| Emitted::Events {
+                records,
+                interrupted: false,
+            })
+            .map_err(|e| e.to_string())
+    })
+    .await
 }
 
 /// Rewrites every record of a canonical chunk with `fields` set.

@@ -62,6 +62,43 @@ fn read_value(s: &mut TcpStream) -> Option<Vec<u8>> {
     }
 }
 
+/// The id of the next ack on `s` (bounded by the socket timeout).
+fn read_ack_id(s: &mut TcpStream) -> Option<String> {
+    read_value(s)
+        .and_then(|v| decode_ack(&v).ok())
+        .and_then(|a| a.as_str().map(str::to_owned))
+}
+
+/// Writes to socket `i` a PackedForward request of `c` (`records` entries) tagged `t{i}`,
+/// asking for ack `ack{i}` when `acks`, each from a thread of its own: a request not
+/// admitted is not read, so its write may wait. The threads say whether their write went
+/// through.
+fn write_packed_each(
+    socks: &[TcpStream],
+    c: &[u8],
+    records: u32,
+    acks: bool,
+) -> Vec<std::thread::JoinHandle<bool>> {
+    socks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut s = s.try_clone().unwrap_or_else(|e| panic!("clone: {e}"));
+            let mut req = Vec::new();
+            let ack = format!("ack{i}");
+            encode_packed_forward(
+                &mut req,
+                &format!("t{i}"),
+                c,
+                records,
+                Compression::Text,
+                acks.then_some(ack.as_str()),
+            );
+            std::thread::spawn(move || s.write_all(&req).is_ok())
+        })
+        .collect()
+}
+
 fn at_eof(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 16];
     matches!(s.read(&mut b), Ok(0))
@@ -373,25 +410,7 @@ fn large_requests_wait_unread_for_admission_while_the_buffer_is_full() {
         let (mut input, addr) = start(&kit, &format!("request_memory_limit {limit}"));
         input.emitter().set_held(true);
         let socks: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
-        // Writers of their own: a request not admitted is not read, so its write may wait.
-        let writers: Vec<_> = socks
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let mut s = s.try_clone().unwrap_or_else(|e| panic!("clone: {e}"));
-                let mut req = Vec::new();
-                let ack = format!("ack{i}");
-                encode_packed_forward(
-                    &mut req,
-                    &format!("t{i}"),
-                    &c,
-                    6000,
-                    Compression::Text,
-                    acks.then_some(ack.as_str()),
-                );
-                std::thread::spawn(move || s.write_all(&req).is_ok())
-            })
-            .collect();
+        let writers = write_packed_each(&socks, &c, 6000, acks);
         assert!(
             input.emitter().wait_for_waiting(waiting, WAIT),
             "limit {limit}: {} waiting",
@@ -423,11 +442,7 @@ fn large_requests_wait_unread_for_admission_while_the_buffer_is_full() {
         );
         if acks {
             for (i, mut s) in socks.into_iter().enumerate() {
-                let ack = read_value(&mut s).and_then(|v| decode_ack(&v).ok());
-                assert_eq!(
-                    ack.and_then(|a| a.as_str().map(str::to_owned)),
-                    Some(format!("ack{i}"))
-                );
+                assert_eq!(read_ack_id(&mut s), Some(format!("ack{i}")));
             }
         }
         input.stop().unwrap_or_default();
@@ -502,8 +517,7 @@ fn connections_held_back_by_a_full_buffer_hold_no_thread_and_no_ack() {
     );
     for (mut s, ack) in socks {
         if let Some(id) = ack {
-            let got = read_value(&mut s).and_then(|v| decode_ack(&v).ok());
-            assert_eq!(got.and_then(|a| a.as_str().map(str::to_owned)), Some(id));
+            assert_eq!(read_ack_id(&mut s), Some(id));
         }
     }
     input.stop().unwrap_or_default();
@@ -521,24 +535,7 @@ fn with_many_connections_smaller_requests_are_admitted_before_they_are_read() {
     let socks: Vec<TcpStream> = (0..8).map(|_| connect(addr)).collect();
     // Every connection is open (and counted) before any request arrives.
     std::thread::sleep(Duration::from_millis(200));
-    let writers: Vec<_> = socks
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let mut s = s.try_clone().unwrap_or_else(|e| panic!("clone: {e}"));
-            let mut req = Vec::new();
-            let ack = format!("ack{i}");
-            encode_packed_forward(
-                &mut req,
-                &format!("t{i}"),
-                &c,
-                1100,
-                Compression::Text,
-                Some(&ack),
-            );
-            std::thread::spawn(move || s.write_all(&req).is_ok())
-        })
-        .collect();
+    let writers = write_packed_each(&socks, &c, 1100, true);
     assert!(input.emitter().wait_for_waiting(3, WAIT));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
@@ -552,11 +549,7 @@ fn with_many_connections_smaller_requests_are_admitted_before_they_are_read() {
         assert!(w.join().unwrap_or(false));
     }
     for (i, mut s) in socks.into_iter().enumerate() {
-        let ack = read_value(&mut s).and_then(|v| decode_ack(&v).ok());
-        assert_eq!(
-            ack.and_then(|a| a.as_str().map(str::to_owned)),
-            Some(format!("ack{i}"))
-        );
+        assert_eq!(read_ack_id(&mut s), Some(format!("ack{i}")));
     }
     input.stop().unwrap_or_default();
 }
@@ -582,21 +575,13 @@ fn a_peer_stalled_in_the_middle_of_a_large_request_gives_its_admission_back() {
         let mut s = other.try_clone().unwrap_or_else(|e| panic!("clone: {e}"));
         std::thread::spawn(move || s.write_all(&req2).is_ok())
     };
-    let ack = read_value(&mut other).and_then(|v| decode_ack(&v).ok());
-    assert_eq!(
-        ack.and_then(|a| a.as_str().map(str::to_owned)).as_deref(),
-        Some("o")
-    );
+    assert_eq!(read_ack_id(&mut other).as_deref(), Some("o"));
     assert!(writer.join().unwrap_or(false));
     // The stalled request is still whole when its rest comes.
     stalled
         .write_all(&req[req.len() / 2..])
         .unwrap_or_else(|e| panic!("write: {e}"));
-    let ack = read_value(&mut stalled).and_then(|v| decode_ack(&v).ok());
-    assert_eq!(
-        ack.and_then(|a| a.as_str().map(str::to_owned)).as_deref(),
-        Some("s")
-    );
+    assert_eq!(read_ack_id(&mut stalled).as_deref(), Some("s"));
     let tags: Vec<(String, u32)> = input
         .emitter()
         .batches()
